@@ -1,0 +1,36 @@
+"""igoas: the IGOAS network for occluded person re-identification, and the toolbox around it.
+
+The public names below are imported lazily so that `import igoas` stays light and
+optional dependencies load only when the feature that needs them is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "build_model": "igoas.model",
+    "build_occlusion": "igoas.occlusion",
+    "build_dataset": "igoas.data",
+    "render_synthetic": "igoas.data",
+    "evaluate_rank": "igoas.evaluation",
+    "evaluate_features": "igoas.evaluation",
+    "k_reciprocal_rerank": "igoas.evaluation",
+    "ReIDModel": "igoas.inference",
+    "import_official": "igoas.interop.official",
+    "export_official": "igoas.interop.official",
+    "load_checkpoint": "igoas.engine.checkpoint",
+    "save_checkpoint": "igoas.engine.checkpoint",
+    "train": "igoas.engine.trainer",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'igoas' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
