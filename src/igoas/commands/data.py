@@ -1,0 +1,95 @@
+"""`igoas data`: check a dataset copy, print its statistics, render the synthetic set."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from igoas.errors import ConfigError
+
+
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value read as an int or a boolean where it looks like one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return key, lowered == "true"
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="the folder holding the dataset")
+    parser.add_argument("--dataset", required=True, metavar="NAME",
+                        help="market1501, dukemtmcreid, occluded_duke, msmt17, cuhk03_np, occluded_reid, "
+                             "partial_reid, partial_ilids, p_dukemtmc, custom or synthetic")
+    parser.add_argument("-o", "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                        help="a reader option, e.g. split=half (occluded_reid), variant=labeled (cuhk03_np)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="validate a copy: layout, names, images, splits",
+                               description="Validate a dataset copy. Exit 0 when clean, 1 when problems were found.")
+    _dataset_arguments(check)
+    check.add_argument("--no-images", action="store_true", help="skip decoding every image (faster)")
+    check.add_argument("--strict", action="store_true", help="count warnings as problems for the exit code")
+    check.add_argument("--max-items", type=int, default=20, help="files listed per problem (default 20)")
+    check.add_argument("--workers", type=int, default=4, help="threads decoding images (default 4)")
+    stats = actions.add_parser("stats", help="print the statistics table (ids, images, cameras per split)")
+    _dataset_arguments(stats)
+    synth = actions.add_parser("synth", help="render the synthetic occluded-pedestrian dataset")
+    synth.add_argument("out", help="output folder (Market-1501 layout)")
+    synth.add_argument("--ids", type=int, default=None, help="identities to train and test on (default: the size's)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", default="default", help="tiny, small, default or large")
+    synth.add_argument("--height", type=int, default=128)
+    synth.add_argument("--width", type=int, default=64)
+    synth.add_argument("--workers", type=int, default=1, help="rendering processes (same output for any number)")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from igoas.data.check import check_dataset
+
+    report = check_dataset(args.root, args.dataset, verify_images=not args.no_images, workers=args.workers,
+                           **dict(args.option))
+    print(report.format(max_items=args.max_items))
+    return report.exit_code(strict=args.strict)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from igoas.data import build_dataset, published_statistics
+
+    options = dict(args.option)
+    dataset = build_dataset(args.dataset, args.root, **options)
+    print(dataset.statistics(published_statistics(args.dataset, **options)))
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from igoas.data import build_dataset, render_synthetic
+    from igoas.data.synthetic import read_meta
+
+    root = render_synthetic(args.out, num_ids=args.ids, seed=args.seed, size=args.size,
+                            image_size=(args.height, args.width), workers=args.workers)
+    print(build_dataset("synthetic", root).statistics())
+    records = read_meta(root)["images"].values()
+    for split in ("train", "query", "gallery"):
+        fractions = [r["occluded_fraction"] for r in records if r["split"] == split]
+        occluded = [f for f in fractions if f > 0]
+        mean = f", {100 * sum(occluded) / len(occluded):.0f} % of the body hidden on average" if occluded else ""
+        print(f"  {split}: {100 * len(occluded) / max(1, len(fractions)):.0f} % of images occluded{mean}")
+    print(f"written to {root}")
+    return 0
+
+
+ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {"check": _check, "stats": _stats, "synth": _synth}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command not in ACTIONS:
+        raise ConfigError(f"unknown data action {args.data_command!r}; choose one of {', '.join(ACTIONS)}.")
+    return ACTIONS[args.data_command](args)

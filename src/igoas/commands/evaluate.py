@@ -1,0 +1,44 @@
+"""`igoas eval [CONFIG] --weights CKPT [--rerank] [key=value ...]`: R1/R5/R10/mAP/mINP per query set."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from igoas.commands.train import split_config_and_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?",
+                        help="YAML config or preset naming the dataset(s); default: the config saved in the checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. data.root=/data")
+    parser.add_argument("--weights", required=True, metavar="CKPT", help="igoas checkpoint (.pth)")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (eval.k1/k2/lambda_value)")
+    parser.add_argument("--out", metavar="JSON",
+                        help="where to write the metrics (default: metrics.json in the checkpoint's run directory)")
+
+
+def default_output(checkpoint: Path) -> Path:
+    """`RUN/metrics.json` for `RUN/checkpoints/X.pth`, else `X.metrics.json` beside the file."""
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent / "metrics.json"
+    return checkpoint.with_suffix(".metrics.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from igoas.engine.checkpoint import atomic_write
+    from igoas.engine.features import evaluate_checkpoint, results_document
+    from igoas.evaluation import format_table
+
+    config, overrides = split_config_and_overrides(args.config, args.overrides)
+    if args.rerank:
+        overrides.append("eval.rerank=true")
+    results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides)
+    print(format_table(results))
+    document = results_document(results, checkpoint=str(args.weights), epoch=payload.get("epoch"),
+                                datasets=list(cfg.data.targets) or [cfg.data.dataset], metric=cfg.eval.metric,
+                                rerank=cfg.eval.rerank)
+    out = Path(args.out) if args.out else default_output(Path(args.weights))
+    atomic_write(out, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
+    print(f"metrics written to {out}")
+    return 0

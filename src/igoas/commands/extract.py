@@ -1,0 +1,34 @@
+"""`igoas extract CKPT IMAGES_DIR_OR_DATASET --out FEATURES`: embeddings of a folder or a dataset split."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="igoas checkpoint (.pth)")
+    parser.add_argument("source", help="a folder of images, or a dataset root together with --dataset NAME")
+    parser.add_argument("--out", required=True, help="features file to write: .safetensors or .npz")
+    parser.add_argument("--dataset", help="read SOURCE as this dataset (market1501, occluded_duke, synthetic, ...)")
+    parser.add_argument("--split", default="query",
+                        help="with --dataset: train, query, gallery or an extra query set such as holistic (default query)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: decode in the main process)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from igoas.extraction import dataset_images, extract, folder_images
+    from igoas.inference import ReIDModel
+
+    images = dataset_images(args.dataset, args.source, args.split) if args.dataset else folder_images(args.source)
+    model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+    features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.workers,
+                       progress=not args.no_progress)
+    for path, reason in features.metadata["bad_reasons"].items():
+        print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    print(f"wrote {len(features)} embeddings ({features.embeddings.shape[1]}-d) of {images.description} to {args.out}"
+          + (f"; {len(features.bad_paths)} unreadable image(s) skipped and listed in the file" if features.bad_paths else ""))
+    return 0

@@ -1,0 +1,24 @@
+"""`igoas import-official CHECKPOINT --out OUT`: bring a checkpoint of the authors' code into igoas."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint saved by the authors' torchreid code (model.pth.tar-N, "
+                                           "model-best.pth.tar) or a bare state dict of their network")
+    parser.add_argument("--out", required=True, help="igoas checkpoint to write (e.g. runs/official/best.pth)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from igoas.interop.official import import_official
+
+    _, payload = import_official(args.checkpoint, out=args.out)
+    source = payload["source"]
+    details = [f"{len(payload['model'])} tensors", f"{payload['model_spec']['num_classes']} identities"]
+    if source["epoch"] is not None:
+        details.append(f"epoch {source['epoch']}")
+    if source["rank1"] is not None:
+        details.append(f"stored rank-1 {source['rank1']:.1%}")
+    print(f"imported {args.checkpoint} ({', '.join(details)}) -> {args.out}")
+    return 0

@@ -1,0 +1,302 @@
+"""`igoas viz FIGURE ...`: the paper's figures, a run's curves and its HTML report.
+
+Figures: activations (Fig. 8), compare (Fig. 9), occlusion (Fig. 4-6), ranked, cmc,
+curves, distances (+ ROC), report. Each writes PNG (or HTML) and prints where.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from igoas.errors import IgoasError
+
+
+# ----------------------------------------------------------------------------- arguments
+def _image_source(parser: argparse.ArgumentParser, default_num: int) -> None:
+    parser.add_argument("--images", nargs="+", default=[], metavar="IMAGE",
+                        help="image files or folders to draw (default: --num images of a dataset split)")
+    _dataset(parser, required=False)
+    parser.add_argument("--split", default="query", help="dataset split the images come from (default query)")
+    parser.add_argument("--num", type=int, default=default_num, help=f"images taken from the split (default {default_num})")
+
+
+def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--dataset", required=required, help="dataset name (market1501, occluded_duke, synthetic, ...)")
+    parser.add_argument("--root", required=required, help="folder holding the dataset")
+
+
+def _extraction(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    parser.add_argument("--device", default="cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+
+    p = figures.add_parser("activations", help="stage-4 activation maps of the global and suppression branches (Fig. 8)")
+    p.add_argument("checkpoint")
+    _image_source(p, 6)
+    p.add_argument("--out", required=True, help="PNG to write")
+
+    p = figures.add_parser("compare", help="the same images' activation maps under several checkpoints (Fig. 9)")
+    p.add_argument("checkpoints", nargs="+")
+    _image_source(p, 4)
+    p.add_argument("--labels", help="comma-separated column labels (default: checkpoint file names)")
+    p.add_argument("--branch", default="global", help="branch whose maps are compared (default global, which every model has)")
+    p.add_argument("--out", required=True)
+
+    p = figures.add_parser("occlusion", help="what each occlusion method does to one batch across epochs (Fig. 4-6)")
+    _image_source(p, 4)
+    p.add_argument("--methods", help="comma-separated occlusion methods (default: all but none)")
+    p.add_argument("--epochs", default="0,15,30,45,60,89", help="comma-separated epochs (default 0,15,30,45,60,89)")
+    p.add_argument("--height", type=int, default=384)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = figures.add_parser("ranked", help="queries and their top-K gallery images, green/red framed")
+    p.add_argument("checkpoint")
+    _dataset(p)
+    p.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
+    p.add_argument("--num-queries", type=int, default=8)
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    _extraction(p)
+    p.add_argument("--out", required=True)
+
+    p = figures.add_parser("cmc", help="CMC curves of several runs on one plot")
+    p.add_argument("results", nargs="+",
+                   help="JSON files holding a 'cmc' list (igoas eval output) or checkpoints (evaluated on --dataset)")
+    _dataset(p, required=False)
+    p.add_argument("--query-set", default="query", help="which query set's curve to take (default query)")
+    p.add_argument("--labels", help="comma-separated curve labels (default: file names)")
+    p.add_argument("--max-rank", type=int, default=20)
+    _extraction(p)
+    p.add_argument("--out", required=True)
+
+    p = figures.add_parser("curves", help="a run's training curves from train_log.jsonl and metrics.jsonl")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG to write (default RUN_DIR/figures/training_curves.png)")
+
+    p = figures.add_parser("distances", help="positive/negative pair distance distributions and the ROC curve")
+    p.add_argument("checkpoint")
+    _dataset(p)
+    p.add_argument("--query-set", default="query")
+    p.add_argument("--metric", default="cosine", choices=["euclidean", "cosine"],
+                   help="distance shown (default cosine: 1 - cosine similarity)")
+    p.add_argument("--fprs", default="1e-4,1e-3,1e-2", help="false positive rates to report the TPR at")
+    _extraction(p)
+    p.add_argument("--out-dir", required=True, help="folder for distances.png and roc.png")
+
+    p = figures.add_parser("report", help="an HTML report of a run: metrics table and figures")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+
+
+def run(args: argparse.Namespace) -> int:
+    written = FIGURES[args.figure](args)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- figures
+def _activations(args: argparse.Namespace) -> list[Path]:
+    from igoas.viz import activation_maps, plot_activation_maps
+
+    model = _model(args.checkpoint, args)
+    batch = model.preprocess(_image_paths(args))
+    config = model.preprocess_config
+    maps = activation_maps(model.network, batch)
+    return [plot_activation_maps(batch, maps, args.out, mean=config.mean, std=config.std)]
+
+
+def _compare(args: argparse.Namespace) -> list[Path]:
+    from igoas.viz import activation_maps, plot_activation_comparison
+
+    labels = _labels(args.labels, args.checkpoints)
+    paths = _image_paths(args)
+    maps_per_model, display = {}, None
+    for label, checkpoint in zip(labels, args.checkpoints):
+        model = _model(checkpoint, args)
+        batch = model.preprocess(paths)
+        maps = activation_maps(model.network, batch)
+        if args.branch not in maps:
+            raise IgoasError(f"{checkpoint}: the model has no {args.branch!r} branch (it has {sorted(maps)}); "
+                             "pick one with --branch")
+        maps_per_model[label] = maps[args.branch]
+        if display is None:
+            display = (batch, model.preprocess_config)
+    batch, config = display
+    return [plot_activation_comparison(batch, maps_per_model, args.out, mean=config.mean, std=config.std)]
+
+
+def _occlusion(args: argparse.Namespace) -> list[Path]:
+    from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from igoas.preprocess import Preprocess
+    from igoas.viz import plot_occlusion_methods
+
+    preprocess = Preprocess(args.height, args.width, IMAGENET_MEAN, IMAGENET_STD)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    epochs = _numbers(args.epochs, "--epochs")
+    return [plot_occlusion_methods(preprocess(_image_paths(args)), args.out, methods, epochs, seed=args.seed)]
+
+
+def _ranked(args: argparse.Namespace) -> list[Path]:
+    from igoas.evaluation.distance import compute_distance
+    from igoas.viz import plot_ranked_lists, top_ranked
+
+    model = _model(args.checkpoint, args)
+    dataset = _build_dataset(args)
+    queries = _evenly_spaced(_query_samples(dataset, args.query_set), args.num_queries)
+    query, gallery = _features(model, queries, args), _features(model, dataset.gallery, args)
+    distances = np.asarray(compute_distance(query.embeddings, gallery.embeddings, args.metric))
+    indices, matches = top_ranked(distances, query.pids, gallery.pids, query.camids, gallery.camids, args.topk)
+    gallery_paths = [[gallery.paths[i] for i in row if i >= 0] for row in indices]
+    return [plot_ranked_lists(query.paths, gallery_paths, matches.tolist(), args.out, topk=args.topk)]
+
+
+def _cmc(args: argparse.Namespace) -> list[Path]:
+    from igoas.viz import plot_cmc_curves
+
+    labels = _labels(args.labels, args.results)
+    curves = {label: _cmc_curve(source, args) for label, source in zip(labels, args.results)}
+    return [plot_cmc_curves(curves, args.out, max_rank=args.max_rank)]
+
+
+def _curves(args: argparse.Namespace) -> list[Path]:
+    from igoas.viz import plot_training_curves
+
+    out = args.out or Path(args.run_dir) / "figures" / "training_curves.png"
+    return [plot_training_curves(args.run_dir, out)]
+
+
+def _distances(args: argparse.Namespace) -> list[Path]:
+    from igoas.evaluation.distance import compute_distance
+    from igoas.viz import pair_distances, plot_distance_distributions, plot_roc, roc_curve
+
+    model = _model(args.checkpoint, args)
+    dataset = _build_dataset(args)
+    query = _features(model, _query_samples(dataset, args.query_set), args)
+    gallery = _features(model, dataset.gallery, args)
+    distances = np.asarray(compute_distance(query.embeddings, gallery.embeddings, args.metric))
+    positive, negative = pair_distances(distances, query.pids, gallery.pids, query.camids, gallery.camids)
+    roc = roc_curve(positive, negative)
+    fprs = _numbers(args.fprs, "--fprs")
+    for fpr, tpr in roc.tpr_at_fprs(fprs).items():
+        print(f"TPR@FPR={fpr:g}: {100 * tpr:.2f}%")
+    out_dir = Path(args.out_dir)
+    return [plot_distance_distributions(positive, negative, out_dir / "distances.png"),
+            plot_roc(roc, out_dir / "roc.png", fprs)]
+
+
+def _report(args: argparse.Namespace) -> list[Path]:
+    from igoas.viz import write_html_report
+
+    return [write_html_report(args.run_dir, args.out)]
+
+
+FIGURES: dict[str, Callable[[argparse.Namespace], list[Path]]] = {
+    "activations": _activations, "compare": _compare, "occlusion": _occlusion, "ranked": _ranked, "cmc": _cmc,
+    "curves": _curves, "distances": _distances, "report": _report,
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _model(checkpoint: str, args: argparse.Namespace) -> Any:
+    from igoas.inference import ReIDModel
+
+    # fp32 keeps figures identical on every machine; they are not speed-critical.
+    return ReIDModel.from_checkpoint(checkpoint, device=getattr(args, "device", "cpu"), precision="fp32",
+                                     channels_last=False)
+
+
+def _build_dataset(args: argparse.Namespace) -> Any:
+    from igoas.data import build_dataset
+
+    if not args.dataset or not args.root:
+        raise IgoasError("this figure needs a dataset: pass --dataset NAME --root FOLDER")
+    return build_dataset(args.dataset, args.root)
+
+
+def _query_samples(dataset: Any, query_set: str) -> list[Any]:
+    from igoas.robustness import query_samples
+
+    return query_samples(dataset, query_set)
+
+
+def _image_paths(args: argparse.Namespace) -> list[str]:
+    """The images a figure draws: --images, else --num evenly spaced ones of the dataset split."""
+    from igoas.extraction import path_images
+
+    if args.images:
+        return path_images(args.images).paths
+    if not args.dataset:
+        raise IgoasError("pass the images to draw with --images, or a dataset with --dataset NAME --root FOLDER")
+    dataset = _build_dataset(args)
+    splits = dataset.splits()
+    samples = splits.get(args.split, splits.get(f"query:{args.split}"))
+    if samples is None:
+        raise IgoasError(f"dataset {args.dataset} has no split {args.split!r}; choose one of {sorted(splits)}")
+    return [sample.path for sample in _evenly_spaced(samples, args.num)]
+
+
+def _evenly_spaced(samples: Sequence[Any], count: int) -> list[Any]:
+    """`count` samples spread over the list (datasets are sorted by identity, so this spans identities)."""
+    if not samples:
+        raise IgoasError("the chosen split is empty")
+    indices = np.unique(np.linspace(0, len(samples) - 1, max(1, min(count, len(samples)))).round().astype(int))
+    return [samples[i] for i in indices]
+
+
+def _features(model: Any, samples: Sequence[Any], args: argparse.Namespace) -> Any:
+    from igoas.extraction import ImageList, extract
+
+    images = ImageList(paths=[s.path for s in samples], pids=[s.pid for s in samples],
+                       camids=[s.camid for s in samples], description=f"{len(samples)} images")
+    return extract(model, images, batch_size=args.batch_size, num_workers=args.workers)
+
+
+def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
+    """A CMC curve from an evaluation JSON file, or by evaluating a checkpoint on --dataset."""
+    path = Path(source)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise IgoasError(f"{path}: cannot read it as JSON ({err})") from None
+        entry = data.get(args.query_set, data) if isinstance(data, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("cmc"), list):
+            raise IgoasError(f"{path}: no 'cmc' list (at the top or under {args.query_set!r}); pass the JSON "
+                             "`igoas eval` writes, or a checkpoint with --dataset/--root")
+        return np.asarray(entry["cmc"], dtype=np.float64)
+    from igoas.evaluation import evaluate_features
+
+    model = _model(source, args)
+    dataset = _build_dataset(args)
+    query = _features(model, _query_samples(dataset, args.query_set), args)
+    gallery = _features(model, dataset.gallery, args)
+    result = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
+                               gallery.camids, max_rank=args.max_rank)
+    return np.asarray(result.cmc)
+
+
+def _labels(text: str | None, sources: Sequence[str]) -> list[str]:
+    if text is None:
+        return [Path(source).stem for source in sources]
+    labels = [label.strip() for label in text.split(",")]
+    if len(labels) != len(sources):
+        raise IgoasError(f"--labels gives {len(labels)} label(s) for {len(sources)} input(s)")
+    return labels
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise IgoasError(f"{option}: expected comma-separated numbers, got {text!r}") from None

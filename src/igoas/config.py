@@ -1,0 +1,285 @@
+"""Run configuration: typed sections (dataclasses) that OmegaConf checks, YAML presets and overrides.
+
+A run is described by one `RunConfig` (data, model, loss, optim, train, eval). A YAML file
+or a preset shipped in `igoas/configs/` fills in what differs from the defaults, and
+dotted `key=value` overrides come last. A YAML file may name a `base:` preset or file it
+extends, so related presets (the ablation, the quick demo) state only their differences.
+Typing mistakes, unknown keys and out-of-range values are reported as `ConfigError`
+naming the key, before any data is read.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from igoas.errors import ConfigError
+from igoas.losses import LossConfig
+from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# A YAML file may extend another one; chains longer than this are almost surely a cycle.
+_MAX_BASE_DEPTH = 8
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how images are prepared and how batches are drawn."""
+
+    dataset: str = "market1501"
+    root: str = "data"
+    options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the dataset builder
+    # Datasets evaluated during and after training (empty: the training dataset itself);
+    # `target_options` maps a target's name to its builder arguments.
+    targets: list[str] = field(default_factory=list)
+    target_options: dict[str, Any] = field(default_factory=dict)
+    height: int = 384
+    width: int = 128
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # Training augmentation: keyword options of `igoas.data.build_transforms` (flip, pad,
+    # color_jitter, random_erasing); empty = its defaults (random horizontal flip only).
+    augment: dict[str, Any] = field(default_factory=dict)
+    sampler: str = "random"  # "random" or "identity" (P identities x K images, for the triplet loss)
+    num_instances: int = 4  # K of the identity sampler
+    batch_size: int = 64  # global batch: split over the processes of a distributed run
+    drop_last: bool = True
+    num_workers: int = 4  # loader processes (deterministic runs load in the main process)
+
+
+@dataclass
+class ModelConfig:
+    """`build_model` arguments; `options` holds the network's remaining keyword options."""
+
+    name: str = "igoas"
+    backbone: str = "resnet50"
+    pretrained: Any = True  # true (torchvision ImageNet weights), false, or a path to a state dict
+    occlusion: str = "igo"
+    occlusion_options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (stepped every iteration, defined per epoch)."""
+
+    name: str = "adam"  # "adam" or "sgd"
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "multi_step"  # "multi_step", "cosine" or "constant"
+    milestones: list[int] = field(default_factory=lambda: [20, 40])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up length (may be fractional)
+    warmup_start_factor: float = 0.01  # warm-up starts at lr * this
+    min_lr_factor: float = 0.0  # the cosine schedule ends at lr * this
+    grad_clip: Optional[float] = None  # max global gradient norm; null = no clipping
+
+
+@dataclass
+class TrainConfig:
+    """Length, reproducibility, speed and bookkeeping of a training run."""
+
+    epochs: int = 90
+    fixbase_epochs: int = 5  # first epochs train only `fixbase_modules` (the new layers)
+    fixbase_modules: Optional[list[str]] = None  # null: the model's own `fixbase_modules`
+    seed: int = 1
+    deterministic: bool = False  # deterministic kernels: CPU runs become bit-reproducible
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" (see igoas.speed)
+    channels_last: Any = "auto"  # true, false or "auto"
+    sync_batchnorm: bool = True  # distributed runs normalise over the global batch
+    output_dir: str = "runs/igoas"
+    log_every: int = 20  # iterations between log records
+    checkpoint_every_iters: int = 0  # also save last.pth every N iterations (0: at epoch ends only)
+    stop_after_iters: Optional[int] = None  # stop cleanly after N iterations in total (resumable)
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """How and when the model is evaluated."""
+
+    every: int = 4  # epochs between evaluations during training (0: only at the end)
+    metric: str = "euclidean"  # "euclidean" or "cosine"
+    rerank: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    query_expansion: int = 0  # k > 0: each query averaged with its k nearest gallery features
+    query_expansion_alpha: float = 0.0  # > 0: alpha-weighted query expansion
+    flip: bool = False  # average the embeddings of each image and its mirror
+    precision: str = "fp32"  # "auto", "fp32", "bf16", "fp16": the published numbers are fp32
+    max_rank: int = 50
+    batch_size: int = 128
+    num_workers: int = 2
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs; `igoas train` saves it resolved as `config.yaml`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Values restricted to a few names, and numbers that must be positive or non-negative;
+# checked after every merge so a bad override fails before anything runs.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.sampler": ("random", "identity"),
+    "optim.name": ("adam", "sgd"),
+    "optim.schedule": ("multi_step", "cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "eval.precision": ("auto", "fp32", "bf16", "fp16"),
+    "eval.metric": ("euclidean", "cosine"),
+}
+POSITIVE = ("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr", "train.epochs",
+            "train.log_every", "eval.batch_size", "eval.max_rank", "eval.k1", "eval.k2")
+NON_NEGATIVE = ("data.num_workers", "eval.num_workers", "optim.weight_decay", "optim.warmup_epochs",
+                "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every", "eval.query_expansion")
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with igoas (file names without `.yaml`)."""
+    folder = resources.files("igoas") / "configs"
+    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """Path of a shipped preset, by name."""
+    path = Path(str(resources.files("igoas") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        raise ConfigError(f"no config file or preset named {name!r}; presets: {', '.join(preset_names())}")
+    return path
+
+
+def resolve_config_path(path_or_preset: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A YAML path as given (or beside `relative_to`), else a shipped preset of that name."""
+    text = str(path_or_preset)
+    candidates = [Path(text)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / text)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    if text.endswith((".yaml", ".yml")) and os.sep in text:
+        raise ConfigError(f"{text}: no such config file")
+    return preset_path(Path(text).name.removesuffix(".yaml").removesuffix(".yml"))
+
+
+def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
+    """One YAML file merged over the files it extends through `base:`."""
+    if depth > _MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: more than {_MAX_BASE_DEPTH} nested 'base:' files; is there a cycle?")
+    try:
+        loaded = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError) as err:
+        raise ConfigError(f"{path}: cannot be read as YAML ({err})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections (data:, model:, ...)")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    return OmegaConf.merge(_read_yaml(resolve_config_path(base, path.parent), depth + 1), loaded)
+
+
+def _merge(schema: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, layer)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    message = str(err).splitlines()[0]
+    if "not in" in message and key:
+        return f"unknown key '{key}' ({message}); check its spelling and section"
+    return f"bad value for '{key}': {message}" if key else message
+
+
+def load_config(path_or_preset: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()) -> DictConfig:
+    """Defaults, then a YAML file or preset (if given), then `key=value` overrides; checked.
+
+    `path_or_preset` is a YAML path or the name of a shipped preset (`igoas.config.preset_names()`).
+    """
+    config = OmegaConf.structured(RunConfig)
+    if path_or_preset is not None:
+        path = resolve_config_path(path_or_preset)
+        config = _merge(config, _read_yaml(path), str(path))
+    config = apply_overrides(config, overrides)
+    validate(config)
+    return config
+
+
+def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
+    """Merge dotted `section.key=value` strings (YAML values: `[1, 2]`, `null`, `true`)."""
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. optim.lr=0.001)")
+    try:
+        layer = OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {overrides}: {_describe(err)}") from None
+    return _merge(config, layer, "override")
+
+
+def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> DictConfig:
+    """Rebuild a checked config from its plain-dict form (as saved in checkpoints)."""
+    config = _merge(OmegaConf.structured(RunConfig), values, source)
+    validate(config)
+    return config
+
+
+def to_dict(config: DictConfig) -> dict[str, Any]:
+    """The plain-dict form of a config (what checkpoints store)."""
+    return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
+
+
+def validate(config: DictConfig) -> None:
+    """Check the values OmegaConf's types cannot: choices, signs, cross-field rules."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(config, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        if not OmegaConf.select(config, key) > 0:
+            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(config, key)!r}")
+    for key in NON_NEGATIVE:
+        if OmegaConf.select(config, key) < 0:
+            raise ConfigError(f"{key} must be zero or positive, got {OmegaConf.select(config, key)!r}")
+    pretrained = config.model.pretrained
+    if not isinstance(pretrained, (bool, str)):
+        raise ConfigError(f"model.pretrained must be true, false or a path to a weight file, got {pretrained!r}")
+    if config.train.channels_last not in (True, False, "auto"):
+        raise ConfigError(f"train.channels_last must be true, false or auto, got {config.train.channels_last!r}")
+    if config.data.sampler == "identity" and config.data.batch_size % config.data.num_instances:
+        raise ConfigError(
+            f"data.batch_size={config.data.batch_size} must be a multiple of data.num_instances="
+            f"{config.data.num_instances} for the identity (PK) sampler"
+        )
+    if len(config.data.mean) != 3 or len(config.data.std) != 3:
+        raise ConfigError("data.mean and data.std need one value per colour channel (3 each)")
+    if len(config.optim.betas) != 2:
+        raise ConfigError(f"optim.betas needs two values, got {list(config.optim.betas)}")
+    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
+        raise ConfigError(f"optim.grad_clip must be positive or null, got {config.optim.grad_clip}")
+    if config.train.stop_after_iters is not None and config.train.stop_after_iters <= 0:
+        raise ConfigError(f"train.stop_after_iters must be positive or null, got {config.train.stop_after_iters}")
+    if config.train.fixbase_epochs > config.train.epochs:
+        raise ConfigError(
+            f"train.fixbase_epochs={config.train.fixbase_epochs} exceeds train.epochs={config.train.epochs}"
+        )
+

@@ -1,0 +1,307 @@
+"""What every dataset family shares: the sample record, the dataset container, name
+parsing, relabelling, statistics tables and the combination of training sources.
+
+Families differ only in where their files are and how names encode identity and camera;
+everything that follows from (path, pid, camid) lives here so the families stay short.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from igoas.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+SAME_CAMERA = {"protocol": "same_camera"}
+CROSS_SET = {"protocol": "cross_set", "train_source": "market1501"}
+MAX_LISTED = 5  # how many offending files an error message names before "and N more"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its path, identity, 0-based camera and the source it came from."""
+
+    path: str
+    pid: int
+    camid: int
+    dsetid: int = 0
+
+
+@dataclass(frozen=True)
+class UnparsedFile:
+    """An image whose name does not follow its dataset's pattern (kept for `data check`)."""
+
+    path: str
+    pattern: str
+    example: str
+
+
+@dataclass
+class ReIDDataset:
+    """Train, query and gallery of one dataset plus the protocol its results must record.
+
+    `extra_queries` are further query sets ranked against the same gallery (the synthetic
+    set's holistic queries); `distractor_pids` are identities that only pad the gallery
+    (Market-1501's 0000) and never become training classes when splits are combined.
+    """
+
+    name: str
+    root: str
+    train: list[Sample]
+    query: list[Sample]
+    gallery: list[Sample]
+    extra_queries: dict[str, list[Sample]] = field(default_factory=dict)
+    protocol_info: dict = field(default_factory=lambda: dict(SAME_CAMERA))
+    distractor_pids: frozenset[int] = frozenset()
+    unparsed_files: list[UnparsedFile] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({s.pid for s in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({(s.dsetid, s.camid) for s in self.train})
+
+    def splits(self) -> dict[str, list[Sample]]:
+        """Every split by name, extra query sets as `query:NAME`."""
+        out = {"train": self.train, "query": self.query, "gallery": self.gallery}
+        out.update({f"query:{k}": v for k, v in self.extra_queries.items()})
+        return out
+
+    def statistics(self, published: dict[str, tuple[int, int]] | None = None) -> str:
+        """The table ReID papers print: identities, images and cameras per split.
+
+        With `published` (split -> (ids, images)) a last column compares the copy with the
+        community's counts, which is how a user sees that a copy is incomplete.
+        """
+        header = ["split", "ids", "images", "cameras"] + (["published ids/images"] if published else [])
+        rows = []
+        for split, samples in self.splits().items():
+            ids, images, cams = split_statistics(samples)
+            row = [split, str(ids), str(images), str(cams)]
+            if published:
+                expected = published.get(split)
+                mark = "" if expected is None or expected == (ids, images) else "  (differs)"
+                row.append("-" if expected is None else f"{expected[0]}/{expected[1]}{mark}")
+            rows.append(row)
+        protocol = ", ".join(f"{k}={v}" for k, v in self.protocol_info.items())
+        title = f"{self.name} ({protocol})"
+        return title + "\n" + format_table(header, rows)
+
+
+def split_statistics(samples: Sequence[Sample]) -> tuple[int, int, int]:
+    """(identities, images, cameras) of one split; cameras counted per source."""
+    return (
+        len({(s.dsetid, s.pid) for s in samples}),
+        len(samples),
+        len({(s.dsetid, s.camid) for s in samples}),
+    )
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with right-aligned numbers, readable in a terminal and a log."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = str(cells[0]).ljust(widths[0])
+        return "  " + " | ".join([first] + [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:])])
+
+    rule = "  " + "-+-".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """How a family's file names encode identity (and camera): a regex with named groups
+    `pid` and optionally `cam` (1-based in the name), the form and an example for messages."""
+
+    regex: str
+    form: str
+    example: str
+
+    def parse(self, filename: str) -> tuple[int, int | None] | None:
+        match = re.match(self.regex, filename)
+        if match is None:
+            return None
+        cam = match.groupdict().get("cam")
+        return int(match.group("pid")), (int(cam) if cam is not None else None)
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files of a folder in a stable order (sorted), so loaders are deterministic."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def scan_folder(
+    folder: Path, pattern: NamePattern, recursive: bool = False
+) -> tuple[list[tuple[Path, int, int | None]], list[UnparsedFile]]:
+    """Parse every image name of a folder; names that do not match are returned apart."""
+    parsed, unparsed = [], []
+    for path in list_images(folder, recursive):
+        result = pattern.parse(path.name)
+        if result is None:
+            unparsed.append(UnparsedFile(str(path), pattern.form, pattern.example))
+        else:
+            parsed.append((path, *result))
+    return parsed, unparsed
+
+
+def raise_if_unparsed(name: str, unparsed: Sequence[UnparsedFile], strict: bool) -> None:
+    """Strict loading refuses names it cannot parse rather than silently training on less."""
+    if not strict or not unparsed:
+        return
+    listed = "\n  ".join(u.path for u in unparsed[:MAX_LISTED])
+    more = f"\n  ... and {len(unparsed) - MAX_LISTED} more" if len(unparsed) > MAX_LISTED else ""
+    raise DatasetError(
+        f"{name}: {len(unparsed)} image name(s) or list line(s) do not match the expected form "
+        f"{unparsed[0].pattern} (e.g. {unparsed[0].example}):\n  {listed}{more}\n"
+        f"Rename or remove them, or load with strict=False to skip them; "
+        f"`igoas data check` lists every problem of the copy."
+    )
+
+
+def relabel(samples: Iterable[Sample]) -> list[Sample]:
+    """Map identities to 0..N-1 in sorted order: classifier targets must be dense."""
+    samples = list(samples)
+    mapping = {pid: label for label, pid in enumerate(sorted({s.pid for s in samples}))}
+    return [Sample(s.path, mapping[s.pid], s.camid, s.dsetid) for s in samples]
+
+
+def combine_train_sets(datasets: Sequence[ReIDDataset], combineall: bool = False) -> list[Sample]:
+    """One training list from several sources, identities and cameras kept apart per source.
+
+    Identities are keyed by (source, part, pid): with `combineall` a dataset's query and
+    gallery identities join as new classes, distinct from its training ones even where
+    numbers collide (MSMT17 numbers both from 0). Junk (-1) and distractor identities are
+    left out because they are not classes. Cameras are offset per source so that camera
+    0 of one dataset is not camera 0 of another; `dsetid` records the source.
+    """
+    keyed: list[tuple[tuple[int, int, int], Sample]] = []
+    cam_offset = 0
+    for source, dataset in enumerate(datasets):
+        parts = [dataset.train]
+        if combineall:
+            parts.append(dataset.query + dataset.gallery)
+        used_cams = {s.camid for part in parts for s in part}
+        for part_index, part in enumerate(parts):
+            seen: set[str] = set()
+            for s in part:
+                if s.pid < 0 or s.pid in dataset.distractor_pids or s.path in seen:
+                    continue
+                seen.add(s.path)
+                keyed.append(((source, part_index, s.pid), Sample(s.path, s.pid, s.camid + cam_offset, source)))
+        cam_offset += max(used_cams, default=-1) + 1
+    labels = {key: i for i, key in enumerate(sorted({k for k, _ in keyed}))}
+    return [Sample(s.path, labels[k], s.camid, s.dsetid) for k, s in keyed]
+
+
+def layout_tree(candidates: Sequence[str], required: Sequence[str]) -> str:
+    """The expected folder tree, shown whenever a copy is not where it should be."""
+    tops = [f"ROOT/{c}/" if c else "ROOT/ itself" for c in candidates]
+    lines = [f"  {tops[0]}" + (f"   (or {', '.join(tops[1:])})" if len(tops) > 1 else "")]
+    lines += [f"      {entry}" + ("" if Path(entry).suffix else "/") for entry in required]
+    return "\n".join(lines)
+
+
+def locate_root(root: str | Path, name: str, candidates: Sequence[str], required: Sequence[str]) -> Path:
+    """Find the folder holding `required` entries, trying ROOT and ROOT/<candidate>.
+
+    Users point at the parent folder, at the dataset folder, or at the unzipped folder
+    itself; every one of these is accepted. When none fits, the error shows the expected
+    tree and, for each missing entry, the closest name that does exist (a misspelt or
+    renamed folder is the usual cause).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{name}: dataset root {root} does not exist or is not a folder; "
+                           f"pass the folder that holds the dataset.\nExpected layout:\n"
+                           f"{layout_tree(candidates, required)}")
+    options = [root] + [root / c for c in candidates if c]
+    existing = [d for d in options if d.is_dir()]
+    scored = [(sum((d / r).exists() for r in required), -i, d) for i, d in enumerate(existing)]
+    best_score, _, best = max(scored, key=lambda t: (t[0], t[1]))
+    if best_score == len(required):
+        return best
+    hints = _closest_names(best, required)
+    if not best_score:
+        near = _closest_path_names(root, candidates)
+        hints = near[:1] + [h for d in existing for h in _closest_names(d, required)]
+    hint_text = ""
+    for want, found in hints:
+        holds = all((Path(found) / r).exists() for r in required)
+        extra = " (it holds the expected folders: rename it, or pass it as ROOT)" if holds else ""
+        hint_text += f"\n  expected {want!r}, closest found: {found!r}{extra}"
+    raise DatasetError(
+        f"{name}: the dataset layout was not found under {best if best_score else root}."
+        f"{hint_text or chr(10) + '  no folder with a similar name was found'}\n"
+        f"Expected layout:\n{layout_tree(candidates, required)}\n"
+        f"Rename the folders to match, or point ROOT at the right folder."
+    )
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _closest_names(folder: Path, wanted: Iterable[str]) -> list[tuple[str, str]]:
+    """(wanted, closest existing entry) pairs for the entries missing from `folder`."""
+    present = _entries(folder)
+    pairs = []
+    for want in wanted:
+        if (folder / want).exists():
+            continue
+        close = difflib.get_close_matches(want, present, n=1, cutoff=0.5)
+        if close:
+            pairs.append((str(folder / want), str(folder / close[0])))
+    return pairs
+
+
+def _closest_path_names(root: Path, candidates: Iterable[str]) -> list[tuple[str, str]]:
+    """For nested candidate paths: the first missing component and its closest sibling,
+    most similar first."""
+    pairs = []
+    for candidate in candidates:
+        folder = root
+        for part in filter(None, candidate.split("/")):
+            if (folder / part).is_dir():
+                folder = folder / part
+                continue
+            pairs.extend(_closest_names(folder, [part]))
+            break
+    similarity = lambda pair: difflib.SequenceMatcher(None, Path(pair[0]).name, Path(pair[1]).name).ratio()
+    return sorted(dict.fromkeys(pairs), key=similarity, reverse=True)
+
+
+def make_samples(
+    parsed: Iterable[tuple[Path, int, int | None]],
+    camid: int | None = None,
+    drop_pids: frozenset[int] = frozenset({-1}),
+) -> list[Sample]:
+    """Samples from parsed names: 1-based name cameras become 0-based, or a fixed camera
+    is imposed (cross-set protocols); junk identities are dropped."""
+    out = []
+    for path, pid, cam in parsed:
+        if pid in drop_pids:
+            continue
+        out.append(Sample(str(path), pid, camid if camid is not None else int(cam) - 1))
+    return out
+
+
+def read_cross_set(name: str, folder: Path, query_dir: Path, gallery_dir: Path, pattern: NamePattern,
+                   strict: bool, protocol_info: dict | None = None) -> ReIDDataset:
+    """A test set whose query folder is camera 0 and gallery folder camera 1 (no training split).
+
+    Cross-set sets have no camera labels that matter: giving the two sides different
+    cameras makes the one same-camera evaluation protocol remove nothing for them.
+    """
+    query, bad = scan_folder(query_dir, pattern, recursive=True)
+    gallery, bad_gallery = scan_folder(gallery_dir, pattern, recursive=True)
+    raise_if_unparsed(name, bad + bad_gallery, strict)
+    return ReIDDataset(name=name, root=str(folder), train=[], query=make_samples(query, camid=0),
+                       gallery=make_samples(gallery, camid=1), protocol_info=dict(protocol_info or CROSS_SET),
+                       unparsed_files=bad + bad_gallery)

@@ -1,0 +1,221 @@
+"""Embeddings of a dataset split, and the evaluation of a model on a dataset's query sets.
+
+Used by training (periodic evaluation), `igoas eval`, the demo and the tools built on
+them (extract, robustness, ablation). In a distributed run every process embeds its own
+contiguous share of the images and the shares are gathered, in order, before ranking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from igoas.config import EvalConfig
+from igoas.engine.distributed import DistributedContext, gather_rows, shard
+from igoas.errors import ConfigError, IgoasError
+from igoas.evaluation import RankResult, evaluate_features
+from igoas.evaluation.distance import average_flip_features
+from igoas.speed import autocast, to_memory_format
+
+
+@dataclass
+class ExtractedFeatures:
+    """One embedding per image (float32, N x D) with the image's identity, camera and path."""
+
+    features: Tensor
+    pids: np.ndarray
+    camids: np.ndarray
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+_DEFAULT_EVAL = EvalConfig()
+
+
+def _embed(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
+    features = model(images)
+    if flip:
+        # IGOAS embeddings are two unit-norm halves (one per branch), the baseline's one.
+        parts = 2 if getattr(model, "suppression", False) else 1
+        features = average_flip_features(features, model(torch.flip(images, dims=[3])), parts=parts)
+    return features
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: Any, device: str | torch.device = "cpu", flip: bool = False,
+                     precision: str = "fp32", channels_last: bool = False) -> ExtractedFeatures:
+    """Run `model` in eval mode over `loader` (items: dict with image, pid, camid, path).
+
+    `flip` averages each embedding with that of the mirrored image. The model is put back
+    in the mode it was in.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    chunks, pids, camids, paths = [], [], [], []
+    try:
+        for batch in loader:
+            images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
+            with autocast(device, precision):
+                features = _embed(model, images, flip)
+            chunks.append(features.float().cpu())
+            pids.append(np.asarray(batch["pid"]))
+            camids.append(np.asarray(batch["camid"]))
+            paths.extend(str(path) for path in batch["path"])
+    finally:
+        model.train(was_training)
+    dim = getattr(model, "feature_dim", 0)
+    return ExtractedFeatures(
+        features=torch.cat(chunks) if chunks else torch.empty(0, dim),
+        pids=np.concatenate(pids) if pids else np.empty(0, dtype=np.int64),
+        camids=np.concatenate(camids) if camids else np.empty(0, dtype=np.int64),
+        paths=paths,
+    )
+
+
+def _eval_loader(samples: Sequence[Any], preprocess: Mapping[str, Any], batch_size: int, num_workers: int) -> Any:
+    from igoas.data import build_test_loader, build_transforms
+
+    transform = build_transforms(preprocess["height"], preprocess["width"], train=False,
+                                 mean=list(preprocess["mean"]), std=list(preprocess["std"]))
+    return build_test_loader(list(samples), batch_size=batch_size, workers=num_workers, transform=transform)
+
+
+def embed_samples(model: nn.Module, samples: Sequence[Any], preprocess: Mapping[str, Any],
+                  eval_config: Any = None, device: str | torch.device = "cpu", precision: str = "fp32",
+                  channels_last: bool = False, ctx: DistributedContext | None = None) -> ExtractedFeatures:
+    """Embeddings of `samples` (each process embeds its share in a distributed run; all
+    processes get every row, in order)."""
+    eval_config = eval_config or _DEFAULT_EVAL
+    ctx = ctx or DistributedContext(device=torch.device(device))
+    samples = list(samples)
+    part = samples[shard(len(samples), ctx)] if ctx.enabled else samples
+    loader = _eval_loader(part, preprocess, eval_config.batch_size, eval_config.num_workers)
+    extracted = extract_features(model, loader, device, eval_config.flip, precision, channels_last)
+    if ctx.enabled:
+        extracted = ExtractedFeatures(gather_rows(extracted.features, ctx),
+                                      np.array([s.pid for s in samples]), np.array([s.camid for s in samples]),
+                                      [s.path for s in samples])
+    return extracted
+
+
+def evaluate_model(model: nn.Module, dataset: Any, eval_config: Any = None, preprocess: Mapping[str, Any] | None = None,
+                   device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
+                   ctx: DistributedContext | None = None) -> dict[str, RankResult]:
+    """Rank the gallery for the main query set (key "query") and every extra query set of
+    `dataset` (e.g. "holistic"), sharing one pass over the gallery.
+
+    `preprocess` (height, width, mean, std, interpolation) defaults to the model's
+    checkpoint entry when the model carries one (`model.preprocess`). In a distributed
+    run every process embeds its share; only the main process ranks (the others get {}).
+    """
+    eval_config = eval_config or _DEFAULT_EVAL
+    preprocess = preprocess or getattr(model, "preprocess", None)
+    if preprocess is None:
+        raise IgoasError("evaluate_model needs the input preprocessing (height, width, mean, std); pass preprocess=")
+    ctx = ctx or DistributedContext(device=torch.device(device))
+    embed = lambda samples: embed_samples(model, samples, preprocess, eval_config, device, precision,  # noqa: E731
+                                          channels_last, ctx)
+    gallery = embed(dataset.gallery)
+    query_sets = {"query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
+    results = {}
+    for name, samples in query_sets.items():
+        queries = embed(samples)
+        if not ctx.is_main:
+            continue
+        results[name] = evaluate_features(
+            queries.features, gallery.features, queries.pids, gallery.pids, queries.camids, gallery.camids,
+            metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
+            rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
+            query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha)
+    return results
+
+
+def eval_datasets(cfg: Any, train_dataset: Any = None) -> dict[str, Any]:
+    """The datasets a run config evaluates on: each of `data.targets` (with its
+    `data.target_options`, where a `root` entry overrides `data.root`), or the training
+    dataset itself when there are none."""
+    from igoas.config import to_dict
+    from igoas.data import build_dataset
+
+    data = cfg.data
+    if not data.targets:
+        dataset = train_dataset or build_dataset(data.dataset, data.root, **to_dict(data.options))
+        return {data.dataset: dataset}
+    options = to_dict(data.target_options)
+    unknown = sorted(set(options) - set(data.targets))
+    if unknown:
+        raise ConfigError(f"data.target_options names {unknown}, which are not in data.targets {list(data.targets)}")
+    datasets = {}
+    for name in data.targets:
+        # A target may live under its own root ("root" among its options).
+        target = dict(options.get(name) or {})
+        datasets[name] = build_dataset(name, target.pop("root", data.root), **target)
+    return datasets
+
+
+def evaluate_datasets(model: nn.Module, datasets: Mapping[str, Any], eval_config: Any = None,
+                      preprocess: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
+                      precision: str = "fp32", channels_last: bool = False, ctx: DistributedContext | None = None,
+                      ) -> dict[str, RankResult]:
+    """`evaluate_model` on each dataset; with several, result names become "dataset/query set"."""
+    results: dict[str, RankResult] = {}
+    for name, dataset in datasets.items():
+        found = evaluate_model(model, dataset, eval_config, preprocess, device, precision, channels_last, ctx)
+        prefix = f"{name}/" if len(datasets) > 1 else ""
+        results.update({prefix + key: value for key, value in found.items()})
+    return results
+
+
+def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Sequence[str] = (),
+                        ) -> tuple[dict[str, RankResult], dict[str, Any], Any]:
+    """Evaluate a checkpoint file on the datasets of `config` (a config, YAML path or preset;
+    default: the config saved in the checkpoint) with `overrides` applied last.
+
+    Returns the results per query set, the checkpoint payload and the config used. Runs on
+    `train.device` with `eval.precision`, using the checkpoint's own preprocessing.
+    """
+    from igoas.config import apply_overrides, config_from_dict, load_config, validate
+    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.engine.distributed import resolve_device
+    from igoas.speed import resolve_channels_last
+
+    model, payload = model_from_checkpoint(checkpoint)
+    if config is None:
+        if not isinstance(payload.get("config"), Mapping):
+            raise ConfigError(f"{checkpoint}: holds no run config; pass a config naming the dataset to evaluate on")
+        cfg = config_from_dict(dict(payload["config"]), str(checkpoint))
+    else:
+        cfg = config if hasattr(config, "data") else load_config(config)
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    if not payload.get("preprocess"):
+        raise ConfigError(f"{checkpoint}: no 'preprocess' entry (input size, mean, std); re-save it with igoas")
+    device = resolve_device(cfg.train.device)
+    precision = cfg.eval.precision
+    channels_last = resolve_channels_last(cfg.train.channels_last, device, precision)
+    model = to_memory_format(model.to(device), channels_last)
+    results = evaluate_datasets(model, eval_datasets(cfg), cfg.eval, payload["preprocess"], device, precision,
+                                channels_last)
+    return results, payload, cfg
+
+
+def results_document(results: Mapping[str, RankResult], **context: Any) -> dict[str, Any]:
+    """The JSON written by `igoas eval`, training and the demo: the main query set's R1 and
+    mAP at the top (percent), every query set in full (CMC included), and `context`."""
+    main = next(iter(results.values()), None)
+    summary = main.to_dict() if main is not None else {}
+    return {**context, "R1": summary.get("R1"), "mAP": summary.get("mAP"),
+            "query_sets": {name: result.to_dict() for name, result in results.items()}}
+
+
+def percent_summary(results: Mapping[str, RankResult]) -> dict[str, dict[str, float]]:
+    """Per query set, R1/R5/R10/mAP/mINP in percent (what logs and tables show)."""
+    keep = ("R1", "R5", "R10", "mAP", "mINP")
+    return {name: {key: value for key, value in result.to_dict().items() if key in keep}
+            for name, result in results.items()}

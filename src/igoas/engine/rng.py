@@ -1,0 +1,94 @@
+"""Random-number state: seeding, capture and restore as plain types, per-batch seeds.
+
+Exact resume needs every stream a run draws from (Python, NumPy, torch CPU and CUDA, and
+the dedicated generators such as the occlusion's) saved in a form
+`torch.load(weights_only=True)` accepts, and augmentation whose randomness does not depend
+on which worker process loads a batch or on where the run was resumed: `seed_for` gives
+each batch its own seed, derived from the run seed, the epoch and the batch number.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def use_deterministic_kernels(enabled: bool) -> None:
+    """Ask torch for deterministic kernels (errors on ops that have none) and no autotuning."""
+    if enabled:
+        # cuBLAS needs this set before its first use to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, epoch, batch, rank, ...), well spread by hashing."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with Python, NumPy and torch CPU RNGs seeded, restoring them afterwards."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+
+
+def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Every global RNG state plus the named generators, as tensors and plain types."""
+    algorithm, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {name: generator.get_state() for name, generator in (generators or {}).items()},
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> list[str]:
+    """Restore what `capture_rng_state` saved; returns notes on streams that could not be restored."""
+    notes = []
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["algorithm"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    cuda = list(state.get("cuda") or [])
+    if torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda or torch.cuda.is_available():
+        notes.append(f"CUDA RNG not restored: saved for {len(cuda)} device(s), "
+                     f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} present now")
+    saved = state.get("generators", {})
+    for name, generator in (generators or {}).items():
+        if name in saved:
+            generator.set_state(saved[name])
+        else:
+            notes.append(f"generator {name!r} not in the checkpoint; it keeps its fresh seed")
+    return notes

@@ -1,0 +1,376 @@
+"""The training loop: `train(config) -> TrainResult`.
+
+One code path for one CPU, one GPU and `torchrun` runs. Every step draws the occlusion
+from a dedicated generator (seeded identically in every process, so all processes hide
+the same region of their share of the batch, as one process would for the whole batch)
+and passes the fractional epoch `epoch + i / iters_per_epoch` (epochs counted from 0, as
+the authors' engine does) to the model, which drives the IGO schedule.
+
+Checkpoints (`checkpoints/last.pth`, atomically replaced) hold everything needed to
+continue exactly: model, optimiser, scheduler, grad scaler, sampler position, every RNG
+state and the occlusion state. `train(resume=RUN_DIR)` continues from there, mid-epoch
+included. A non-finite loss stops the run before the bad step touches the weights or the
+checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, to_dict, validate
+from igoas.engine.checkpoint import atomic_write, load_checkpoint, load_model_state, save_checkpoint
+from igoas.engine.distributed import (DistributedContext, any_across, barrier, convert_sync_batchnorm,
+                                      init_distributed, shutdown, unwrap, wrap_model)
+from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
+from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
+from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
+from igoas.engine.run_log import RunLogger
+from igoas.data import build_dataset, build_train_loader, build_transforms
+from igoas.data.transforms import INTERPOLATION
+from igoas.errors import CheckpointError, ConfigError, IgoasError
+from igoas.losses import LossConfig, compute_losses
+from igoas.model import build_model
+from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, to_memory_format
+
+LAST = "checkpoints/last.pth"
+BEST = "checkpoints/best.pth"
+CONFIG_FILE = "config.yaml"
+FINAL_METRICS = "metrics.json"
+
+
+class TrainingDiverged(IgoasError):
+    """The loss became NaN or infinite; the run stopped without saving the bad state."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run stands when `train` returns.
+
+    `metrics` is the last evaluation (query set -> R1/R5/R10/mAP/mINP in percent), `best`
+    the evaluation with the highest mAP on the main query set; `finished` is False when the
+    run stopped early on `train.stop_after_iters` (continue it with `resume`).
+    """
+
+    run_dir: Path
+    epoch: int
+    iteration: int
+    finished: bool
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / LAST
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        path = self.run_dir / BEST
+        return path if path.is_file() else None
+
+
+def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+          resume: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+    """Train a model as `config` describes (a config object, a plain dict, a YAML path or
+    a preset name), or continue the run in `resume` (a run directory) from its last
+    checkpoint, with its saved config unless `config` is given. `overrides` are dotted
+    `key=value` strings applied last."""
+    payload = None
+    if resume is not None:
+        payload = load_checkpoint(Path(resume) / LAST)
+        if config is None:
+            config = _saved_config(payload, Path(resume) / LAST)
+    cfg = apply_overrides(_as_config(config), overrides)
+    if resume is not None:
+        cfg.train.output_dir = str(resume)
+    validate(cfg)
+    ctx = init_distributed(cfg.train.device)
+    try:
+        return _Run(cfg, ctx, payload).run()
+    finally:
+        shutdown(ctx)
+
+
+def _as_config(config: Any) -> DictConfig:
+    if config is None:
+        raise ConfigError("train() needs a config (object, dict, YAML path or preset name) or a run to resume")
+    if isinstance(config, DictConfig):
+        return config.copy()
+    if isinstance(config, RunConfig):
+        return OmegaConf.structured(config)
+    if isinstance(config, Mapping):
+        return config_from_dict(dict(config), "config")
+    return load_config(config)
+
+
+def _saved_config(payload: Mapping[str, Any], source: Path) -> DictConfig:
+    if not isinstance(payload.get("config"), Mapping):
+        raise CheckpointError(f"{source}: holds no run config, so the run cannot be resumed from it")
+    return config_from_dict(dict(payload["config"]), str(source))
+
+
+class _Run:
+    """The state of one training run: model, optimiser, data, logs, and the loop over them."""
+
+    def __init__(self, cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | None) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.run_dir = Path(cfg.train.output_dir)
+        self.device = ctx.device
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
+        use_deterministic_kernels(cfg.train.deterministic)
+        # Per-process streams (augmentation, anything global) differ by rank; the occlusion
+        # generator is shared so every process hides the same region.
+        seed_everything(seed_for(cfg.train.seed, ctx.rank))
+        self.occlusion_generator = torch.Generator().manual_seed(cfg.train.seed)
+
+        self.dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
+        self.loader = self._train_loader()
+        self.iters_per_epoch = len(self.loader)
+        self.targets = eval_datasets(cfg, self.dataset)
+        self.model = self._build_model()
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.iters_per_epoch)
+        self.scaler = grad_scaler(self.device, self.precision)
+        self.loss_config = LossConfig(**to_dict(cfg.loss))
+        self.epoch, self.batch, self.iteration = 0, 0, 0
+        self.metrics: dict[str, dict[str, float]] = {}
+        self.last_results: dict[str, Any] = {}
+        self.best: dict[str, Any] = {}
+        resume_notes = self._restore(payload) if payload is not None else []
+        self.log = RunLogger(self.run_dir, enabled=ctx.is_main, log_every=cfg.train.log_every,
+                             tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar,
+                             resume_step=self.iteration if payload is not None else None)
+        for note in resume_notes:
+            self.log.info(f"resume: {note}")
+        self._trainable_phase: str | None = None
+        self._wrapped: nn.Module = self.model
+
+    # ------------------------------------------------------------------ set-up
+    def _train_loader(self) -> Any:
+        data, ctx = self.cfg.data, self.ctx
+        if data.batch_size % ctx.world_size:
+            raise ConfigError(f"data.batch_size={data.batch_size} (the global batch) must divide evenly over "
+                              f"{ctx.world_size} processes")
+        # Deterministic runs load in this process: augmentation then draws from the RNG
+        # stream the checkpoint saves, so a resumed run sees the very same images.
+        workers = 0 if self.cfg.train.deterministic else data.num_workers
+        transform = build_transforms(data.height, data.width, train=True, mean=list(data.mean), std=list(data.std),
+                                     **to_dict(data.augment))
+        return build_train_loader(self.dataset.train, data.batch_size // ctx.world_size, sampler=data.sampler,
+                                  num_instances=data.num_instances, workers=workers,
+                                  pin_memory=self.device.type == "cuda", seed=self.cfg.train.seed, rank=ctx.rank,
+                                  world_size=ctx.world_size, drop_last=data.drop_last, transform=transform)
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg.model
+        model = build_model(cfg.name, num_classes=self.dataset.num_train_pids, pretrained=cfg.pretrained,
+                            backbone=cfg.backbone, occlusion=cfg.occlusion,
+                            occlusion_options=to_dict(cfg.occlusion_options), **to_dict(cfg.options))
+        if self.cfg.train.sync_batchnorm:
+            model = convert_sync_batchnorm(model, self.ctx)
+        model.to(self.device)
+        return to_memory_format(model, self.channels_last)
+
+    def _restore(self, payload: dict[str, Any]) -> list[str]:
+        source = str(self.run_dir / LAST)
+        load_model_state(self.model, payload["model"], source)
+        missing = [key for key in ("optimizer", "scheduler", "rng", "sampler") if payload.get(key) is None]
+        if missing:
+            raise CheckpointError(f"{source}: lacks {', '.join(missing)}, so training cannot continue exactly from "
+                                  "it; it holds weights only (use it with `igoas eval` or as model.pretrained)")
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{source}: optimiser state does not fit this model/optimiser ({err})") from None
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("grad_scaler"):
+            self.scaler.load_state_dict(payload["grad_scaler"])
+        self.loader.sampler.load_state_dict(payload["sampler"])
+        if payload.get("occlusion_state"):
+            unwrap(self.model).occlusion.load_state_dict(payload["occlusion_state"])
+        self.epoch, self.batch, self.iteration = int(payload["epoch"]), int(payload["batch"]), int(payload["iteration"])
+        self.metrics = dict(payload.get("metrics") or {})
+        self.best = dict(payload.get("best") or {})
+        notes = restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
+        saved_world = int(payload.get("world_size", 1))
+        if saved_world != self.ctx.world_size:
+            notes.append(f"checkpoint written by {saved_world} process(es), continuing with {self.ctx.world_size}: "
+                         "the data order after this point differs from an uninterrupted run")
+        return [f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"] + notes
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        total = cfg.train.epochs * self.iters_per_epoch
+        if self.ctx.is_main:
+            atomic_write(self.run_dir / CONFIG_FILE, lambda handle: handle.write(OmegaConf.to_yaml(cfg).encode()))
+            self.log.info(f"run {self.run_dir}: {cfg.model.name} ({cfg.model.backbone}) on {cfg.data.dataset}, "
+                          f"{len(self.dataset.train)} training images, {self.iters_per_epoch} iterations/epoch, "
+                          f"{self.ctx.world_size} process(es) on {self.device}, precision {self.precision}")
+        try:
+            while self.epoch < cfg.train.epochs:
+                if not self._train_epoch(total):
+                    return self._result(finished=False)
+                self.epoch, self.batch = self.epoch + 1, 0
+                if self._evaluation_due():
+                    self._evaluate()
+                self._save_last()
+            self._write_final_metrics()
+            return self._result(finished=True)
+        finally:
+            self.log.close()
+
+    def _train_epoch(self, total: int) -> bool:
+        """One epoch from `self.batch` on; False when the run must stop early."""
+        cfg = self.cfg
+        self._set_trainable()
+        self.loader.sampler.set_epoch(self.epoch)
+        self.log.start_epoch(self.epoch, cfg.train.epochs, self.iters_per_epoch, self.batch)
+        for batch in self.loader:
+            progress = self.epoch + self.batch / self.iters_per_epoch
+            record = self._step(batch, progress)
+            self.batch += 1
+            self.iteration += 1
+            self.log.step({"epoch": self.epoch + 1, "iteration": self.iteration, "batch": self.batch, **record},
+                          len(batch["pid"]) * self.ctx.world_size, total)
+            stop = cfg.train.stop_after_iters is not None and self.iteration >= cfg.train.stop_after_iters
+            every = cfg.train.checkpoint_every_iters
+            if stop or (every and self.iteration % every == 0 and self.batch < self.iters_per_epoch):
+                self._save_last()
+            if stop:
+                self.log.end_epoch()
+                self.log.info(f"stopped after {self.iteration} iterations (train.stop_after_iters); "
+                              f"continue with: igoas train --resume {self.run_dir}")
+                return False
+        self.log.end_epoch()
+        return True
+
+    def _set_trainable(self) -> None:
+        """Fixbase epochs train only the new layers; DDP is rebuilt when that set changes."""
+        fixbase = self.epoch < self.cfg.train.fixbase_epochs
+        model = unwrap(self.model)
+        model.train()
+        names = self.cfg.train.fixbase_modules
+        open_layers(model, (list(names) if names is not None else list(model.fixbase_modules)) if fixbase else None)
+        phase = "fixbase" if fixbase else "all"
+        if phase != self._trainable_phase:
+            if fixbase:
+                self.log.info(f"epochs 1-{self.cfg.train.fixbase_epochs}: training only "
+                              f"{', '.join(names if names is not None else model.fixbase_modules)}")
+            self._wrapped = wrap_model(model, self.ctx)
+            self._trainable_phase = phase
+
+    def _step(self, batch: Mapping[str, Any], progress: float) -> dict[str, Any]:
+        images = to_memory_format(batch["image"].to(self.device, non_blocking=True), self.channels_last)
+        labels = batch["pid"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            output = self._wrapped(images, progress, self.occlusion_generator)
+        losses = compute_losses(output, labels, self.loss_config)
+        if any_across(not bool(torch.isfinite(losses.total)), self.ctx):
+            self._diverged(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        if self.cfg.optim.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
+                                           self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        record: dict[str, Any] = {"lr": lr, "loss": {"total": losses.total.item()}}
+        record["loss"].update({name: value.item() for name, value in losses.terms.items()})
+        if losses.id_weights is not None and losses.id_weights.numel() > 1:
+            heads = [name.removeprefix("id_") for name in losses.terms if name.startswith("id_")]
+            record["id_weights"] = dict(zip(heads, losses.id_weights.tolist()))
+        record["igo_area_ratio"] = float(output.occlusion_ratio)
+        return record
+
+    def _diverged(self, losses: Any) -> None:
+        terms = ", ".join(f"{name} {float(value):.4g}" for name, value in losses.terms.items())
+        last = self.run_dir / LAST
+        kept = (f"the last good checkpoint is {last}" if last.is_file()
+                else "no checkpoint was written yet (set train.checkpoint_every_iters to save within epochs)")
+        message = (f"loss became {float(losses.total)} at epoch {self.epoch + 1}, batch {self.batch + 1} "
+                   f"(iteration {self.iteration + 1}; terms: {terms}); stopped before updating the weights, {kept}. "
+                   "Lower optim.lr, set optim.grad_clip or use train.precision=fp32, then continue with "
+                   f"`igoas train --resume {self.run_dir} optim.lr=...`")
+        self.log.info(message)
+        raise TrainingDiverged(message)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluation_due(self) -> bool:
+        every = self.cfg.eval.every
+        return self.epoch == self.cfg.train.epochs or (every > 0 and self.epoch % every == 0)
+
+    def _evaluate(self) -> None:
+        # Evaluation must not move the training RNG streams (loaders draw seeds from them).
+        with torch.random.fork_rng(devices=[]):
+            results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(),
+                                        self.device, self.cfg.eval.precision, self.channels_last, self.ctx)
+        if not self.ctx.is_main:
+            return
+        self.last_results = results
+        self.metrics = percent_summary(results)
+        self.log.metrics(self.epoch, self.iteration, self.metrics)
+        main = next(iter(self.metrics))
+        if not self.best or self.metrics[main]["mAP"] > self.best["mAP"]:
+            self.best = {"epoch": self.epoch, "iteration": self.iteration, "query_set": main,
+                         "mAP": self.metrics[main]["mAP"], "metrics": self.metrics}
+            save_checkpoint(self.run_dir / BEST, self._payload(training_state=False))
+            self.log.info(f"new best {main} mAP {self.best['mAP']:.2f} at epoch {self.epoch}: {self.run_dir / BEST}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self, training_state: bool) -> dict[str, Any]:
+        model = unwrap(self.model)
+        payload: dict[str, Any] = {
+            "model_spec": model.spec,
+            "model": model.state_dict(),
+            "preprocess": self._preprocess(),
+            "config": to_dict(self.cfg),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "iteration": self.iteration,
+            "metrics": self.metrics,
+            "best": self.best,
+            "source": None,
+        }
+        if training_state:
+            payload.update({
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "grad_scaler": self.scaler.state_dict(),
+                "sampler": self.loader.sampler.state_dict(),
+                "rng": capture_rng_state({"occlusion": self.occlusion_generator}),
+                "occlusion_state": model.occlusion.state_dict(),
+                "world_size": self.ctx.world_size,
+            })
+        return payload
+
+    def _preprocess(self) -> dict[str, Any]:
+        data = self.cfg.data
+        return {"height": data.height, "width": data.width, "mean": list(data.mean), "std": list(data.std),
+                "interpolation": INTERPOLATION}
+
+    def _save_last(self) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir / LAST, self._payload(training_state=True))
+        barrier(self.ctx)
+
+    def _write_final_metrics(self) -> None:
+        if not self.ctx.is_main or not self.last_results:
+            return
+        summary = results_document(self.last_results, checkpoint=str(self.run_dir / LAST), epoch=self.epoch,
+                                   best=self.best)
+        atomic_write(self.run_dir / FINAL_METRICS, lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
+
+    def _result(self, finished: bool) -> TrainResult:
+        return TrainResult(run_dir=self.run_dir, epoch=self.epoch, iteration=self.iteration, finished=finished,
+                           metrics=self.metrics, best=self.best)

@@ -1,0 +1,93 @@
+"""Query-to-gallery distances, computed block by block so callers never need the full matrix."""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from igoas.errors import IgoasError
+from igoas.evaluation.arrays import ArrayLike, as_features, rows_per_block
+
+
+def squared_euclidean(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """||q - g||^2 via the matmul expansion (what torchreid ranks by), clamped at 0 against rounding."""
+    q_sq = queries.pow(2).sum(1, keepdim=True)
+    g_sq = gallery.pow(2).sum(1).unsqueeze(0)
+    # addmm folds the gallery norms into the matmul epilogue: one pass fewer over the block.
+    return torch.addmm(g_sq, queries, gallery.T, beta=1, alpha=-2).add_(q_sq).clamp_min_(0)
+
+
+def _cosine(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity; features are already L2-normalised by the metric's `prepare`."""
+    return torch.mm(queries, gallery.T).neg_().add_(1)
+
+
+def _unchanged(features: torch.Tensor) -> torch.Tensor:
+    return features
+
+
+def _l2_normalise(features: torch.Tensor) -> torch.Tensor:
+    return F.normalize(features, dim=1)
+
+
+class Metric(NamedTuple):
+    """`prepare` runs once per feature set, `distance` once per block of queries."""
+
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+METRICS: dict[str, Metric] = {
+    "euclidean": Metric(prepare=_unchanged, distance=squared_euclidean),
+    "cosine": Metric(prepare=_l2_normalise, distance=_cosine),
+}
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called `name`, with a clear error listing the choices."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise IgoasError(f"unknown distance metric {name!r}; choose one of {sorted(METRICS)}") from None
+
+
+def compute_distance(
+    qf: ArrayLike, gf: ArrayLike, metric: str = "euclidean", chunk_size: int | None = None
+) -> ArrayLike:
+    """Full num_query x num_gallery distance matrix (squared Euclidean or 1 - cosine).
+
+    Returns a tensor on the features' device when `qf` is a tensor, a numpy array otherwise.
+    For large problems prefer `evaluate_features`, which never materialises this matrix.
+    """
+    chosen = get_metric(metric)
+    queries = chosen.prepare(as_features(qf, "qf"))
+    gallery = chosen.prepare(as_features(gf, "gf")).to(queries.device)
+    if queries.shape[1] != gallery.shape[1]:
+        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones")
+    dtype = torch.promote_types(queries.dtype, gallery.dtype)
+    queries, gallery = queries.to(dtype), gallery.to(dtype)
+    out = torch.empty(queries.shape[0], gallery.shape[0], dtype=dtype, device=queries.device)
+    step = rows_per_block(gallery.shape[0], chunk_size)
+    for start in range(0, queries.shape[0], step):
+        out[start : start + step] = chosen.distance(queries[start : start + step], gallery)
+    return out if isinstance(qf, torch.Tensor) else out.numpy()
+
+
+def average_flip_features(f: ArrayLike, f_flipped: ArrayLike, parts: int = 1, normalize: bool = True) -> ArrayLike:
+    """Mean of the features of an image and of its mirror image.
+
+    The mean of two unit vectors is shorter than one, so with `normalize` each of `parts`
+    equal slices is L2-normalised again (IGOAS embeddings: `parts=2`, one per branch),
+    keeping the result on the same scale as a single forward pass.
+    """
+    a, b = as_features(f, "f"), as_features(f_flipped, "f_flipped")
+    if a.shape != b.shape:
+        raise IgoasError(f"f has shape {tuple(a.shape)} but f_flipped has {tuple(b.shape)}; they must match")
+    if a.shape[1] % parts:
+        raise IgoasError(f"cannot split {a.shape[1]}-d features into {parts} equal parts")
+    mean = (a + b.to(a.device)) / 2
+    if normalize:
+        mean = F.normalize(mean.reshape(a.shape[0], parts, -1), dim=2).reshape(a.shape)
+    return mean if isinstance(f, torch.Tensor) else mean.numpy()
+

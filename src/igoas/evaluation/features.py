@@ -1,0 +1,64 @@
+"""Evaluate query and gallery features end to end, in query blocks so memory stays bounded."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from igoas.errors import IgoasError
+from igoas.evaluation.arrays import ArrayLike, as_features, as_ids, rows_per_block
+from igoas.evaluation.distance import get_metric
+from igoas.evaluation.query_expansion import expand_query_features
+from igoas.evaluation.rank import RankAccumulator, evaluate_rank
+from igoas.evaluation.rerank import k_reciprocal_rerank
+from igoas.evaluation.result import RankResult
+
+
+def evaluate_features(
+    qf: ArrayLike,
+    gf: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    metric: str = "euclidean",
+    max_rank: int = 50,
+    rerank: bool = False,
+    rerank_params: Sequence[float] = (20, 6, 0.3),
+    query_expansion: int = 0,
+    query_expansion_alpha: float = 0.0,
+    chunk_size: int | None = None,
+) -> RankResult:
+    """CMC, mAP and mINP of query features against gallery features.
+
+    `metric`: "euclidean" (squared, as torchreid) or "cosine". `query_expansion=k` replaces
+    each query by the mean of itself and its k nearest gallery features
+    (`query_expansion_alpha>0`: alpha-QE weights). `rerank` applies k-reciprocal
+    re-ranking with `rerank_params=(k1, k2, lambda)`; its output is a dense query x gallery
+    matrix, so only that mode holds one. Otherwise distances exist only `chunk_size`
+    query rows at a time (default: about 128 MiB per block). Features may live on a GPU:
+    the work then runs there.
+    """
+    chosen = get_metric(metric)
+    queries, gallery = as_features(qf, "qf"), as_features(gf, "gf")
+    gallery = gallery.to(queries.device)
+    if queries.shape[1] != gallery.shape[1]:
+        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones")
+    num_query, num_gallery = queries.shape[0], gallery.shape[0]
+    q_pids_t, q_camids_t = as_ids(q_pids, "q_pids", num_query), as_ids(q_camids, "q_camids", num_query)
+    g_pids_t, g_camids_t = as_ids(g_pids, "g_pids", num_gallery), as_ids(g_camids, "g_camids", num_gallery)
+
+    queries = expand_query_features(queries, gallery, query_expansion, query_expansion_alpha, metric, chunk_size)
+    queries, gallery = chosen.prepare(queries), chosen.prepare(gallery)
+    if rerank:
+        k1, k2, lambda_value = rerank_params
+        distances = k_reciprocal_rerank(queries, gallery, int(k1), int(k2), float(lambda_value), chunk_size)
+        return evaluate_rank(distances, q_pids_t, g_pids_t, q_camids_t, g_camids_t, max_rank, chunk_size)
+
+    accumulator = RankAccumulator(g_pids_t, g_camids_t, max_rank)
+    step = rows_per_block(num_gallery, chunk_size)
+    for start in range(0, num_query, step):
+        stop = start + step
+        distances = chosen.distance(queries[start:stop], gallery)
+        accumulator.add(distances, q_pids_t[start:stop], q_camids_t[start:stop])
+    return accumulator.result()

@@ -1,0 +1,249 @@
+"""Export a trained model to ONNX or TorchScript, and prove the export computes the same thing.
+
+The exported graph is the whole embedding step except the resize: it takes RGB images
+already resized to the checkpoint's input size, as float values in [0, 1] (B x 3 x H x W,
+any B), applies the stored mean/std normalisation itself and returns unit-length
+embeddings (B x D). The preprocessing entry and model spec travel inside the file (ONNX
+metadata `igoas`, TorchScript extra file `igoas.json`), so a deployment can read the input
+size from the model file alone.
+
+Every export is run on fresh inputs of two batch sizes (3 and 5 by default, neither of
+which was used for tracing, which checks the dynamic batch dimension) and compared with
+the PyTorch model in fp32; an export whose largest cosine distance exceeds the tolerance
+is deleted rather than left looking valid.
+
+ONNX uses the `torch.export`-based exporter (`dynamo=True`) at opset 18: in this PyTorch
+it is the maintained path, exports the network without warnings, and its lowest native
+opset is 18 (asking for 17 triggers a lossy version conversion).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from igoas.errors import IgoasError
+from igoas.inference import ReIDModel
+from igoas.preprocess import Preprocess
+
+DEFAULT_OPSET = 18
+DEFAULT_TOLERANCE = 1e-4
+CHECK_BATCH_SIZES = (3, 5)
+METADATA_KEY = "igoas"
+
+
+class EmbeddingGraph(torch.nn.Module):
+    """Normalisation + network + final L2 normalisation: the function an export computes."""
+
+    def __init__(self, network: torch.nn.Module, preprocess: Preprocess) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.network((images - self.mean) / self.std), dim=1)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """How one format is written and how a written file is run again for the check."""
+
+    suffix: str
+    write: Callable[[EmbeddingGraph, torch.Tensor, Path, dict[str, Any], int], None]
+    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """Outcome of running an export against the PyTorch model on the same inputs."""
+
+    batch_sizes: tuple[int, ...]
+    max_cosine_distance: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_cosine_distance <= self.tolerance
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    check: ExportCheck
+
+
+def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int) -> None:
+    import onnx
+
+    from igoas.engine.checkpoint import atomic_write
+
+    program = torch.onnx.export(
+        graph,
+        (example,),
+        input_names=["images"],
+        output_names=["embeddings"],
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+    )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(info)})
+    atomic_write(path, lambda handle: handle.write(proto.SerializeToString()))
+
+
+def _load_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+
+def _write_torchscript(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int) -> None:
+    from igoas.engine.checkpoint import atomic_write
+
+    with torch.no_grad(), _quiet_torchscript():
+        traced = torch.jit.trace(graph, example, check_trace=False)
+        extra = {f"{METADATA_KEY}.json": json.dumps(info)}
+        atomic_write(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra))
+
+
+def _load_torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    with _quiet_torchscript():
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).numpy()
+
+    return run
+
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {
+    "onnx": ExportFormat(".onnx", _write_onnx, _load_onnx),
+    "torchscript": ExportFormat(".pt", _write_torchscript, _load_torchscript),
+}
+
+
+def export_model(
+    model: ReIDModel | str | os.PathLike,
+    format: str = "onnx",
+    out: str | os.PathLike | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_batch_sizes: Sequence[int] = CHECK_BATCH_SIZES,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Write `model` (a ReIDModel or a checkpoint path) in `format`, then check it.
+
+    `out` defaults to the checkpoint path with the format's suffix. The result always
+    carries the check; when it failed, the file has been removed.
+    """
+    exporter = _format(format)
+    if not isinstance(model, ReIDModel):
+        default_out = Path(model).with_suffix(exporter.suffix)
+        model = ReIDModel.from_checkpoint(model, precision="fp32", channels_last=False)
+    else:
+        default_out = Path(f"model{exporter.suffix}")
+    path = Path(out) if out is not None else default_out
+    graph = reference_graph(model)
+    example = _example_images(model.preprocess_config, batch=2, seed=1)
+    info = {"preprocess": model.preprocess_config.to_dict(), "model_spec": model.spec,
+            "input": "RGB float in [0, 1], B x 3 x H x W, resized to preprocess height x width",
+            "output": "unit-length embeddings, B x D"}
+    exporter.write(graph, example, path, info, opset)
+    check = check_export(path, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
+    if not check.passed:
+        path.unlink(missing_ok=True)
+    return ExportResult(path, format, check)
+
+
+def reference_graph(model: ReIDModel) -> EmbeddingGraph:
+    """An fp32, CPU, contiguous-memory copy of a ReIDModel's computation, for export and checks."""
+    # a copy, so exporting never changes the device or memory format of the caller's model
+    network = copy.deepcopy(model.network).to("cpu").to(memory_format=torch.contiguous_format).float().eval()
+    return EmbeddingGraph(network, model.preprocess_config).eval()
+
+
+def check_export(
+    path: str | os.PathLike,
+    graph: EmbeddingGraph,
+    preprocess: Preprocess,
+    format: str,
+    batch_sizes: Sequence[int] = CHECK_BATCH_SIZES,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ExportCheck:
+    """Run the exported file and the PyTorch graph on the same images; report the worst cosine distance."""
+    run = _format(format).load(Path(path))
+    worst = 0.0
+    for index, batch in enumerate(batch_sizes):
+        images = _example_images(preprocess, batch, seed=100 + index)
+        with torch.no_grad():
+            expected = graph(images).numpy()
+        worst = max(worst, float(np.max(cosine_distance(run(images.numpy()), expected))))
+    return ExportCheck(tuple(int(b) for b in batch_sizes), worst, tolerance)
+
+
+def load_exported(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
+    """A function images -> embeddings backed by an exported file (format from its suffix)."""
+    path = Path(path)
+    formats = {spec.suffix: name for name, spec in EXPORT_FORMATS.items()}
+    if path.suffix not in formats:
+        raise IgoasError(f"{path}: unknown export suffix {path.suffix!r}; expected one of {sorted(formats)}")
+    if not path.is_file():
+        raise IgoasError(f"{path}: no such exported model; write one with `igoas export CKPT`")
+    return EXPORT_FORMATS[formats[path.suffix]].load(path)
+
+
+def exported_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The preprocessing and model spec stored inside an exported file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props.get(METADATA_KEY, "{}"))
+    extra = {f"{METADATA_KEY}.json": ""}
+    with _quiet_torchscript():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return json.loads(extra[f"{METADATA_KEY}.json"] or "{}")
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise 1 - cos(a_i, b_i), computed in float64 so the check itself adds no error."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise IgoasError(f"exported model returned shape {a.shape}, PyTorch {b.shape}; the export is broken")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return 1.0 - np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)
+
+
+@contextlib.contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """The user asked for TorchScript explicitly; PyTorch's deprecation notice on every call adds nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
+        yield
+
+
+def _format(name: str) -> ExportFormat:
+    if name not in EXPORT_FORMATS:
+        raise IgoasError(f"unknown export format {name!r}; choose one of {sorted(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[name]
+
+
+def _example_images(preprocess: Preprocess, batch: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, preprocess.height, preprocess.width, generator=generator)

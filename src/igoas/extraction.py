@@ -1,0 +1,115 @@
+"""Embeddings of a folder of images or of a dataset split, written to a features file.
+
+What `igoas extract` does, callable from Python. A folder is searched recursively; names
+in the Market-1501 style (`0002_c1s1_000451_03.jpg`) give the identity and camera, any
+other name gets -1 for both. A dataset split takes identities and cameras from the
+dataset's own loader. Unreadable images are skipped and recorded in the file
+(`bad_paths`), so one corrupt file never loses a long extraction.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from igoas.errors import IgoasError
+from igoas.inference import ReIDModel
+from igoas.retrieval.features_file import Features, save_features
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """The images to embed with what is known about each (identity and camera, -1 when unknown)."""
+
+    paths: list[str]
+    pids: list[int]
+    camids: list[int]
+    description: str
+
+
+def folder_images(folder: str | os.PathLike) -> ImageList:
+    """Every image under `folder` (recursively, sorted), with identity and camera parsed from Market-style names."""
+    from igoas.data.base import list_images
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IgoasError(f"{folder}: no such folder; pass a folder of images, or a dataset root with --dataset NAME")
+    files = list_images(folder, recursive=True)
+    if not files:
+        raise IgoasError(f"{folder}: no image files (.jpg, .png, .bmp, .tif) found in it or below it")
+    return _named_images([str(path) for path in files], f"folder {folder}")
+
+
+def path_images(items: Sequence[str | os.PathLike]) -> ImageList:
+    """Image files as given and folders expanded, identities and cameras parsed from Market-style names."""
+    paths: list[str] = []
+    for item in items:
+        paths.extend(folder_images(item).paths if Path(item).is_dir() else [str(item)])
+    return _named_images(paths, f"{len(paths)} image(s)")
+
+
+def _named_images(paths: list[str], description: str) -> ImageList:
+    from igoas.data.market1501 import MARKET_PATTERN
+
+    parsed = [MARKET_PATTERN.parse(Path(path).name) for path in paths]
+    return ImageList(
+        paths=paths,
+        pids=[p[0] if p else -1 for p in parsed],
+        # Market names hold 1-based cameras; the project's cameras are 0-based
+        camids=[p[1] - 1 if p and p[1] is not None else -1 for p in parsed],
+        description=description,
+    )
+
+
+def dataset_images(name: str, root: str | os.PathLike, split: str = "query", **options: object) -> ImageList:
+    """One split of a dataset: `train`, `query`, `gallery` or an extra query set (`query:NAME` or `NAME`)."""
+    from igoas.data import build_dataset
+
+    dataset = build_dataset(name, root, **options)
+    splits = dataset.splits()
+    samples = splits.get(split, splits.get(f"query:{split}"))
+    if samples is None:
+        raise IgoasError(f"dataset {name} at {root} has no split {split!r}; choose one of {sorted(splits)}")
+    return ImageList(
+        paths=[s.path for s in samples],
+        pids=[s.pid for s in samples],
+        camids=[s.camid for s in samples],
+        description=f"{name} {split} split at {root}",
+    )
+
+
+def extract(
+    model: ReIDModel | str | os.PathLike,
+    images: ImageList,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> Features:
+    """Embed `images` with `model` (a ReIDModel or a checkpoint path); write them to `out` if given."""
+    if not isinstance(model, ReIDModel):
+        model = ReIDModel.from_checkpoint(model)
+    result = model.embed_files(images.paths, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    position = {path: index for index, path in enumerate(images.paths)}
+    kept = [position[path] for path in result.paths]
+    features = Features(
+        embeddings=result.embeddings,
+        paths=result.paths,
+        pids=np.asarray(images.pids, dtype=np.int64)[kept],
+        camids=np.asarray(images.camids, dtype=np.int64)[kept],
+        bad_paths=list(result.bad),
+        metadata={
+            "checkpoint": str(Path(model.source).resolve()) if model.source and Path(model.source).is_file() else model.source,
+            "model_spec": model.spec,
+            "preprocess": model.preprocess_config.to_dict(),
+            "precision": model.precision,
+            "source": images.description,
+            "bad_reasons": result.bad,
+        },
+    )
+    if out is not None:
+        save_features(out, features)
+    return features

@@ -1,0 +1,171 @@
+"""`ReIDModel`: a trained network plus the preprocessing it was evaluated with, for users.
+
+Loading goes through the checkpoint's own `preprocess` entry, so the input size and
+mean/std can never be got wrong; `embed` accepts file paths, PIL images, numpy arrays or
+tensors, batches them internally and returns unit-length float32 embeddings, so inner
+product equals cosine similarity (what the FAISS gallery index relies on).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from igoas import speed
+from igoas.errors import IgoasError
+from igoas.preprocess import ImageInput, Preprocess, split_images
+
+
+@dataclass
+class FileEmbeddings:
+    """Embeddings of the readable files (in input order) and, per unreadable file, why it failed."""
+
+    embeddings: np.ndarray
+    paths: list[str]
+    bad: dict[str, str]
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Paths -> (path, resized image or None, reason): a bad file becomes a record, not an exception."""
+
+    def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
+        path = self.paths[index]
+        try:
+            return path, self.preprocess.resize(path), ""
+        except IgoasError as err:
+            return path, None, str(err)
+
+
+class ReIDModel:
+    """An eval-mode network with its preprocessing, device and precision settled once."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        preprocess: Preprocess,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        channels_last: bool | str = "auto",
+        source: str | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.precision = speed.resolve_precision(precision, self.device)
+        self.channels_last = speed.resolve_channels_last(channels_last, self.device, self.precision)
+        self.preprocess_config = preprocess
+        self.source = source
+        self.network = speed.to_memory_format(network.eval().to(self.device), self.channels_last)
+        self._embedding_dim: int | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike | Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        channels_last: bool | str = "auto",
+    ) -> "ReIDModel":
+        """Rebuild the network a checkpoint (path or loaded payload) describes, with its preprocessing."""
+        from igoas.engine.checkpoint import model_from_checkpoint
+
+        source = "checkpoint" if isinstance(path, Mapping) else str(path)
+        network, payload = model_from_checkpoint(path)
+        preprocess = Preprocess.from_dict(payload.get("preprocess"), source)
+        return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last, source=source)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The `build_model` arguments of the wrapped network."""
+        return dict(getattr(self.network, "spec", {}) or {})
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of one embedding (1024 for IGOAS, 512 for the baseline), found by one tiny forward."""
+        if self._embedding_dim is None:
+            probe = torch.zeros(1, 3, self.preprocess_config.height, self.preprocess_config.width)
+            self._embedding_dim = int(self._forward(probe).shape[1])
+        return self._embedding_dim
+
+    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """The normalised B x 3 x H x W float32 batch the network sees for `images` (on the CPU)."""
+        return self.preprocess_config(images)
+
+    def embed(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        batch_size: int = 64,
+        output: Literal["numpy", "torch"] = "numpy",
+    ) -> np.ndarray | torch.Tensor:
+        """Unit-length float32 embeddings, one row per image, in input order.
+
+        `images` is one image or a list/batch of them: file paths, PIL images, H x W x 3
+        uint8 arrays, or 3 x H x W / B x 3 x H x W tensors (uint8, or float in [0, 1]).
+        Images are loaded and preprocessed `batch_size` at a time, so a long list of paths
+        never sits in memory as pixels.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if output not in ("numpy", "torch"):
+            raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
+        items = split_images(images)
+        chunks = [
+            self._forward(self.preprocess_config(items[start : start + batch_size]))
+            for start in range(0, len(items), batch_size)
+        ]
+        embeddings = torch.cat(chunks) if chunks else torch.empty(0, self.embedding_dim)
+        return embeddings.numpy() if output == "numpy" else embeddings
+
+    def embed_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        batch_size: int = 64,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> FileEmbeddings:
+        """Embed image files, skipping (and reporting) the ones that cannot be read.
+
+        Unlike `embed`, a missing, corrupt or non-image file is not fatal here: it is left
+        out and listed with the reason, so one bad file never loses a long extraction.
+        `num_workers` > 0 decodes images in background processes while the network runs.
+        """
+        from tqdm import tqdm
+
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles([str(p) for p in paths], self.preprocess_config),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=list,
+        )
+        chunks, good, bad = [], [], {}
+        for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False):
+            images = [(path, image) for path, image, _ in batch if image is not None]
+            bad.update({path: reason for path, image, reason in batch if image is None})
+            if images:
+                chunks.append(self._forward(self.preprocess_config.normalize(torch.stack([i for _, i in images]))))
+                good.extend(path for path, _ in images)
+        embeddings = torch.cat(chunks).numpy() if chunks else np.empty((0, self.embedding_dim), np.float32)
+        return FileEmbeddings(embeddings, good, bad)
+
+    @torch.inference_mode()
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Network forward on a preprocessed batch: float32, unit length, on the CPU."""
+        batch = speed.to_memory_format(batch.to(self.device, non_blocking=True), self.channels_last)
+        with speed.autocast(self.device, self.precision):
+            features = self.network(batch)
+        return F.normalize(features.float(), dim=1).cpu()
+
+    def __repr__(self) -> str:
+        size = f"{self.preprocess_config.height}x{self.preprocess_config.width}"
+        return (
+            f"ReIDModel({self.spec.get('name', type(self.network).__name__)}, input {size}, device={self.device}, "
+            f"precision={self.precision}, channels_last={self.channels_last})"
+        )

@@ -1,0 +1,38 @@
+"""Pooling, the 512-d reduction and the classifiers of each branch, with the authors' init."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def reduction(in_channels: int, out_features: int = 512) -> nn.Sequential:
+    """Linear -> BatchNorm1d -> ReLU; Kaiming-normal (fan_out) Linear, BN weight ~ N(1, 0.02)."""
+    head = nn.Sequential(nn.Linear(in_channels, out_features), nn.BatchNorm1d(out_features), nn.ReLU())
+    nn.init.kaiming_normal_(head[0].weight, a=0, mode="fan_out")
+    nn.init.zeros_(head[0].bias)
+    nn.init.normal_(head[1].weight, 1.0, 0.02)
+    nn.init.zeros_(head[1].bias)
+    return head
+
+
+def classifier(in_features: int, num_classes: int) -> nn.Linear:
+    """Identity classifier with weights ~ N(0, 0.01) and zero bias."""
+    layer = nn.Linear(in_features, num_classes)
+    nn.init.normal_(layer.weight, 0.0, 0.01)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _avg_pool(x: Tensor) -> Tensor:
+    return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+def _max_pool(x: Tensor) -> Tensor:
+    return F.adaptive_max_pool2d(x, 1).flatten(1)
+
+
+# The global branch averages, the suppression branch takes the maximum (SPEC section 3).
+# Functions, not modules, so the network's children stay exactly the authors' layers.
+POOLING: dict[str, Callable[[Tensor], Tensor]] = {"avg": _avg_pool, "max": _max_pool}

@@ -1,0 +1,232 @@
+"""A FAISS gallery index over unit-length embeddings, with each entry's path, identity and camera.
+
+Scores are inner products; on unit-length vectors that is cosine similarity and gives the
+same ranking as the Euclidean distance the evaluation uses. `flat` is exact (the ranking
+equals brute force); `ivf` and `hnsw` trade a little recall for speed on galleries of
+hundreds of thousands of images. An index is saved as two files written atomically: the
+FAISS index itself and a JSON side file (`<index>.json`) with the gallery's metadata.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from igoas.errors import IgoasError
+from igoas.retrieval.features_file import Features, load_features
+
+INDEX_FORMAT = "igoas-index"
+INDEX_FORMAT_VERSION = 1
+
+DEFAULT_OPTIONS: dict[str, dict[str, int]] = {
+    "flat": {},
+    # nlist 0 = chosen from the gallery size at build time; nprobe lists are visited per query
+    "ivf": {"nlist": 0, "nprobe": 16},
+    "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
+}
+
+
+def _build_flat(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
+    import faiss
+
+    return faiss.IndexFlatIP(dim)
+
+
+def _build_ivf(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
+    import faiss
+
+    count = len(embeddings)
+    # FAISS wants about 39 training points per list; 4 * sqrt(N) lists is its usual rule of thumb
+    nlist = options["nlist"] or max(1, min(int(4 * math.sqrt(count)), count // 39))
+    options["nlist"] = nlist
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(embeddings)
+    return index
+
+
+def _build_hnsw(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
+    import faiss
+
+    index = faiss.IndexHNSWFlat(dim, options["m"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = options["ef_construction"]
+    return index
+
+
+def _configure_nothing(index: Any, options: dict[str, int]) -> None:
+    """An exact index has no search-time knobs."""
+
+
+def _configure_ivf(index: Any, options: dict[str, int]) -> None:
+    index.nprobe = min(options["nprobe"], index.nlist)
+
+
+def _configure_hnsw(index: Any, options: dict[str, int]) -> None:
+    index.hnsw.efSearch = options["ef_search"]
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """How to build one kind of FAISS index, and how to set its search-time knobs (re-applied after loading)."""
+
+    build: Callable[[int, np.ndarray, dict[str, int]], Any]
+    configure: Callable[[Any, dict[str, int]], None]
+
+
+INDEX_KINDS: dict[str, IndexKind] = {
+    "flat": IndexKind(_build_flat, _configure_nothing),
+    "ivf": IndexKind(_build_ivf, _configure_ivf),
+    "hnsw": IndexKind(_build_hnsw, _configure_hnsw),
+}
+
+
+@dataclass
+class SearchResult:
+    """Top-K per query, best first; an index of -1 (score -inf) marks a slot with no gallery entry."""
+
+    scores: np.ndarray  # Q x K float32 inner products
+    indices: np.ndarray  # Q x K int64 gallery positions
+    paths: list[list[str]]
+    pids: np.ndarray  # Q x K, -1 where unknown
+    camids: np.ndarray
+
+
+class GalleryIndex:
+    """Gallery embeddings in a FAISS index plus the path, identity and camera of every entry."""
+
+    def __init__(
+        self,
+        index: Any,
+        kind: str,
+        options: dict[str, int],
+        paths: list[str],
+        pids: np.ndarray,
+        camids: np.ndarray,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        import faiss
+
+        if kind not in INDEX_KINDS:
+            raise IgoasError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
+        self.index = index
+        self.kind = kind
+        self.options = dict(options)
+        self.paths = list(paths)
+        self.pids = np.asarray(pids, dtype=np.int64)
+        self.camids = np.asarray(camids, dtype=np.int64)
+        self.metadata = dict(metadata or {})
+        INDEX_KINDS[kind].configure(faiss.downcast_index(index), self.options)
+
+    @classmethod
+    def build(cls, features: Features | str | os.PathLike, kind: str = "flat", **options: int) -> "GalleryIndex":
+        """Index a features file (or loaded `Features`); `options` override DEFAULT_OPTIONS[kind]."""
+        if not isinstance(features, Features):
+            features = load_features(features)
+        if kind not in INDEX_KINDS:
+            raise IgoasError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS[kind]))
+        if unknown:
+            raise IgoasError(f"index kind {kind!r} has no option(s) {unknown}; it takes {sorted(DEFAULT_OPTIONS[kind])}")
+        if len(features) == 0:
+            raise IgoasError("cannot build an index from an empty features file (no readable images?)")
+        settings = {**DEFAULT_OPTIONS[kind], **{key: int(value) for key, value in options.items()}}
+        embeddings = _unit_rows(features.embeddings)
+        index = INDEX_KINDS[kind].build(embeddings.shape[1], embeddings, settings)
+        index.add(embeddings)
+        return cls(index, kind, settings, features.paths, features.pids, features.camids, {"features": features.metadata})
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, topk: int = 10) -> SearchResult:
+        """The `topk` most similar gallery entries of each query embedding (rows scaled to unit length)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise IgoasError(
+                f"query embeddings have {queries.shape[1]} dimensions but the index holds {self.dim}; "
+                "embed the queries with the checkpoint that produced the gallery"
+            )
+        if topk < 1:
+            raise IgoasError(f"topk must be at least 1, got {topk}")
+        topk = min(topk, len(self))
+        scores, indices = self.index.search(_unit_rows(queries), topk)
+        valid = indices >= 0
+        safe = np.where(valid, indices, 0)
+        return SearchResult(
+            scores=np.where(valid, scores, -np.inf).astype(np.float32),
+            indices=indices.astype(np.int64),
+            paths=[[self.paths[i] for i in row if i >= 0] for row in indices],
+            pids=np.where(valid, self.pids[safe], -1),
+            camids=np.where(valid, self.camids[safe], -1),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the FAISS index to `path` and its metadata to `<path>.json`, each atomically."""
+        import faiss
+
+        from igoas.engine.checkpoint import atomic_write
+
+        path = Path(path)
+        side = {
+            "format": INDEX_FORMAT,
+            "format_version": INDEX_FORMAT_VERSION,
+            "kind": self.kind,
+            "options": self.options,
+            "count": len(self),
+            "dim": self.dim,
+            "paths": self.paths,
+            "pids": self.pids.tolist(),
+            "camids": self.camids.tolist(),
+            "metadata": self.metadata,
+        }
+        data = faiss.serialize_index(self.index)
+        atomic_write(path, lambda handle: handle.write(data.tobytes()))
+        atomic_write(metadata_path(path), lambda handle: handle.write(json.dumps(side).encode("utf-8")))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "GalleryIndex":
+        """Read an index written by `save`, checking that the index and its side file belong together."""
+        import faiss
+
+        path, side_path = Path(path), metadata_path(path)
+        for required in (path, side_path):
+            if not required.is_file():
+                raise IgoasError(f"{required}: missing; an index is two files made by `igoas search build`")
+        try:
+            side = json.loads(side_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise IgoasError(f"{side_path}: unreadable index metadata ({err}); rebuild the index") from None
+        if not isinstance(side, dict) or side.get("format") != INDEX_FORMAT:
+            raise IgoasError(f"{side_path}: not an igoas index metadata file; rebuild with `igoas search build`")
+        try:
+            index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+        except RuntimeError as err:
+            raise IgoasError(f"{path}: not a readable FAISS index ({str(err).strip().splitlines()[0]}); rebuild it") from None
+        if index.ntotal != side["count"] or index.d != side["dim"]:
+            raise IgoasError(
+                f"{path}: holds {index.ntotal} x {index.d} vectors but {side_path} describes "
+                f"{side['count']} x {side['dim']}; the two files come from different builds, rebuild the index"
+            )
+        return cls(index, side["kind"], side["options"], side["paths"], side["pids"], side["camids"], side["metadata"])
+
+
+def metadata_path(index_path: str | os.PathLike) -> Path:
+    """Where the JSON side file of an index lives."""
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.name + ".json")
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), as a fresh contiguous float32 array."""
+    matrix = np.array(matrix, dtype=np.float32, copy=True, order="C")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, np.finfo(np.float32).tiny)

@@ -1,0 +1,102 @@
+"""Speed options shared by training, inference and the benchmark: precision and memory format.
+
+`auto` only picks a reduced precision where the hardware runs it natively: bf16 on a CPU
+whose oneDNN reports native bf16 (AVX-512 BF16 / AMX), bf16 on CUDA devices that support
+it, else fp16 on CUDA, else fp32. On CPUs without native bf16 it is emulated and many
+times slower than fp32, so `auto` never chooses it there.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from igoas.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _device_type(device: torch.device | str) -> str:
+    return torch.device(device).type
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (oneDNN's own check)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _auto_precision(device_type: str) -> str:
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device_type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'auto' | 'fp32' | 'bf16' | 'fp16' -> the concrete precision for `device`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return _auto_precision(_device_type(device))
+    if precision == "fp16" and _device_type(device) == "cpu":
+        raise ConfigError("precision 'fp16' is only supported on CUDA devices; use 'bf16' or 'auto' on CPU")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for forward passes (a no-op for fp32)."""
+    resolved = resolve_precision(precision, device)
+    if resolved == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=_device_type(device), dtype=DTYPES[resolved])
+
+
+def resolve_channels_last(channels_last: bool | str, device: torch.device | str, precision: str = "auto") -> bool:
+    """'auto' -> channels_last where it pays: CUDA, and CPUs running bf16 (oneDNN's
+    blocked bf16 convolutions want NHWC); plain fp32 on CPU keeps NCHW."""
+    if isinstance(channels_last, bool):
+        return channels_last
+    if channels_last != "auto":
+        raise ConfigError(f"channels_last must be true, false or 'auto', got {channels_last!r}")
+    device_type = _device_type(device)
+    return device_type == "cuda" or resolve_precision(precision, device) == "bf16"
+
+
+def to_memory_format(tensor_or_model: torch.Tensor | nn.Module, channels_last: bool):
+    """Convert a 4-d batch or a model to channels_last when asked (no-op otherwise)."""
+    if not channels_last:
+        return tensor_or_model
+    if isinstance(tensor_or_model, nn.Module):
+        return tensor_or_model.to(memory_format=torch.channels_last)
+    return tensor_or_model.contiguous(memory_format=torch.channels_last)
+
+
+def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling, enabled only for fp16 (bf16 has fp32's range and needs none)."""
+    resolved = resolve_precision(precision, device)
+    return torch.amp.GradScaler(_device_type(device), enabled=resolved == "fp16")
+
+
+def prepare_model_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool | str = False,
+                                device: torch.device | str | None = None) -> nn.Module:
+    """Eval mode and the memory format inference will use; returns the same model.
+
+    Weights stay fp32: run the forward under `inference_context(device, precision)`;
+    autocast runs convolutions and linear layers in reduced precision and the model
+    returns its embedding in fp32.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    model.eval()
+    return to_memory_format(model, resolve_channels_last(channels_last, device, precision))
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device | str, precision: str) -> Iterator[None]:
+    """`torch.inference_mode` plus `autocast`: what every embedding extraction runs under."""
+    with torch.inference_mode(), autocast(device, precision):
+        yield

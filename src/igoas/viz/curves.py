@@ -1,0 +1,110 @@
+"""Line figures: CMC curves of several runs, and a run's training curves from its logs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from igoas.errors import IgoasError
+from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
+from igoas.viz.run_logs import load_run_logs, series
+
+
+def as_percent(curve: np.ndarray) -> np.ndarray:
+    """A CMC curve in percent: fractions (every value <= 1, as `RankResult.cmc`) are scaled by 100."""
+    curve = np.asarray(curve, dtype=np.float64).ravel()
+    return curve * 100.0 if curve.size and curve.max() <= 1.0 else curve
+
+
+def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_rank: int = 20, *,
+                    size: tuple[int, int] = (640, 480), dpi: int = DEFAULT_DPI) -> Path:
+    """Matching rate against rank, one line per run, ranks 1..`max_rank`, in percent.
+
+    Curves may be fractions or percentages (see `as_percent`); the legend gives each
+    run's Rank-1.
+    """
+    if not curves:
+        raise IgoasError("plot_cmc_curves needs at least one curve")
+    figure = new_figure(*size, dpi=dpi)
+    axes = figure.add_subplot()
+    for label, curve in curves.items():
+        values = as_percent(curve)[:max_rank]
+        if values.size == 0:
+            raise IgoasError(f"CMC curve {label!r} is empty")
+        axes.plot(np.arange(1, values.size + 1), values, marker="o", markersize=3, label=f"{label} (R1 {values[0]:.1f}%)")
+    axes.set_xlabel("rank")
+    axes.set_ylabel("matching rate (%)")
+    axes.set_xlim(1, max_rank)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    return save_figure(figure, out_path)
+
+
+# Panel of the training-curves figure -> which flattened train-log keys it shows, judged
+# by the key's words ("loss/id_global" -> loss, id, global) so "iteration" is no "ratio".
+TRAINING_PANELS: dict[str, Callable[[set[str]], bool]] = {
+    "losses": lambda words: any(word.startswith("loss") for word in words),
+    "learning rate": lambda words: bool(words & {"lr", "learning"}),
+    "ID weights and occluded area": lambda words: bool(words & {"weight", "weights", "ratio", "area"}),
+}
+EVALUATION_METRICS = ("R1", "mAP")
+
+
+def plot_training_curves(run_dir: PathLike, out_path: PathLike, *, size: tuple[int, int] = (1000, 700),
+                         dpi: int = DEFAULT_DPI) -> Path:
+    """Four panels from a run's logs: loss terms, learning rate, ID weights with the IGO
+    area ratio (all against iteration, from `train_log.jsonl`), and R1/mAP of every query
+    set against epoch (from `metrics.jsonl`)."""
+    logs = load_run_logs(run_dir)
+    if not logs.train and not logs.metrics:
+        raise IgoasError(f"{run_dir}: neither train_log.jsonl nor metrics.jsonl is there (or both are empty); "
+                         "training curves need a run directory written by `igoas train`")
+    figure = new_figure(*size, dpi=dpi)
+    panels = figure.subplots(2, 2).ravel()
+    steps = _training_steps(logs.train)
+    columns = series(logs.train)
+    for axes, (title, wanted) in zip(panels, TRAINING_PANELS.items()):
+        keys = [key for key in columns if wanted(_words(key))]
+        for key in keys:
+            axes.plot([steps[i] for i, _ in columns[key]], [v for _, v in columns[key]], label=key, linewidth=1)
+        _finish(axes, title, "iteration", keys)
+        if title == "learning rate" and keys and all(v > 0 for key in keys for _, v in columns[key]):
+            axes.set_yscale("log")
+    _plot_evaluation(panels[3], logs.metrics)
+    figure.tight_layout()
+    return save_figure(figure, out_path)
+
+
+def _training_steps(records: list[dict[str, Any]]) -> list[float]:
+    """The x value of each train-log record: its global `iteration` when logged and
+    non-decreasing, else its position in the log."""
+    iterations = [record.get("iteration") for record in records]
+    if iterations and all(isinstance(i, (int, float)) for i in iterations) and np.all(np.diff(iterations) >= 0):
+        return [float(i) for i in iterations]
+    return [float(i) for i in range(len(records))]
+
+
+def _words(key: str) -> set[str]:
+    return set(key.lower().replace("/", "_").split("_"))
+
+
+def _plot_evaluation(axes: Any, records: list[dict[str, Any]]) -> None:
+    columns = series(records)
+    epochs = [float(record.get("epoch", index)) for index, record in enumerate(records)]
+    keys = [key for key in columns if key.split("/")[-1] in EVALUATION_METRICS]
+    for key in keys:
+        axes.plot([epochs[i] for i, _ in columns[key]], [v for _, v in columns[key]], marker="o", markersize=3,
+                  label=key)
+    _finish(axes, "evaluation (%)", "epoch", keys)
+
+
+def _finish(axes: Any, title: str, xlabel: str, keys: list[str]) -> None:
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(xlabel, fontsize=9)
+    axes.grid(alpha=0.3)
+    if keys:
+        axes.legend(fontsize=7)
+    else:
+        axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes, color="grey")

@@ -1,0 +1,133 @@
+"""A run's HTML report: metrics table, best and last evaluation, figures and config in one page.
+
+The page is self-contained (inline style, no scripts, nothing fetched from the network)
+and links its images by relative path, so the run folder can be copied or zipped
+elsewhere and the report still opens.
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote
+
+from igoas.errors import IgoasError
+from igoas.viz._figure import PathLike
+from igoas.viz.run_logs import RunLogs, flatten, load_run_logs
+
+REPORT_NAME = "report.html"
+FIGURES_DIR = "figures"
+# Folders of a run whose images are not figures for people (event files, caches).
+SKIPPED_DIRS = {"tensorboard", "checkpoints", "__pycache__"}
+RANKING_METRIC = "mAP"
+# Progress counters of a log record: shown as the row label, not as metric columns.
+COUNTERS = ("epoch", "iteration", "batch", "step")
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; }
+tr.best td { background: #e6f4e6; font-weight: bold; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Path:
+    """Write the report of `run_dir` (default `run_dir/report.html`) and return its path.
+
+    Draws the training curves next to the report (`figures/training_curves.png`) when
+    the run has logs, and shows every other PNG found in the run folder (the figures
+    `igoas viz` and `igoas robustness` wrote there).
+    """
+    from igoas.engine.checkpoint import atomic_write
+    from igoas.viz.curves import plot_training_curves
+
+    logs = load_run_logs(run_dir)
+    out_path = Path(out_path) if out_path is not None else logs.run_dir / REPORT_NAME
+    if not (logs.train or logs.metrics or logs.final_metrics):
+        raise IgoasError(f"{logs.run_dir}: no train_log.jsonl, metrics.jsonl or metrics.json to report on; pass a run "
+                         "directory written by `igoas train` or `igoas eval`")
+    figures: list[Path] = []
+    if logs.train or logs.metrics:
+        figures.append(plot_training_curves(logs.run_dir, out_path.parent / FIGURES_DIR / "training_curves.png"))
+    figures += [path for path in _run_images(logs.run_dir) if path.resolve() not in {f.resolve() for f in figures}]
+    page = _page(logs, figures, out_path.parent)
+    return atomic_write(out_path, lambda handle: handle.write(page.encode("utf-8")))
+
+
+def _run_images(run_dir: Path) -> list[Path]:
+    return sorted(path for path in run_dir.rglob("*.png")
+                  if not any(part in SKIPPED_DIRS or part.startswith(".") for part in path.relative_to(run_dir).parts))
+
+
+def _page(logs: RunLogs, figures: Sequence[Path], base: Path) -> str:
+    title = f"igoas run: {logs.run_dir.name}"
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{_e(title)}</title>",
+             f"<style>{_STYLE}</style></head><body>", f"<h1>{_e(title)}</h1>",
+             f"<p>Run folder: <code>{_e(str(logs.run_dir))}</code></p>"]
+    if logs.metrics:
+        parts += ["<h2>Evaluations during training</h2>", _summary(logs.metrics), _table(logs.metrics, "epoch")]
+    if logs.final_metrics:
+        parts += ["<h2>Final evaluation</h2>", _table([logs.final_metrics], None)]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for path in figures:
+            link = quote(Path(os.path.relpath(path, base)).as_posix())
+            parts.append(f"<figure><img src='{link}' alt='{_e(path.stem)}'>"
+                         f"<figcaption>{_e(path.stem.replace('_', ' '))} ({_e(link)})</figcaption></figure>")
+    if logs.config_text:
+        parts += ["<h2>Configuration</h2>", f"<details><summary>config.yaml</summary><pre>{_e(logs.config_text)}</pre>"
+                  "</details>"]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _ranking_key(columns: Iterable[str]) -> str | None:
+    """The first mAP column (the main query set's, in logging order)."""
+    return next((key for key in columns if key.split("/")[-1] == RANKING_METRIC), None)
+
+
+def _summary(records: list[dict[str, Any]]) -> str:
+    rows = [flatten(record) for record in records]
+    key = _ranking_key(key for row in rows for key in row)
+    if key is None:
+        return ""
+    scored = [(index, row) for index, row in enumerate(rows) if key in row]
+    best_index, best = max(scored, key=lambda item: item[1][key])
+    last_index, last = scored[-1]
+
+    def describe(index: int, row: dict[str, float]) -> str:
+        cells = ", ".join(f"{_e(name)} {value:.2f}" for name, value in row.items() if name not in COUNTERS)
+        return f"epoch {_e(_epoch(records[index], index))}: {cells}"
+
+    return (f"<p><b>Best</b> (by {_e(key)}): {describe(best_index, best)}<br>"
+            f"<b>Last</b>: {describe(last_index, last)}</p>")
+
+
+def _table(records: list[dict[str, Any]], index_key: str | None) -> str:
+    rows = [flatten(record) for record in records]
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns and key not in COUNTERS]
+    key = _ranking_key(columns)
+    best = max(range(len(rows)), key=lambda i: rows[i].get(key, float("-inf"))) if key and len(rows) > 1 else None
+    header = ([f"<th>{_e(index_key)}</th>"] if index_key else []) + [f"<th>{_e(c)}</th>" for c in columns]
+    body = []
+    for index, (record, row) in enumerate(zip(records, rows)):
+        cells = [f"<td>{_e(_epoch(record, index))}</td>"] if index_key else []
+        cells += [f"<td>{row[c]:.2f}</td>" if c in row else "<td></td>" for c in columns]
+        body.append(f"<tr{' class=best' if index == best else ''}>{''.join(cells)}</tr>")
+    return f"<table><tr>{''.join(header)}</tr>\n" + "\n".join(body) + "</table>"
+
+
+def _epoch(record: dict[str, Any], index: int) -> str:
+    return str(record.get("epoch", index))
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)

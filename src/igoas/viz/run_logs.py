@@ -1,0 +1,98 @@
+"""Read what `igoas train` and `igoas eval` leave in a run directory, for figures and reports.
+
+Log records are flattened to `name -> number` (nested keys joined with "/"), so the
+figures follow whatever terms a run logged (extra losses, extra query sets) without a
+fixed list of names.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from igoas.errors import IgoasError
+from igoas.viz._figure import PathLike
+
+TRAIN_LOG = "train_log.jsonl"
+METRICS_LOG = "metrics.jsonl"
+FINAL_METRICS = "metrics.json"
+CONFIG = "config.yaml"
+
+
+@dataclass
+class RunLogs:
+    """The parsed logs of one run; absent files give empty lists / None."""
+
+    run_dir: Path
+    train: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    final_metrics: dict[str, Any] | None = None
+    config_text: str | None = None
+
+
+def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file; blank lines are skipped, a cut-off last line too.
+
+    A run that is still writing (or was killed) can end in a partial line; everything
+    before it is still valid, so only a malformed line that is not the last one is an error.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise IgoasError(f"{path}, line {number}: not valid JSON ({err.msg}); fix or delete that line") from None
+        if not isinstance(record, dict):
+            raise IgoasError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def load_run_logs(run_dir: PathLike) -> RunLogs:
+    """The logs found in `run_dir` (train log, evaluation log, final metrics, config)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise IgoasError(f"{run_dir}: no such run directory; pass the folder `igoas train` wrote (its --out)")
+    logs = RunLogs(run_dir)
+    if (run_dir / TRAIN_LOG).is_file():
+        logs.train = read_jsonl(run_dir / TRAIN_LOG)
+    if (run_dir / METRICS_LOG).is_file():
+        logs.metrics = read_jsonl(run_dir / METRICS_LOG)
+    if (run_dir / FINAL_METRICS).is_file():
+        try:
+            final = json.loads((run_dir / FINAL_METRICS).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise IgoasError(f"{run_dir / FINAL_METRICS}: not valid JSON ({err.msg}); re-run `igoas eval`") from None
+        logs.final_metrics = final if isinstance(final, dict) else None
+    if (run_dir / CONFIG).is_file():
+        logs.config_text = (run_dir / CONFIG).read_text(encoding="utf-8")
+    return logs
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested record as `{"a/b": value}`; lists, strings and NaN are dropped."""
+    flat: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
+def series(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per flattened key, the (record index, value) pairs where the key is present, in first-seen order."""
+    columns: dict[str, list[tuple[int, float]]] = {}
+    for index, record in enumerate(records):
+        for key, value in flatten(record).items():
+            columns.setdefault(key, []).append((index, value))
+    return columns

@@ -1,0 +1,87 @@
+"""Session-wide fixtures: one tiny synthetic dataset and one tiny trained checkpoint.
+
+Both are built once per test session in a temporary folder, so every test that needs
+"real" data or a "trained" model shares the same few seconds of set-up and nothing is
+ever downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_HEIGHT, TINY_WIDTH = 64, 32
+TINY_NUM_IDS = 12
+TINY_TRAIN_STEPS = 4
+TINY_BATCH = 16
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic occluded-pedestrian dataset (Market-1501 layout), rendered once."""
+    from igoas.data import render_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    render_synthetic(root, num_ids=TINY_NUM_IDS, seed=0, size="tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNet-18 IGOAS model at 64x32 trained a few steps on the synthetic set, saved as a checkpoint.
+
+    Trained with `compute_losses` directly so the fixture does not depend on the trainer;
+    a handful of steps is enough to move every weight away from its initial value.
+    """
+    from igoas.data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_dataset, build_transforms
+    from igoas.engine.checkpoint import save_checkpoint
+    from igoas.losses import LossConfig, compute_losses
+    from igoas.model import build_model
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    dataset = build_dataset("synthetic", synthetic_root)
+    images = ImageDataset(dataset.train, build_transforms(TINY_HEIGHT, TINY_WIDTH, train=True))
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=TINY_BATCH, shuffle=True, drop_last=True, generator=generator, num_workers=0
+    )
+    model = build_model("igoas", num_classes=dataset.num_train_pids, pretrained=False, backbone="resnet18")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=5e-4)
+    loss_config = LossConfig()
+    model.train()
+    step = 0
+    while step < TINY_TRAIN_STEPS:
+        for batch in loader:
+            output = model(batch["image"], progress=step / TINY_TRAIN_STEPS, generator=generator)
+            loss = compute_losses(output, batch["pid"], loss_config).total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == TINY_TRAIN_STEPS:
+                break
+    model.eval()
+    occlusion_state = getattr(model.occlusion, "state_dict", None)
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pth"
+    save_checkpoint(
+        path,
+        {
+            "model_spec": model.spec,
+            "model": model.state_dict(),
+            "preprocess": {
+                "height": TINY_HEIGHT,
+                "width": TINY_WIDTH,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+                "interpolation": "bilinear",
+            },
+            "config": None,
+            "epoch": 1,
+            "iteration": step,
+            "metrics": {},
+            "occlusion_state": occlusion_state() if callable(occlusion_state) else None,
+            "source": None,
+        },
+    )
+    return path

@@ -1,0 +1,179 @@
+"""The ablation study: arm configs, aggregation over seeds, and the reduced study end to end
+(a test of the pipeline, not of the numbers)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from igoas.ablation import (ARMS, DEFAULT_RECIPE, REDUCED_STRESS, _mean_stress, _summarize, arm_config,
+                            format_table, run_ablation)
+from igoas.config import load_config, to_dict
+from igoas.errors import ConfigError
+from igoas.occlusion import build_occlusion
+
+
+# ----------------------------------------------------------------------------- configs
+def test_arms_differ_only_in_model_and_occlusion() -> None:
+    configs = {arm: to_dict(arm_config(arm, seed=1)) for arm in ARMS}
+    shared = {section: values for section, values in configs["igoas"].items() if section != "model"}
+    for arm, cfg in configs.items():
+        assert {section: values for section, values in cfg.items() if section != "model"} == shared, arm
+        assert cfg["model"]["backbone"] == configs["igoas"]["model"]["backbone"]
+        assert (cfg["model"]["name"], cfg["model"]["occlusion"]) == (ARMS[arm].model, ARMS[arm].occlusion)
+    assert configs["baseline"]["model"]["occlusion_options"] == {}
+    assert configs["random_erasing"]["model"]["occlusion_options"] == {}
+    schedule = configs["igoas"]["model"]["occlusion_options"]
+    assert configs["igoas_no_osm"]["model"]["occlusion_options"] == schedule
+    fixed = build_occlusion("igo_fixed", **configs["igo_fixed"]["model"]["occlusion_options"])
+    assert fixed.area_ratio(0.0) == fixed.area_ratio(15.5) == pytest.approx(schedule["final"])
+
+
+def test_seed_and_overrides_reach_every_arm() -> None:
+    cfg = arm_config("baseline", seed=7, overrides=["optim.lr=0.01", "model.occlusion_options.start=0.2"])
+    assert cfg.train.seed == 7 and cfg.optim.lr == 0.01
+    # recipe overrides of the IGO schedule reach the IGO arms only
+    assert to_dict(cfg.model.occlusion_options) == {}
+    assert arm_config("igoas", 7, overrides=["model.occlusion_options.start=0.2"]).model.occlusion_options.start == 0.2
+    with pytest.raises(ConfigError, match="unknown ablation arm"):
+        arm_config("dropout", seed=1)
+
+
+def test_recipe_igo_schedule_keeps_the_published_shape() -> None:
+    """The published schedule ramps 0.1 + 0.4 e / 90 up to epoch 55 of 90; the recipe must
+    scale slope and ramp length with its own epoch count (change both with train.epochs)."""
+    cfg = load_config(DEFAULT_RECIPE)
+    epochs, schedule = cfg.train.epochs, cfg.model.occlusion_options
+    assert schedule.slope == pytest.approx(0.4 / epochs)
+    assert schedule.ramp_epochs == round(55 * epochs / 90)
+    igo = build_occlusion("igo", **to_dict(schedule))
+    assert igo.area_ratio(0.0) == pytest.approx(0.1)
+    assert igo.area_ratio(epochs - 0.01) == pytest.approx(1 / 3)
+    ratios = [igo.area_ratio(step / 10) for step in range(10 * (schedule.ramp_epochs + 1))]
+    assert ratios == sorted(ratios)  # easy to hard
+    for step in range(10 * epochs):  # the rectangle always fits the recipe's input
+        igo.rectangle(cfg.data.height, cfg.data.width, step / 10)
+
+
+def test_all_arms_build_at_the_recipe_size() -> None:
+    import torch
+
+    from igoas.model import build_model
+
+    for arm in ARMS:
+        cfg = arm_config(arm, seed=1, overrides=["model.backbone=resnet18"])
+        model = build_model(cfg.model.name, num_classes=5, backbone=cfg.model.backbone,
+                            occlusion=cfg.model.occlusion, occlusion_options=to_dict(cfg.model.occlusion_options))
+        assert model.occlusion.__class__.__name__  # built without option errors
+        if arm == "baseline":
+            images = torch.randn(2, 3, cfg.data.height, cfg.data.width)
+            assert model.eval()(images).shape == (2, 512)
+
+
+# ----------------------------------------------------------------------------- aggregation
+def _fake_run(arm: str, seed: int, r1: float, stress_map: tuple[float, float]) -> dict:
+    metrics = {name: {"R1": r1, "R5": r1, "R10": r1, "mAP": r1 / 2, "mINP": r1 / 4} for name in ("query", "holistic")}
+    stress = [{"checkpoint": arm, "position": "top", "area": area, "occluded_percent": area, "R1": value,
+               "R5": value, "R10": value, "mAP": value, "mINP": value, "num_queries": 3}
+              for area, value in zip((0.0, 30.0), stress_map)]
+    return {"arm": arm, "seed": seed, "metrics": metrics, "stress": stress}
+
+
+def test_summary_statistics_over_seeds_and_table() -> None:
+    runs = [_fake_run("baseline", 1, 40.0, (50.0, 10.0)), _fake_run("baseline", 2, 50.0, (60.0, 30.0)),
+            _fake_run("igoas", 1, 70.0, (80.0, 70.0)), _fake_run("igoas", 2, 70.0, (80.0, 50.0))]
+    summary = _summarize(runs, ["baseline", "igoas"])
+    r1 = summary["baseline"]["query"]["R1"]
+    assert r1["mean"] == 45.0 and r1["std"] == pytest.approx(math.sqrt(50.0)) and r1["values"] == [40.0, 50.0]
+    assert summary["igoas"]["query"]["R1"]["std"] == 0.0
+    # the stress column averages occluded settings only (area 0 is the clean score)
+    assert summary["baseline"]["stress"]["mAP"]["values"] == [10.0, 30.0]
+    mean_stress = _mean_stress(runs, ["baseline", "igoas"])
+    top30 = [r for r in mean_stress["igoas"] if r["area"] == 30.0][0]
+    assert top30["mAP"] == 60.0 and top30["seeds"] == 2
+    table = format_table(summary, ["baseline", "igoas"], [1, 2]).splitlines()
+    assert len(table) == 4 and table[2].startswith("| baseline | 45.0 ± 7.1 |")
+
+
+# ----------------------------------------------------------------------------- the reduced study
+@pytest.fixture(scope="module")
+def reduced_study(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("ablation")
+    messages: list[str] = []
+    result = run_ablation(out, seeds=1, reduced=True, overrides=[f"data.root={synthetic_root}"],
+                          log=messages.append)
+    return result, messages
+
+
+@pytest.mark.slow
+def test_reduced_study_scores_every_arm_and_writes_outputs(reduced_study) -> None:
+    from PIL import Image
+
+    result, _ = reduced_study
+    assert result.arms == list(ARMS) and result.seeds == [1]
+    for arm in ARMS:
+        for query_set in ("query", "holistic", "stress"):
+            for metric in ("R1", "mAP", "mINP"):
+                value = result.summary[arm][query_set][metric]["mean"]
+                assert 0.0 <= value <= 100.0, (arm, query_set, metric)
+        stress = result.stress[arm]
+        assert {(r["position"], r["area"]) for r in stress} == {
+            (p, a) for p in REDUCED_STRESS.positions for a in REDUCED_STRESS.areas}
+    saved = json.loads(result.files["results"].read_text())
+    assert set(saved["arms"]) == set(ARMS) and saved["machine"]["cpu_capability"]
+    assert saved["arms"]["igo_fixed"]["occlusion"] == "igo_fixed"
+    table = result.files["table"].read_text()
+    assert all(f"| {arm} |" in table for arm in ARMS)
+    for name in ("stress", "activations"):
+        with Image.open(result.files[name]) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    # one trained run per arm, each with the arm's network
+    for arm in ARMS:
+        config = json.loads((result.out_dir / "runs" / arm / "seed1" / "ablation_run.json").read_text())["config"]
+        assert config["model"]["name"] == ARMS[arm].model
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_runs(reduced_study, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import igoas.engine.trainer as trainer
+    import igoas.robustness as robustness
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained or stress-tested again")
+
+    monkeypatch.setattr(trainer, "train", refuse)
+    monkeypatch.setattr(robustness, "occlusion_stress_test", refuse)
+    result, _ = reduced_study
+    messages: list[str] = []
+    again = run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline", "igoas"],
+                         overrides=[f"data.root={synthetic_root}"], log=messages.append)
+    assert again.summary["igoas"]["query"] == result.summary["igoas"]["query"]
+    assert sum("reusing" in message for message in messages) == 2
+
+
+@pytest.mark.slow
+def test_changed_recipe_is_refused_not_mixed(reduced_study, synthetic_root: Path) -> None:
+    result, _ = reduced_study
+    with pytest.raises(ConfigError, match="different recipe.*optim.lr"):
+        run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
+                     overrides=[f"data.root={synthetic_root}", "optim.lr=0.123"], log=None)
+
+
+@pytest.mark.slow
+def test_command_line_prints_the_table(reduced_study, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+    from igoas.cli import main
+
+    result, _ = reduced_study
+    code = main(["ablation", f"data.root={synthetic_root}", "--reduced", "--seeds", "1", "--methods", "baseline",
+                 "--out", str(result.out_dir)])
+    assert code == 0
+    assert "| baseline |" in capsys.readouterr().out
+
+
+def test_command_line_reports_bad_seeds(capsys: pytest.CaptureFixture) -> None:
+    from igoas.cli import main
+
+    assert main(["ablation", "--seeds", "two"]) == 2
+    assert "--seeds" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""`igoas extract` and `igoas.extraction`: folders and dataset splits to features files; bad images are not fatal."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from igoas.cli import main
+from igoas.errors import IgoasError
+from igoas.extraction import extract, folder_images
+from igoas.inference import ReIDModel
+from igoas.retrieval import load_features
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic_root: Path):
+    from igoas.data import build_dataset
+
+    return build_dataset("synthetic", synthetic_root)
+
+
+def test_folder_with_a_corrupt_image(
+    tiny_checkpoint: Path, dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    sources = dataset.query[:3]
+    for sample in sources[:2]:
+        shutil.copy(sample.path, folder / Path(sample.path).name)
+    shutil.copy(sources[2].path, folder / "nested" / "someone.jpg")  # not a Market-style name
+    corrupt = folder / "0099_c2s1_000001_00.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "features.npz"
+    assert main(["extract", str(tiny_checkpoint), str(folder), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+
+    captured = capsys.readouterr()
+    assert str(corrupt) in captured.err and "wrote 3 embeddings" in captured.out
+    features = load_features(out)
+    assert features.bad_paths == [str(corrupt)]
+    assert sorted(features.paths) == sorted([str(folder / Path(s.path).name) for s in sources[:2]]
+                                            + [str(folder / "nested" / "someone.jpg")])
+    by_path = dict(zip(features.paths, zip(features.pids, features.camids)))
+    for sample in sources[:2]:
+        assert by_path[str(folder / Path(sample.path).name)] == (sample.pid, sample.camid)
+    assert by_path[str(folder / "nested" / "someone.jpg")] == (-1, -1)
+    np.testing.assert_allclose(np.linalg.norm(features.embeddings, axis=1), 1.0, atol=1e-5)
+    assert features.metadata["checkpoint"] == str(tiny_checkpoint.resolve())
+
+
+def test_dataset_split_matches_direct_embedding(tiny_checkpoint: Path, synthetic_root: Path, dataset, tmp_path: Path) -> None:
+    out = tmp_path / "query.safetensors"
+    assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--split", "query",
+                 "--precision", "fp32", "--batch-size", "7", "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+    features = load_features(out)
+    assert features.paths == [s.path for s in dataset.query]
+    np.testing.assert_array_equal(features.pids, [s.pid for s in dataset.query])
+    np.testing.assert_array_equal(features.camids, [s.camid for s in dataset.query])
+    direct = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32").embed(features.paths)
+    np.testing.assert_allclose(features.embeddings, direct, atol=1e-5)
+    assert features.metadata["preprocess"]["height"] == 64 and features.bad_paths == []
+
+
+def test_python_api_with_worker_processes(tiny_checkpoint: Path, dataset, tmp_path: Path) -> None:
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for sample in dataset.gallery[:5]:
+        shutil.copy(sample.path, folder)
+    (folder / "broken.png").write_bytes(b"")
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    in_process = extract(model, folder_images(folder), batch_size=2)
+    with_workers = extract(model, folder_images(folder), batch_size=2, num_workers=2)
+    assert in_process.paths == with_workers.paths and len(in_process) == 5
+    assert with_workers.bad_paths == [str(folder / "broken.png")]
+    np.testing.assert_allclose(with_workers.embeddings, in_process.embeddings, atol=1e-6)
+
+
+def test_clear_errors(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(IgoasError, match="no image files"):
+        folder_images(tmp_path)
+    assert main(["extract", str(tmp_path / "absent.pth"), str(synthetic_root), "--out", str(tmp_path / "f.npz")]) == 2
+    assert "no such" in capsys.readouterr().err
+    assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--split", "nope",
+                 "--out", str(tmp_path / "f.npz")]) == 2
+    assert "no split 'nope'" in capsys.readouterr().err
