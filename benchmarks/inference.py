@@ -7,14 +7,17 @@ Every path embeds the same uint8 images, preprocessing included; speeds are repo
 ratios against fp32 measured in the same run, with the lowest cosine similarity of each
 path's embeddings to fp32's. Goal: fastest >= 2x fp32 with cosine >= 0.999.
 
-    python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3]
+    python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3] [--checkpoint CKPT]
 
-Prints one JSON line. Weights are random (no download) with BatchNorm statistics calibrated on the inputs;
-speed does not depend on the weights.
+Prints one JSON line. Without --checkpoint the weights are random (no download) with
+BatchNorm statistics calibrated on the inputs; speed does not depend on the weights, but
+random weights make the embeddings more sensitive to rounding than trained ones, so their
+bf16 cosine is a pessimistic bound.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -29,8 +32,7 @@ from igoas.inference import ReIDModel
 from igoas.model import build_model
 from igoas.preprocess import Preprocess
 
-HEIGHT, WIDTH = 384, 128
-IMAGENET = Preprocess(HEIGHT, WIDTH, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET = Preprocess(384, 128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def calibrate_batchnorm(network: torch.nn.Module, batch: torch.Tensor) -> None:
@@ -50,7 +52,9 @@ def calibrate_batchnorm(network: torch.nn.Module, batch: torch.Tensor) -> None:
     network.eval()
 
 
-def images_per_second(embed: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, repeats: int) -> tuple[float, np.ndarray]:
+def images_per_second(
+    embed: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor, repeats: int
+) -> tuple[float, np.ndarray]:
     """Best of `repeats` timed runs after one warm-up (the least disturbed by other processes)."""
     embeddings = embed(images)
     best = float("inf")
@@ -61,12 +65,12 @@ def images_per_second(embed: Callable[[torch.Tensor], np.ndarray], images: torch
     return len(images) / best, embeddings
 
 
-def onnx_embedder(model: ReIDModel, folder: Path, batch_size: int) -> Callable[[torch.Tensor], np.ndarray]:
+def onnx_embedder(model: ReIDModel, folder: Path, batch_size: int, threads: int) -> Callable[[torch.Tensor], np.ndarray]:
     """The exported graph fed the same way `embed` feeds the network: preprocessing, then batches."""
     result = export_model(model, "onnx", folder / "igoas.onnx", check_batch_sizes=(2,))
     if not result.check.passed:
         raise SystemExit(f"ONNX export failed its check: {result.check}")
-    run = load_exported(result.path)
+    run = load_exported(result.path, threads=threads)
 
     def embed(images: torch.Tensor) -> np.ndarray:
         chunks = [
@@ -83,20 +87,34 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for every path (default: PyTorch's and onnxruntime's own defaults); "
+                             "1 gives steadier numbers on a machine shared with other jobs")
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint (its own input size) instead of random weights")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    network = build_model("igoas", num_classes=751, pretrained=False, backbone="resnet50")
-    images = torch.randint(0, 256, (args.images, 3, HEIGHT, WIDTH), dtype=torch.uint8)
-    calibrate_batchnorm(network, IMAGENET(images[: args.batch_size]))
-    fp32 = ReIDModel(network, IMAGENET, precision="fp32", channels_last=False)
-    fastest = ReIDModel(network, IMAGENET, precision="auto", channels_last="auto")
+    if args.checkpoint:
+        loaded = ReIDModel.from_checkpoint(args.checkpoint, precision="fp32", channels_last=False)
+        network, preprocess = loaded.network, loaded.preprocess_config
+    else:
+        network = build_model("igoas", num_classes=751, pretrained=False, backbone="resnet50")
+        preprocess = IMAGENET
+    images = torch.randint(0, 256, (args.images, 3, preprocess.height, preprocess.width), dtype=torch.uint8)
+    if not args.checkpoint:
+        calibrate_batchnorm(network, preprocess(images[: args.batch_size]))
+    fp32 = ReIDModel(network, preprocess, precision="fp32", channels_last=False)
+    # its own copy: channels_last converts a model's weights in place, which would change the fp32 path
+    fastest = ReIDModel(copy.deepcopy(network), preprocess, precision="auto", channels_last="auto")
     paths = {
         "pytorch_fp32": lambda x: fp32.embed(x, batch_size=args.batch_size),
         "pytorch_fastest": lambda x: fastest.embed(x, batch_size=args.batch_size),
     }
     with tempfile.TemporaryDirectory() as folder:
-        paths["onnxruntime"] = onnx_embedder(fp32, Path(folder), args.batch_size)
+        threads = args.threads or torch.get_num_threads()
+        paths["onnxruntime"] = onnx_embedder(fp32, Path(folder), args.batch_size, threads)
         speeds, cosines, reference = {}, {}, None
         for name, embed in paths.items():
             speeds[name], embeddings = images_per_second(embed, images, args.repeats)
@@ -105,8 +123,9 @@ def main() -> None:
     ratios = {name: speed / speeds["pytorch_fp32"] for name, speed in speeds.items()}
     print(json.dumps({
         "benchmark": "inference",
-        "model": "igoas resnet50",
-        "input": f"{HEIGHT}x{WIDTH}",
+        "model": f"{fp32.spec.get('name')} {fp32.spec.get('backbone')}",
+        "weights": args.checkpoint or "random, BatchNorm calibrated",
+        "input": f"{preprocess.height}x{preprocess.width}",
         "images": args.images,
         "batch_size": args.batch_size,
         "repeats": args.repeats,

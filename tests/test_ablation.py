@@ -42,12 +42,12 @@ def test_seed_and_overrides_reach_every_arm() -> None:
 
 
 def test_recipe_igo_schedule_keeps_the_published_shape() -> None:
-    """The published schedule ramps 0.1 + 0.4 e / 90 up to epoch 55 of 90; the recipe must
-    scale slope and ramp length with its own epoch count (change both with train.epochs)."""
+    """The published schedule ramps 0.1 + 0.4 e / 90 during epochs 0-55 of 90; the recipe
+    must scale slope and ramp length with its own epoch count (change both with train.epochs)."""
     cfg = load_config(DEFAULT_RECIPE)
     epochs, schedule = cfg.train.epochs, cfg.model.occlusion_options
     assert schedule.slope == pytest.approx(0.4 / epochs)
-    assert schedule.ramp_epochs == round(55 * epochs / 90)
+    assert schedule.ramp_epochs + 1 == round(56 * epochs / 90)
     igo = build_occlusion("igo", **to_dict(schedule))
     assert igo.area_ratio(0.0) == pytest.approx(0.1)
     assert igo.area_ratio(epochs - 0.01) == pytest.approx(1 / 3)

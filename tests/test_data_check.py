@@ -142,3 +142,11 @@ def test_stats_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert main(["data", "stats", str(tmp_path), "--dataset", "market1501"]) == 0
     out = capsys.readouterr().out
     assert "train" in out and "751/12936" in out
+
+
+def test_custom_evaluation_only_lists_are_clean(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    make_files(tmp_path / "images", ["q.jpg", "g1.jpg", "g2.jpg"])
+    (tmp_path / "query.txt").write_text("images/q.jpg anna cam1\n")
+    (tmp_path / "gallery.txt").write_text("images/g1.jpg anna cam2\nimages/g2.jpg ben cam1\n")
+    code, out = run_check(capsys, tmp_path, dataset="custom")
+    assert code == 0 and "no problems found" in out

@@ -257,7 +257,7 @@ def test_custom_lists_numeric_ids_drop_junk_and_without_cameras_go_cross_set(tmp
     (tmp_path / "gallery.txt").write_text("g1.jpg 17\ng2.jpg 4\n")
     data = build_dataset("custom", tmp_path)
     assert [s.pid for s in data.query] == [17] and [s.pid for s in data.gallery] == [17, 4]
-    assert data.train == [] and data.protocol_info["protocol"] == "cross_set"
+    assert data.train == [] and data.protocol_info == {"protocol": "cross_set", "train_source": "another dataset"}
     assert {s.camid for s in data.query} == {0} and {s.camid for s in data.gallery} == {1}
 
 

@@ -166,16 +166,29 @@ def test_evaluate_features_equals_evaluate_rank_on_full_matrix(metric, chunk_siz
     assert_matches_reference(result, expected)
 
 
+def test_mixed_precision_inputs_are_promoted():
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _features(5)
+    expected = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids)
+    mixed = evaluate_features(torch.from_numpy(qf).half(), gf.astype(np.float64), q_pids, g_pids, q_camids, g_camids)
+    assert abs(mixed.mAP - expected.mAP) < 0.02  # half-precision queries: close, not bit-equal
+    assert compute_distance(qf, gf.astype(np.float64)).dtype == np.float64
+
+
 def test_evaluate_features_never_builds_more_than_a_block():
     qf, gf, q_pids, g_pids, q_camids, g_camids = _features(2)
     shapes = []
     original = distance_module.METRICS["euclidean"]
 
-    def recording(queries, gallery):
-        shapes.append(tuple(queries.shape))
-        return original.distance(queries, gallery)
+    def recording_to(gallery):
+        distance_to_gallery = original.to_gallery(gallery)
 
-    patched = {**distance_module.METRICS, "euclidean": original._replace(distance=recording)}
+        def recording(queries):
+            shapes.append(tuple(queries.shape))
+            return distance_to_gallery(queries)
+
+        return recording
+
+    patched = {**distance_module.METRICS, "euclidean": original._replace(to_gallery=recording_to)}
     with mock.patch.object(distance_module, "METRICS", patched):
         evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, chunk_size=6)
     assert shapes and max(rows for rows, _ in shapes) <= 6
@@ -190,7 +203,8 @@ def test_query_expansion_is_weighted_mean_of_nearest_gallery(alpha):
     expected = np.empty_like(qf)
     for i, query in enumerate(qf):
         nearest = np.argsort(distances[i], kind="stable")[:top_k]
-        similarity = (gf[nearest] / np.linalg.norm(gf[nearest], axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+        unit_neighbours = gf[nearest] / np.linalg.norm(gf[nearest], axis=1, keepdims=True)
+        similarity = unit_neighbours @ (query / np.linalg.norm(query))
         weights = np.concatenate([[1.0], np.clip(similarity, 0, None) ** alpha if alpha else np.ones(top_k)])
         expected[i] = (weights[:, None] * np.vstack([query, gf[nearest]])).sum(0) / weights.sum()
     np.testing.assert_allclose(expand_queries(qf, gf, top_k, alpha, chunk_size=9), expected, rtol=1e-4, atol=1e-5)

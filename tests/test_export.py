@@ -13,7 +13,7 @@ import torch
 from igoas.cli import main
 from igoas.engine.checkpoint import load_checkpoint
 from igoas.errors import IgoasError
-from igoas.export import EmbeddingGraph, check_export, exported_info, load_exported
+from igoas.export import EmbeddingGraph, check_export, export_model, exported_info, load_exported
 from igoas.inference import ReIDModel
 
 
@@ -75,3 +75,11 @@ def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
         load_exported(tmp_path / "model.tflite")
     with pytest.raises(IgoasError, match="no such exported model"):
         load_exported(tmp_path / "model.onnx")
+
+
+def test_export_never_overwrites_its_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"precious")
+    with pytest.raises(IgoasError, match="overwrite the checkpoint"):
+        export_model(checkpoint, "torchscript")
+    assert checkpoint.read_bytes() == b"precious"

@@ -59,7 +59,7 @@ def test_embedding_equals_the_network_on_the_preprocessed_batch(reid: ReIDModel,
 def test_every_input_kind_gives_the_same_embedding(reid: ReIDModel, image_paths: list[str]) -> None:
     path = image_paths[0]
     pil = Image.open(path).convert("RGB")
-    array = np.asarray(pil)
+    array = np.array(pil)
     uint8_chw = torch.from_numpy(array).permute(2, 0, 1).contiguous()
     float_chw = uint8_chw.float() / 255
     reference = reid.embed(path)
@@ -120,3 +120,31 @@ def test_bad_images_are_clear_errors(reid: ReIDModel, tmp_path: Path) -> None:
 def test_preprocess_rejects_unknown_interpolation() -> None:
     with pytest.raises(IgoasError, match="interpolation"):
         Preprocess(64, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), interpolation="sinc")
+
+
+def test_from_config_and_bare_weights_equals_from_checkpoint(
+    tiny_checkpoint: Path, reid: ReIDModel, image_paths: list[str], tmp_path: Path
+) -> None:
+    payload = load_checkpoint(tiny_checkpoint)
+    spec, stored = payload["model_spec"], payload["preprocess"]
+    config = {
+        "model": {"name": spec["name"], "backbone": spec["backbone"], "options": dict(spec["options"])},
+        "data": {"height": stored["height"], "width": stored["width"], "mean": list(stored["mean"]),
+                 "std": list(stored["std"])},
+    }
+    weights = tmp_path / "weights.pth"
+    torch.save(payload["model"], weights)
+    rebuilt = ReIDModel.from_config(config, weights, precision="fp32", channels_last=False)
+    np.testing.assert_allclose(rebuilt.embed(image_paths), reid.embed(image_paths), atol=1e-6)
+    torch.save({"optimizer": {}}, weights)
+    with pytest.raises(CheckpointError, match="no model weights"):
+        ReIDModel.from_config(config, weights)
+
+
+def test_preprocessing_matches_the_evaluation_transforms(reid: ReIDModel, image_paths: list[str]) -> None:
+    from igoas.data import build_transforms, read_image
+
+    config = reid.preprocess_config
+    evaluation = build_transforms(config.height, config.width, train=False, mean=config.mean, std=config.std)
+    expected = torch.stack([evaluation(read_image(path)) for path in image_paths])
+    torch.testing.assert_close(reid.preprocess(image_paths), expected, rtol=0, atol=1e-6)

@@ -7,10 +7,11 @@ random BatchNorm statistics, stand in for real ones.
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -122,14 +123,21 @@ EMBEDDING_HALF_OF = {"layer41": 0, "res_part1": 0, "reduction1": 0,
 LOGITS_OF = {"classifier1": "global", "classifier2": "suppression", "classifier3": "concat"}
 
 
-def perturbed(network: torch.nn.Module, official_module: str) -> torch.nn.Module:
-    """A copy of `network` whose parameters named `official_module.*` by the authors are changed."""
-    network = copy.deepcopy(network)
+@contextlib.contextmanager
+def perturbed(network: torch.nn.Module, official_module: str) -> Iterator[torch.nn.Module]:
+    """`network` with the parameters the authors name `official_module.*` changed, restored afterwards."""
+    chosen = [p for name, p in network.named_parameters()
+              if igoas_to_official_key(name).startswith(official_module + ".")]
+    saved = [p.detach().clone() for p in chosen]
     with torch.no_grad():
-        for name, parameter in network.named_parameters():
-            if igoas_to_official_key(name).startswith(official_module + "."):
-                parameter.add_(torch.randn_like(parameter) * 0.1)
-    return network
+        for parameter in chosen:
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    try:
+        yield network
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(chosen, saved):
+                parameter.copy_(value)
 
 
 def test_each_authors_module_lands_in_the_branch_it_feeds_in_their_forward() -> None:
@@ -139,16 +147,17 @@ def test_each_authors_module_lands_in_the_branch_it_feeds_in_their_forward() -> 
     with torch.no_grad():
         reference = network(images).split(512, dim=1)
         for module, half in EMBEDDING_HALF_OF.items():
-            changed = perturbed(network, module)(images).split(512, dim=1)
+            with perturbed(network, module) as changed_network:
+                changed = changed_network(images).split(512, dim=1)
             assert torch.equal(changed[1 - half], reference[1 - half]), module
             assert not torch.allclose(changed[half], reference[half]), module
 
-        def logits(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-            return model.train()(images, progress=0.0, generator=torch.Generator().manual_seed(0)).logits
-
-        base = logits(copy.deepcopy(network))
+        # Training mode: BatchNorm uses batch statistics, the seeded generator fixes the occlusion.
+        network.train()
+        base = network(images, progress=0.0, generator=torch.Generator().manual_seed(0)).logits
         for module, head in LOGITS_OF.items():
-            changed = logits(perturbed(network, module))
+            with perturbed(network, module) as changed_network:
+                changed = changed_network(images, progress=0.0, generator=torch.Generator().manual_seed(0)).logits
             assert all(torch.equal(changed[other], base[other]) for other in base if other != head), module
             assert not torch.allclose(changed[head], base[head]), module
 

@@ -102,13 +102,13 @@ def test_distance_blocks_never_span_all_rows():
     rng = np.random.default_rng(5)
     qf, gf = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
     shapes = []
-    original = rerank_module.squared_euclidean
+    original = rerank_module.squared_distance_minus_query_norm
 
-    def recording(queries, gallery):
+    def recording(queries, gallery, gallery_norms=None):
         shapes.append(tuple(queries.shape))
-        return original(queries, gallery)
+        return original(queries, gallery, gallery_norms)
 
-    with mock.patch.object(rerank_module, "squared_euclidean", recording):
+    with mock.patch.object(rerank_module, "squared_distance_minus_query_norm", recording):
         blocked = k_reciprocal_rerank(qf, gf, chunk_size=5)
     assert max(rows for rows, _ in shapes) <= 5 and sum(rows for rows, _ in shapes) == 36
     np.testing.assert_allclose(blocked, k_reciprocal_rerank(qf, gf), atol=1e-6)
@@ -153,3 +153,19 @@ def test_stable_topk_is_prefix_of_stable_argsort(seed, rows, columns, k, distinc
     expected = np.argsort(values.numpy(), axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(top_columns.numpy(), expected)
     np.testing.assert_array_equal(top_values.numpy(), np.take_along_axis(values.numpy(), expected, axis=1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), columns=st.integers(1, 30), k=st.integers(1, 32))
+def test_stable_topk_ranks_by_monotone_key(seed, columns, k):
+    # floor(v / 3) + row merges distinct raw values into ties: order must follow the key, then the column.
+    values = torch.from_numpy(np.random.default_rng(seed).integers(0, 20, (4, columns)).astype(np.float32))
+
+    def key(v, rows):
+        return torch.floor(v / 3) + rows
+
+    top_keys, top_columns = stable_topk(values, k, key=key)
+    keys = (np.floor(values.numpy() / 3) + np.arange(4)[:, None]).astype(np.float32)
+    expected = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_columns.numpy(), expected)
+    np.testing.assert_array_equal(top_keys.numpy(), np.take_along_axis(keys, expected, axis=1))

@@ -82,8 +82,9 @@ def test_activation_maps_of_a_real_network_have_the_stage4_size() -> None:
 def test_activation_figures(tmp_path: Path) -> None:
     images = torch.randn(2, 3, 64, 32)
     maps = {"global": torch.rand(2, 4, 2), "suppression": torch.rand(2, 4, 2)}
-    # Grid: columns of (panel width + 6) px, rows of (16 title + panel height + 6) px.
-    assert size_of(plot_activation_maps(images, maps, tmp_path / "fig8.png")) == (3 * 38, 2 * 86)
+    # Grid: columns of (panel width + 6) px, rows of (16 title + panel height + 6) px; the
+    # 64 x 32 input is drawn 3 times larger so panels are at least 96 px wide.
+    assert size_of(plot_activation_maps(images, maps, tmp_path / "fig8.png")) == (3 * 102, 2 * 214)
     path = plot_activation_comparison(images, {"baseline": maps["global"], "igo": maps["suppression"],
                                                "erasing": maps["global"]}, tmp_path / "fig9.png",
                                       panel_size=(40, 80))
@@ -223,6 +224,12 @@ def test_training_curves_and_report(tmp_path: Path) -> None:
     (run_dir / "robustness").mkdir()
     plot_cmc_curves({"a": np.linspace(0.5, 1, 20)}, run_dir / "robustness" / "extra.png")
 
+    from igoas.engine.features import results_document
+    from igoas.evaluation.result import RankResult
+
+    final = {name: RankResult(cmc=np.array([r1, 0.8, 0.9]), mAP=0.4, mINP=0.2, num_valid_queries=7,
+                              num_skipped_queries=0) for name, r1 in (("query", 0.61), ("holistic", 0.77))}
+    (run_dir / "metrics.json").write_text(json.dumps(results_document(final, checkpoint="last.pth", epoch=3)))
     report = write_html_report(run_dir)
     assert report == run_dir / "report.html"
     page = report.read_text(encoding="utf-8")
@@ -231,6 +238,7 @@ def test_training_curves_and_report(tmp_path: Path) -> None:
     assert all((run_dir / link).is_file() and not Path(link).is_absolute() for link in links)
     rows = re.findall(r"<tr( class=best)?><td>(\d+)</td>", page)
     assert rows == [("", "1"), (" class=best", "2"), ("", "3")], "epoch 2 has the best query mAP"
+    assert "<tr><td>query</td><td>61.00</td>" in page and "<tr><td>holistic</td><td>77.00</td>" in page
     assert "45.50" in page and "&lt;igoas&gt;" in page and "<igoas>" not in page
     assert "<script" not in page and "http" not in page
 
@@ -277,7 +285,7 @@ def test_viz_cli_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (run_dir / "figures" / "training_curves.png").is_file()
     assert main(["viz", "report", str(run_dir)]) == 0 and (run_dir / "report.html").is_file()
     result = tmp_path / "eval.json"
-    result.write_text(json.dumps({"query": {"R1": 50.0, "cmc": [50.0, 60.0, 70.0]}}))
+    result.write_text(json.dumps({"R1": 50.0, "query_sets": {"query": {"R1": 50.0, "cmc": [50.0, 60.0, 70.0]}}}))
     assert main(["viz", "cmc", str(result), "--labels", "mine", "--out", str(tmp_path / "cmc.png")]) == 0
     assert main(["viz", "occlusion", "--out", str(out)]) == 2
     assert "--images" in capsys.readouterr().err
@@ -288,10 +296,10 @@ def test_viz_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, synthetic_root:
                                           capsys: pytest.CaptureFixture[str]) -> None:
     data = ["--dataset", "synthetic", "--root", str(synthetic_root)]
     assert main(["viz", "activations", str(tiny_checkpoint), *data, "--num", "2", "--out", str(tmp_path / "a.png")]) == 0
-    assert size_of(tmp_path / "a.png") == (3 * (32 + 6), 2 * (16 + 64 + 6))
+    assert size_of(tmp_path / "a.png") == (3 * (96 + 6), 2 * (16 + 192 + 6))
     assert main(["viz", "compare", str(tiny_checkpoint), str(tiny_checkpoint), *data, "--num", "1",
                  "--labels", "first,second", "--out", str(tmp_path / "c.png")]) == 0
-    assert size_of(tmp_path / "c.png") == (3 * (32 + 6), 16 + 64 + 6)
+    assert size_of(tmp_path / "c.png") == (3 * (96 + 6), 16 + 192 + 6)
     assert main(["viz", "ranked", str(tiny_checkpoint), *data, "--num-queries", "3", "--topk", "5",
                  "--out", str(tmp_path / "r.png")]) == 0
     assert size_of(tmp_path / "r.png") == (6 * (64 + 6), 3 * (16 + 128 + 6))
@@ -300,3 +308,20 @@ def test_viz_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, synthetic_root:
     assert size_of(tmp_path / "d" / "roc.png") == (640, 480) and (tmp_path / "d" / "distances.png").is_file()
     assert main(["viz", "cmc", str(tiny_checkpoint), *data, "--out", str(tmp_path / "cmc.png")]) == 0
     png(tmp_path / "cmc.png")
+
+
+def test_sampled_pair_distances_match_the_full_matrix_and_sample_negatives() -> None:
+    from igoas.evaluation.distance import compute_distance
+    from igoas.viz import sampled_pair_distances
+
+    rng = np.random.default_rng(0)
+    qf, gf = rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=(50, 8)).astype(np.float32)
+    q_pids, g_pids = rng.integers(0, 6, 30), rng.integers(-1, 6, 50)
+    q_cams, g_cams = rng.integers(0, 3, 30), rng.integers(0, 3, 50)
+    full = pair_distances(np.asarray(compute_distance(qf, gf, "cosine")), q_pids, g_pids, q_cams, g_cams)
+    blocks = sampled_pair_distances(qf, gf, q_pids, g_pids, q_cams, g_cams, rows_per_block=7)
+    for exact, blockwise in zip(full, blocks):
+        np.testing.assert_allclose(np.sort(blockwise), np.sort(exact), rtol=1e-6)
+    positive, negative = sampled_pair_distances(qf, gf, q_pids, g_pids, q_cams, g_cams, max_negatives=300, seed=1)
+    assert len(positive) == len(full[0]) and 200 < len(negative) < 400
+    assert set(np.round(negative, 6)) <= set(np.round(full[1], 6))

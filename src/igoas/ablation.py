@@ -90,7 +90,7 @@ class StressSettings:
     rendered occluders are the test no arm trains on.
     """
 
-    areas: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0)
+    areas: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0)
     positions: tuple[str, ...] = ("top", "bottom", "left", "right", "random")
     occluder: str = "rectangle"
     query_set: str = "holistic"
@@ -240,7 +240,10 @@ def _final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
     if not isinstance(saved, dict) or not isinstance(saved.get("query_sets"), dict):
         raise IgoasError(f"{run_dir / FINAL_METRICS}: missing or unreadable; delete {run_dir} and run the study "
                          "again to retrain this arm")
-    return saved["query_sets"]
+    from igoas.robustness import REPORTED_METRICS
+
+    return {name: {metric: float(values[metric]) for metric in REPORTED_METRICS}
+            for name, values in saved["query_sets"].items()}
 
 
 def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, dataset: Any, stress: StressSettings,
@@ -342,14 +345,17 @@ def _table_document(summary: Mapping[str, Any], arms: Sequence[str], seeds: Sequ
                     stress: StressSettings) -> str:
     spread = "mean ± standard deviation over seeds" if len(seeds) > 1 else "one seed"
     areas = ", ".join(f"{a:g}" for a in stress.areas if a > 0)
+    seed_words = f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
     return "\n".join([
         f"# Ablation on the synthetic occluded benchmark (recipe `{recipe}`)", "",
-        f"Seeds {', '.join(map(str, seeds))}; values in percent, {spread}. \"occluded\": the occluded "
-        "queries; \"holistic\": the same frames without their occluder, against the same gallery; "
-        f"\"stress\": the holistic queries occluded by {stress.occluder}s of {areas} % of the image at "
-        f"{', '.join(stress.positions)}, averaged over those settings.", "",
+        f"{seed_words}; values in percent, {spread}. \"occluded\": the occluded queries; \"holistic\": the "
+        "same frames without their occluder, against the same gallery; \"stress\": the holistic queries "
+        f"occluded by {stress.occluder}s of {areas} % of the image at {', '.join(stress.positions)}, "
+        "averaged over those settings.", "",
         format_table(summary, arms, seeds), "",
-        "Methods: " + "; ".join(f"`{arm}` = {ARMS[arm].description}" for arm in arms) + ".", ""])
+        "Methods: " + "; ".join(f"`{arm}` = {ARMS[arm].description}" for arm in arms) + ".", "",
+        "Figures: `stress.png` (stress-test curves, mean over seeds), `activations.png` (stage-4 activation "
+        f"maps of seed {seeds[0]}'s models; columns ending in S show the suppression branch).", ""])
 
 
 def _example_queries(dataset: Any, count: int) -> list[str]:

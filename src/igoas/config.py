@@ -278,8 +278,4 @@ def validate(config: DictConfig) -> None:
         raise ConfigError(f"optim.grad_clip must be positive or null, got {config.optim.grad_clip}")
     if config.train.stop_after_iters is not None and config.train.stop_after_iters <= 0:
         raise ConfigError(f"train.stop_after_iters must be positive or null, got {config.train.stop_after_iters}")
-    if config.train.fixbase_epochs > config.train.epochs:
-        raise ConfigError(
-            f"train.fixbase_epochs={config.train.fixbase_epochs} exceeds train.epochs={config.train.epochs}"
-        )
 

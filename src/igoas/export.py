@@ -60,7 +60,7 @@ class ExportFormat:
 
     suffix: str
     write: Callable[[EmbeddingGraph, torch.Tensor, Path, dict[str, Any], int], None]
-    load: Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+    load: Callable[[Path, int | None], Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,20 @@ def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: 
     atomic_write(path, lambda handle: handle.write(proto.SerializeToString()))
 
 
-def _load_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _load_onnx(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda images: session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})[0]
 
 
-def _write_torchscript(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int) -> None:
+def _write_torchscript(
+    graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int
+) -> None:
     from igoas.engine.checkpoint import atomic_write
 
     with torch.no_grad(), _quiet_torchscript():
@@ -120,7 +125,8 @@ def _write_torchscript(graph: EmbeddingGraph, example: torch.Tensor, path: Path,
         atomic_write(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra))
 
 
-def _load_torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _load_torchscript(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    # TorchScript runs on PyTorch's own thread pool: torch.set_num_threads governs it
     with _quiet_torchscript():
         module = torch.jit.load(str(path), map_location="cpu").eval()
 
@@ -152,12 +158,12 @@ def export_model(
     carries the check; when it failed, the file has been removed.
     """
     exporter = _format(format)
-    if not isinstance(model, ReIDModel):
-        default_out = Path(model).with_suffix(exporter.suffix)
-        model = ReIDModel.from_checkpoint(model, precision="fp32", channels_last=False)
-    else:
-        default_out = Path(f"model{exporter.suffix}")
-    path = Path(out) if out is not None else default_out
+    checkpoint = None if isinstance(model, ReIDModel) else Path(model)
+    path = Path(out) if out is not None else (checkpoint or Path("model")).with_suffix(exporter.suffix)
+    if checkpoint is not None and path.resolve() == checkpoint.resolve():
+        raise IgoasError(f"{path}: the export would overwrite the checkpoint itself; choose another file with --out")
+    if checkpoint is not None:
+        model = ReIDModel.from_checkpoint(checkpoint, precision="fp32", channels_last=False)
     graph = reference_graph(model)
     example = _example_images(model.preprocess_config, batch=2, seed=1)
     info = {"preprocess": model.preprocess_config.to_dict(), "model_spec": model.spec,
@@ -186,7 +192,7 @@ def check_export(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> ExportCheck:
     """Run the exported file and the PyTorch graph on the same images; report the worst cosine distance."""
-    run = _format(format).load(Path(path))
+    run = _format(format).load(Path(path), None)
     worst = 0.0
     for index, batch in enumerate(batch_sizes):
         images = _example_images(preprocess, batch, seed=100 + index)
@@ -196,15 +202,18 @@ def check_export(
     return ExportCheck(tuple(int(b) for b in batch_sizes), worst, tolerance)
 
 
-def load_exported(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    """A function images -> embeddings backed by an exported file (format from its suffix)."""
+def load_exported(path: str | os.PathLike, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function images -> embeddings backed by an exported file (format from its suffix).
+
+    `threads` caps onnxruntime's intra-op threads (None: its default, one per core).
+    """
     path = Path(path)
     formats = {spec.suffix: name for name, spec in EXPORT_FORMATS.items()}
     if path.suffix not in formats:
         raise IgoasError(f"{path}: unknown export suffix {path.suffix!r}; expected one of {sorted(formats)}")
     if not path.is_file():
         raise IgoasError(f"{path}: no such exported model; write one with `igoas export CKPT`")
-    return EXPORT_FORMATS[formats[path.suffix]].load(path)
+    return EXPORT_FORMATS[formats[path.suffix]].load(path, threads)
 
 
 def exported_info(path: str | os.PathLike) -> dict[str, Any]:

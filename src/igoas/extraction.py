@@ -102,7 +102,8 @@ def extract(
         camids=np.asarray(images.camids, dtype=np.int64)[kept],
         bad_paths=list(result.bad),
         metadata={
-            "checkpoint": str(Path(model.source).resolve()) if model.source and Path(model.source).is_file() else model.source,
+            # absolute, so `igoas search query` finds the model from any working directory
+            "checkpoint": _absolute_if_file(model.source),
             "model_spec": model.spec,
             "preprocess": model.preprocess_config.to_dict(),
             "precision": model.precision,
@@ -113,3 +114,7 @@ def extract(
     if out is not None:
         save_features(out, features)
     return features
+
+
+def _absolute_if_file(source: str | None) -> str | None:
+    return str(Path(source).resolve()) if source and Path(source).is_file() else source

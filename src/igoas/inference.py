@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from igoas import speed
-from igoas.errors import IgoasError
+from igoas.errors import CheckpointError, IgoasError
 from igoas.preprocess import ImageInput, Preprocess, split_images
 
 
@@ -47,7 +47,11 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 
 class ReIDModel:
-    """An eval-mode network with its preprocessing, device and precision settled once."""
+    """An eval-mode network with its preprocessing, device and precision settled once.
+
+    The network given to the constructor is put in eval mode and moved/converted in place
+    (like `module.to`); pass a copy to keep the original as it was.
+    """
 
     def __init__(
         self,
@@ -81,6 +85,50 @@ class ReIDModel:
         network, payload = model_from_checkpoint(path)
         preprocess = Preprocess.from_dict(payload.get("preprocess"), source)
         return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last, source=source)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | os.PathLike | Mapping[str, Any],
+        weights: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        channels_last: bool | str = "auto",
+    ) -> "ReIDModel":
+        """A run config (YAML path, preset name, loaded config or plain dict) plus a weights file.
+
+        For weights kept apart from their checkpoint (a bare `state_dict()`, or a dict with
+        `state_dict`/`model`): the config supplies the architecture and the preprocessing,
+        the classifier size comes from the weights themselves.
+        """
+        from omegaconf import DictConfig, OmegaConf
+
+        from igoas.config import config_from_dict, load_config, to_dict
+        from igoas.engine.checkpoint import load_model_state, read_torch_file
+        from igoas.data import INTERPOLATION
+        from igoas.model import build_model
+
+        cfg = config if isinstance(config, DictConfig) else (
+            config_from_dict(dict(config), "config") if isinstance(config, Mapping) else load_config(config))
+        state = read_torch_file(weights)
+        if isinstance(state, dict):
+            state = state.get("model", state.get("state_dict", state))
+        classifier = state.get("global_classifier.weight") if isinstance(state, dict) else None
+        if classifier is None:
+            raise CheckpointError(
+                f"{weights}: no model weights found (expected a state dict with 'global_classifier.weight'); "
+                "a checkpoint trained with the authors' code is converted with `igoas import-official`"
+            )
+        network = build_model(cfg.model.name, num_classes=int(classifier.shape[0]), pretrained=False,
+                              backbone=cfg.model.backbone, occlusion=cfg.model.occlusion,
+                              occlusion_options=to_dict(cfg.model.occlusion_options), **to_dict(cfg.model.options))
+        load_model_state(network, state, str(weights))
+        data = cfg.data
+        # the data pipeline's resize mode unless the config names one
+        interpolation = OmegaConf.select(cfg, "data.interpolation", default=INTERPOLATION)
+        preprocess = Preprocess(data.height, data.width, tuple(data.mean), tuple(data.std), interpolation)
+        return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last,
+                   source=str(weights))
 
     @property
     def spec(self) -> dict[str, Any]:

@@ -117,6 +117,10 @@ def batch_hard_triplet(features: Tensor, labels: Tensor, form: str = "margin", m
     return TRIPLET_FORMS[form](gap, margin).mean()
 
 
+def _unchanged(loss: Tensor) -> Tensor:
+    return loss
+
+
 def _check(config: LossConfig) -> None:
     choices = {"id_weighting": ID_WEIGHTINGS, "mask_loss": MASK_LOSSES}
     for option, table in choices.items():
@@ -126,29 +130,35 @@ def _check(config: LossConfig) -> None:
         raise ConfigError(f"loss option triplet={config.triplet!r} is unknown; choose None or one of {sorted(TRIPLET_FORMS)}")
 
 
-def compute_losses(output: IGOASOutput, labels: Tensor, config: LossConfig | None = None) -> LossResult:
+def compute_losses(output: IGOASOutput, labels: Tensor, config: LossConfig | None = None,
+                   reduce: Callable[[Tensor], Tensor] | None = None) -> LossResult:
     """Combine the model's training result and the identity labels into the total loss.
 
     Terms: `id_<head>` for every classifier head, `mask_suppression` and `mask_global`
     when the model uses the mask loss (`output.use_mask_loss`), `triplet` on the
     concatenated branch features when enabled. Returned terms are the unweighted values.
+    `reduce`, when given, maps every loss value before the terms are combined: distributed
+    training passes a differentiable mean over processes, so the adaptive weights see the
+    losses of the whole batch, as one process would.
     """
     config = config or LossConfig()
     _check(config)
-    terms = {f"id_{head}": cross_entropy(logits, labels, config.label_smoothing)
-             for head, logits in output.logits.items()}
-    id_losses = torch.stack(list(terms.values()))
+    reduce = reduce or _unchanged
+    heads = [f"id_{head}" for head in output.logits]
+    id_losses = reduce(torch.stack([cross_entropy(logits, labels, config.label_smoothing)
+                                    for logits in output.logits.values()]))
+    terms = dict(zip(heads, id_losses.unbind()))
     id_weights = ID_WEIGHTINGS[config.id_weighting](id_losses)
     total = (id_weights * id_losses).sum()
 
     if output.use_mask_loss and output.attention is not None and config.mask_loss_weight:
-        terms["mask_suppression"] = mask_loss(output.attention, output.visible_mask, config.mask_loss)
+        terms["mask_suppression"] = reduce(mask_loss(output.attention, output.visible_mask, config.mask_loss))
         if config.mask_loss_global and output.global_map is not None:
-            terms["mask_global"] = mask_loss(output.global_map, output.visible_mask, config.mask_loss)
+            terms["mask_global"] = reduce(mask_loss(output.global_map, output.visible_mask, config.mask_loss))
         total = total + config.mask_loss_weight * sum(v for k, v in terms.items() if k.startswith("mask_"))
 
     if config.triplet is not None:
         features = torch.cat(list(output.features.values()), dim=1)
-        terms["triplet"] = batch_hard_triplet(features, labels, config.triplet, config.triplet_margin)
+        terms["triplet"] = reduce(batch_hard_triplet(features, labels, config.triplet, config.triplet_margin))
         total = total + config.triplet_weight * terms["triplet"]
     return LossResult(total=total, terms=terms, id_weights=id_weights)

@@ -8,9 +8,10 @@ the same picture gives the same embedding whichever form it arrives in.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,7 +20,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from igoas.errors import CheckpointError, IgoasError
 
-ImageInput = Union[str, os.PathLike, "PIL.Image.Image", np.ndarray, torch.Tensor]  # noqa: F821
+if TYPE_CHECKING:
+    import PIL.Image
+
+ImageInput = Union[str, os.PathLike, "PIL.Image.Image", np.ndarray, torch.Tensor]
 
 INTERPOLATIONS: dict[str, InterpolationMode] = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -47,6 +51,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         return read_image(str(path))
     except (RuntimeError, OSError, ValueError, SyntaxError) as err:  # PIL raises SyntaxError for some bad headers
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torchvision prefixes its messages with the C++ function and source line
+        reason = re.sub(r"^\w+, \S+\.cpp:\d+, ", "", reason)
         raise IgoasError(
             f"{path}: not a readable image ({reason}); pass a JPEG/PNG/BMP/TIFF file or remove this one"
         ) from None
@@ -163,14 +169,18 @@ def _hwc_array_to_chw(array: np.ndarray) -> torch.Tensor:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise IgoasError(f"a numpy image must be H x W x 3 (or H x W, H x W x 4); got shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    # a copy when read-only (e.g. np.asarray of a PIL image): torch tensors must be writable
+    array = np.ascontiguousarray(array) if array.flags.writeable else np.array(array, order="C")
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def _chw_from_tensor(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
-        raise IgoasError(f"an image {kind} must be 3 x H x W for tensors, H x W x 3 for arrays; got shape {tuple(tensor.shape)}")
+        raise IgoasError(
+            f"an image {kind} must be 3 x H x W for tensors, H x W x 3 for arrays; got shape {tuple(tensor.shape)}"
+        )
     tensor = tensor[:3] if tensor.shape[0] == 4 else tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor
     if tensor.dtype == torch.uint8:
         return tensor.contiguous()

@@ -43,6 +43,8 @@ MIN_SHAPE_SIDE = 32  # pixels: the occluder painters need about this much room f
 REPORTED_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 Rng = np.random.Generator
+# occluder(pixels 3 x H x W in [0, 1], region mask, position, rng) -> (occluded pixels, final mask)
+Occluder = Callable[[torch.Tensor, np.ndarray, str, Rng], tuple[torch.Tensor, np.ndarray]]
 
 
 # ----------------------------------------------------------------------------- where: exact-count masks
@@ -111,7 +113,7 @@ def occlusion_mask(height: int, width: int, area_percent: float, position: str, 
 
 
 # ----------------------------------------------------------------------------- what: occluders
-def _constant_fill(colour: Callable[[Rng], np.ndarray]) -> "Occluder":
+def _constant_fill(colour: Callable[[Rng], np.ndarray]) -> Occluder:
     def fill(pixels: torch.Tensor, mask: np.ndarray, position: str, rng: Rng) -> tuple[torch.Tensor, np.ndarray]:
         occluded = pixels.clone()
         hidden = torch.from_numpy(mask)
@@ -235,8 +237,6 @@ def _exact_count(shape: np.ndarray, count: int, centre: tuple[float, float]) -> 
     return chosen.reshape(height, width)
 
 
-Occluder = Callable[[torch.Tensor, np.ndarray, str, Rng], tuple[torch.Tensor, np.ndarray]]
-
 # name -> builder taking the rectangle fill; an occluder returns (occluded pixels, final mask).
 OCCLUDERS: dict[str, Callable[[str], Occluder]] = {
     "rectangle": lambda fill: _constant_fill(FILLS[fill]),
@@ -284,8 +284,7 @@ class OccludedImages(torch.utils.data.Dataset):
         self.samples, self.preprocess = list(samples), preprocess
         self.area_percent, self.position, self.occluder, self.seed, self.fill = (
             area_percent, position, occluder, seed, fill)
-        occlusion_mask(1, 1, area_percent, position, np.random.default_rng(0))  # validates the settings early
-        build_occluder(occluder, fill)
+        _check_settings([area_percent], [position], occluder, fill)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -371,13 +370,7 @@ def occlusion_stress_test(
     labelled = _labelled(checkpoints)
     queries = query_samples(dataset, query_set)
     areas, positions = [float(a) for a in areas], list(positions)
-    for area in areas:
-        occluded_pixel_count(area, 1, 1)
-    for position in positions:
-        occlusion_mask(1, 1, 0.0, position, np.random.default_rng(0))
-    build_occluder(occluder, fill)
-    if not areas or not positions:
-        raise ConfigError("the stress test needs at least one area and one position")
+    _check_settings(areas, positions, occluder, fill)
 
     def features(model: torch.nn.Module, samples: Sequence[Any], preprocess: Preprocess, area: float,
                  position: str) -> tuple[Any, float]:
@@ -429,6 +422,17 @@ def write_stress_test(result: StressTestResult, out_dir: str | Path) -> dict[str
     text = json.dumps(data, indent=2) + "\n"
     json_path = atomic_write(out_dir / "robustness.json", lambda handle: handle.write(text.encode("utf-8")))
     return {"json": json_path, "figure": plot_robustness(data["results"], out_dir / "robustness.png")}
+
+
+def _check_settings(areas: Sequence[float], positions: Sequence[str], occluder: str, fill: str) -> None:
+    """Fail before any model runs when a setting is wrong (each check raises ConfigError naming it)."""
+    if not areas or not positions:
+        raise ConfigError("the stress test needs at least one area and one position")
+    for area in areas:
+        occluded_pixel_count(area, 1, 1)
+    for position in positions:
+        occlusion_mask(1, 1, 0.0, position, np.random.default_rng(0))
+    build_occluder(occluder, fill)
 
 
 def _labelled(checkpoints: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from igoas.errors import ConfigError
+from igoas.errors import ConfigError, DatasetError
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -64,7 +64,10 @@ def _stats(args: argparse.Namespace) -> int:
     from igoas.data import build_dataset, published_statistics
 
     options = dict(args.option)
-    dataset = build_dataset(args.dataset, args.root, **options)
+    try:
+        dataset = build_dataset(args.dataset, args.root, **options)
+    except OSError as err:  # an unreadable folder or list file is a data problem, not a crash
+        raise DatasetError(f"{args.dataset}: cannot read the copy at {args.root}: {err}") from None
     print(dataset.statistics(published_statistics(args.dataset, **options)))
     return 0
 

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     for path, reason in features.metadata["bad_reasons"].items():
         print(f"skipped unreadable image: {reason}", file=sys.stderr)
+    skipped = f"; {len(features.bad_paths)} unreadable image(s) skipped and listed in the file"
     print(f"wrote {len(features)} embeddings ({features.embeddings.shape[1]}-d) of {images.description} to {args.out}"
-          + (f"; {len(features.bad_paths)} unreadable image(s) skipped and listed in the file" if features.bad_paths else ""))
+          + (skipped if features.bad_paths else ""))
     return 0

@@ -57,7 +57,9 @@ def _query(args: argparse.Namespace) -> int:
     gallery_info: dict[str, Any] = index.metadata.get("features", {})
     weights = args.weights or gallery_info.get("checkpoint")
     if not weights:
-        raise IgoasError(f"{args.index}: the index does not record which checkpoint embedded the gallery; pass --weights CKPT")
+        raise IgoasError(
+            f"{args.index}: the index does not record which checkpoint embedded the gallery; pass --weights CKPT"
+        )
     precision = args.precision or gallery_info.get("precision", "auto")
     model = ReIDModel.from_checkpoint(weights, device=args.device, precision=precision)
     queries = path_images(args.images)

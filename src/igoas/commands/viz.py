@@ -90,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="cosine", choices=["euclidean", "cosine"],
                    help="distance shown (default cosine: 1 - cosine similarity)")
     p.add_argument("--fprs", default="1e-4,1e-3,1e-2", help="false positive rates to report the TPR at")
+    p.add_argument("--max-negatives", type=int, default=2_000_000,
+                   help="negative pairs sampled (uniformly, seeded) when there are more (default 2,000,000)")
     _extraction(p)
     p.add_argument("--out-dir", required=True, help="folder for distances.png and roc.png")
 
@@ -177,15 +179,14 @@ def _curves(args: argparse.Namespace) -> list[Path]:
 
 
 def _distances(args: argparse.Namespace) -> list[Path]:
-    from igoas.evaluation.distance import compute_distance
-    from igoas.viz import pair_distances, plot_distance_distributions, plot_roc, roc_curve
+    from igoas.viz import plot_distance_distributions, plot_roc, roc_curve, sampled_pair_distances
 
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     query = _features(model, _query_samples(dataset, args.query_set), args)
     gallery = _features(model, dataset.gallery, args)
-    distances = np.asarray(compute_distance(query.embeddings, gallery.embeddings, args.metric))
-    positive, negative = pair_distances(distances, query.pids, gallery.pids, query.camids, gallery.camids)
+    positive, negative = sampled_pair_distances(query.embeddings, gallery.embeddings, query.pids, gallery.pids,
+                                                query.camids, gallery.camids, args.metric, args.max_negatives)
     roc = roc_curve(positive, negative)
     fprs = _numbers(args.fprs, "--fprs")
     for fpr, tpr in roc.tpr_at_fprs(fprs).items():
@@ -270,9 +271,12 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise IgoasError(f"{path}: cannot read it as JSON ({err})") from None
-        entry = data.get(args.query_set, data) if isinstance(data, dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("cmc"), list):
-            raise IgoasError(f"{path}: no 'cmc' list (at the top or under {args.query_set!r}); pass the JSON "
+        # `igoas eval` nests results under query_sets/NAME; a bare RankResult.to_dict() has cmc on top.
+        candidates = [data, data.get(args.query_set), (data.get("query_sets") or {}).get(args.query_set)] \
+            if isinstance(data, dict) else []
+        entry = next((c for c in candidates if isinstance(c, dict) and isinstance(c.get("cmc"), list)), None)
+        if entry is None:
+            raise IgoasError(f"{path}: no 'cmc' list for query set {args.query_set!r}; pass the metrics.json "
                              "`igoas eval` writes, or a checkpoint with --dataset/--root")
         return np.asarray(entry["cmc"], dtype=np.float64)
     from igoas.evaluation import evaluate_features

@@ -196,7 +196,7 @@ def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, wo
     report.statistics = dataset.statistics()
     by_form: dict[tuple[str, str], list[str]] = defaultdict(list)
     for unparsed in dataset.unparsed_files:
-        by_form[(unparsed.pattern, unparsed.example)].append(unparsed.path)
+        by_form[(unparsed.form, unparsed.example)].append(unparsed.path)
     for (form, example), items in by_form.items():
         report.problems.append(Problem("error", "names that do not parse",
                                        f"Expected the form {form}, e.g. {example}; rename or remove these.", items))

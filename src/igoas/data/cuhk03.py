@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import NamePattern, ReIDDataset, locate_root
+from igoas.data.base import NamePattern, ReIDDataset
+from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_PATTERN, MARKET_SPLITS, read_market_layout
 from igoas.errors import DatasetError
 

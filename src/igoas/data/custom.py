@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from igoas.data.base import SAME_CAMERA, ReIDDataset, Sample, UnparsedFile, locate_root, raise_if_unparsed
+from igoas.data.base import SAME_CAMERA, ReIDDataset, Sample, UnparsedFile, raise_if_unparsed
+from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_SPLITS, read_market_layout
 from igoas.errors import DatasetError
 
@@ -115,11 +116,11 @@ def read_lists(root: Path, lists: dict[str, Path | None], strict: bool) -> ReIDD
             camid = {"train": 0, "query": 0, "gallery": 1}[split] if cross_set else cameras[cam]
             out.append(Sample(str(base / path), label, camid))
         samples[split] = out
+    protocol = {"protocol": "cross_set" if cross_set else SAME_CAMERA["protocol"]}
+    if lists["train"] is None:  # evaluation only: a model trained on another set
+        protocol["train_source"] = "another dataset"
     return ReIDDataset(name="custom", root=str(root), train=samples["train"], query=samples["query"],
-                       gallery=samples["gallery"],
-                       protocol_info=dict({"protocol": "cross_set", "train_source": "custom"} if cross_set
-                                          else SAME_CAMERA),
-                       unparsed_files=unparsed)
+                       gallery=samples["gallery"], protocol_info=protocol, unparsed_files=unparsed)
 
 
 def _is_int(text: str) -> bool:

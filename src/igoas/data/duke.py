@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import NamePattern, ReIDDataset, locate_root
+from igoas.data.base import NamePattern, ReIDDataset
+from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_PATTERN, MARKET_SPLITS, read_market_layout
 
 DUKE_PATTERN = NamePattern(MARKET_PATTERN.regex, "PPPP_cC_fFFFFFFF.jpg (identity, camera, frame)", "0001_c2_f0046182.jpg")

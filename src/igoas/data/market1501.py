@@ -9,12 +9,12 @@ from igoas.data.base import (
     SAME_CAMERA,
     NamePattern,
     ReIDDataset,
-    locate_root,
     make_samples,
     raise_if_unparsed,
     relabel,
     scan_folder,
 )
+from igoas.data.layout import locate_root
 from igoas.errors import DatasetError
 
 MARKET_SPLITS = ("bounding_box_train", "query", "bounding_box_test")

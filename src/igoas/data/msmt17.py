@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import Sample, ReIDDataset, UnparsedFile, locate_root, raise_if_unparsed, relabel
+from igoas.data.base import ReIDDataset, Sample, UnparsedFile, raise_if_unparsed, relabel
+from igoas.data.layout import locate_root
 from igoas.errors import DatasetError
 
 LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import NamePattern, ReIDDataset, locate_root, read_cross_set, relabel
+from igoas.data.base import NamePattern, ReIDDataset, read_cross_set, relabel
+from igoas.data.layout import locate_root
 from igoas.errors import DatasetError
 
 CANDIDATES = ("occluded-reid/Occluded_REID", "Occluded_REID", "occluded-reid", "OccludedREID", "occluded_reid", "")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import NamePattern, ReIDDataset, locate_root, make_samples, raise_if_unparsed, relabel, scan_folder
+from igoas.data.base import NamePattern, ReIDDataset, make_samples, raise_if_unparsed, relabel, scan_folder
+from igoas.data.layout import locate_root
 
 CANDIDATES = ("P-DukeMTMC-reid", "P-DukeMTMC-reID", "p-dukemtmc-reid", "p_dukemtmc", "")
 KINDS = ("occluded_body_images", "whole_body_images")  # camera 0, camera 1

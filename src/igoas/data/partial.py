@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import NamePattern, ReIDDataset, locate_root, read_cross_set
+from igoas.data.base import NamePattern, ReIDDataset, read_cross_set
+from igoas.data.layout import locate_root
 from igoas.errors import DatasetError
 
 PARTIAL_REID_CANDIDATES = ("partial-reid/PartialREID", "PartialREID", "partial-reid", "Partial-REID", "partial_reid", "")

@@ -122,13 +122,33 @@ def gather_rows(local: Tensor, ctx: DistributedContext) -> Tensor:
     return torch.cat([part[: int(size.item())] for part, size in zip(gathered, sizes)]).cpu()
 
 
+class _SumAcross(torch.autograd.Function):
+    """All-reduce (sum) with a gradient: each process's input receives the sum of every
+    process's output gradient, which is what the global computation's gradient is."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def sum_across(values: Tensor) -> Tensor:
+    """Differentiable sum over the processes of the current group."""
+    return _SumAcross.apply(values)
+
+
 def average_across(values: Tensor, ctx: DistributedContext) -> Tensor:
     """Mean over processes, differentiable, for quantities that must be global (loss terms)."""
     if not ctx.enabled:
         return values
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(values, op=dist.ReduceOp.SUM) / ctx.world_size
+    return sum_across(values) / ctx.world_size
 
 
 def any_across(flag: bool, ctx: DistributedContext) -> bool:
@@ -167,16 +187,14 @@ class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(input)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, input.dim()))
         shape = [1, -1] + [1] * (input.dim() - 2)
         count = torch.tensor([input.numel() // input.shape[1]], dtype=input.dtype, device=input.device)
-        total = all_reduce(torch.cat([input.sum(dims), count]))
+        total = sum_across(torch.cat([input.sum(dims), count]))
         n = total[-1]
         mean = total[:-1] / n
         centred = input - mean.view(shape)
-        var = all_reduce(centred.pow(2).sum(dims)) / n
+        var = sum_across(centred.pow(2).sum(dims)) / n
         output = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)

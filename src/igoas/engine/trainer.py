@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,8 +27,8 @@ from torch import nn
 
 from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, to_dict, validate
 from igoas.engine.checkpoint import atomic_write, load_checkpoint, load_model_state, save_checkpoint
-from igoas.engine.distributed import (DistributedContext, any_across, barrier, convert_sync_batchnorm,
-                                      init_distributed, shutdown, unwrap, wrap_model)
+from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
+                                      convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
 from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
 from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
@@ -89,6 +90,9 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
     cfg = apply_overrides(_as_config(config), overrides)
     if resume is not None:
         cfg.train.output_dir = str(resume)
+        # The stop that ended the interrupted run is behind us; a later one still applies.
+        if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= int(payload["iteration"]):
+            cfg.train.stop_after_iters = None
     validate(cfg)
     ctx = init_distributed(cfg.train.device)
     try:
@@ -125,16 +129,20 @@ class _Run:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
         use_deterministic_kernels(cfg.train.deterministic)
-        # Per-process streams (augmentation, anything global) differ by rank; the occlusion
-        # generator is shared so every process hides the same region.
-        seed_everything(seed_for(cfg.train.seed, ctx.rank))
-        self.occlusion_generator = torch.Generator().manual_seed(cfg.train.seed)
-
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
         self.loader = self._train_loader()
         self.iters_per_epoch = len(self.loader)
         self.targets = eval_datasets(cfg, self.dataset)
-        self.model = self._build_model()
+        # Every process initialises the same weights; a resumed run takes its weights from
+        # the checkpoint, never from pretrained files.
+        seed_everything(cfg.train.seed)
+        self.model = self._build_model(pretrained=cfg.model.pretrained if payload is None else False)
+        # Per-process streams (augmentation, anything global) differ by rank; the occlusion
+        # generator is shared so every process hides the same region.
+        seed_everything(seed_for(cfg.train.seed, ctx.rank))
+        self.occlusion_generator = torch.Generator().manual_seed(cfg.train.seed)
+        # Loss terms averaged over processes before they are combined (see compute_losses).
+        self.reduce = partial(average_across, ctx=ctx) if ctx.enabled else None
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.iters_per_epoch)
         self.scaler = grad_scaler(self.device, self.precision)
@@ -143,12 +151,10 @@ class _Run:
         self.metrics: dict[str, dict[str, float]] = {}
         self.last_results: dict[str, Any] = {}
         self.best: dict[str, Any] = {}
-        resume_notes = self._restore(payload) if payload is not None else []
+        self._resume_notes = self._restore(payload) if payload is not None else []
         self.log = RunLogger(self.run_dir, enabled=ctx.is_main, log_every=cfg.train.log_every,
                              tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar,
                              resume_step=self.iteration if payload is not None else None)
-        for note in resume_notes:
-            self.log.info(f"resume: {note}")
         self._trainable_phase: str | None = None
         self._wrapped: nn.Module = self.model
 
@@ -168,9 +174,9 @@ class _Run:
                                   pin_memory=self.device.type == "cuda", seed=self.cfg.train.seed, rank=ctx.rank,
                                   world_size=ctx.world_size, drop_last=data.drop_last, transform=transform)
 
-    def _build_model(self) -> nn.Module:
+    def _build_model(self, pretrained: bool | str) -> nn.Module:
         cfg = self.cfg.model
-        model = build_model(cfg.name, num_classes=self.dataset.num_train_pids, pretrained=cfg.pretrained,
+        model = build_model(cfg.name, num_classes=self.dataset.num_train_pids, pretrained=pretrained,
                             backbone=cfg.backbone, occlusion=cfg.occlusion,
                             occlusion_options=to_dict(cfg.occlusion_options), **to_dict(cfg.options))
         if self.cfg.train.sync_batchnorm:
@@ -214,6 +220,8 @@ class _Run:
             self.log.info(f"run {self.run_dir}: {cfg.model.name} ({cfg.model.backbone}) on {cfg.data.dataset}, "
                           f"{len(self.dataset.train)} training images, {self.iters_per_epoch} iterations/epoch, "
                           f"{self.ctx.world_size} process(es) on {self.device}, precision {self.precision}")
+            for note in self._resume_notes:
+                self.log.info(f"resume: {note}")
         try:
             while self.epoch < cfg.train.epochs:
                 if not self._train_epoch(total):
@@ -272,7 +280,7 @@ class _Run:
         labels = batch["pid"].to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
             output = self._wrapped(images, progress, self.occlusion_generator)
-        losses = compute_losses(output, labels, self.loss_config)
+        losses = compute_losses(output, labels, self.loss_config, reduce=self.reduce)
         if any_across(not bool(torch.isfinite(losses.total)), self.ctx):
             self._diverged(losses)
         self.optimizer.zero_grad(set_to_none=True)
@@ -294,11 +302,11 @@ class _Run:
         return record
 
     def _diverged(self, losses: Any) -> None:
-        terms = ", ".join(f"{name} {float(value):.4g}" for name, value in losses.terms.items())
+        terms = ", ".join(f"{name} {value.item():.4g}" for name, value in losses.terms.items())
         last = self.run_dir / LAST
         kept = (f"the last good checkpoint is {last}" if last.is_file()
                 else "no checkpoint was written yet (set train.checkpoint_every_iters to save within epochs)")
-        message = (f"loss became {float(losses.total)} at epoch {self.epoch + 1}, batch {self.batch + 1} "
+        message = (f"loss became {losses.total.item()} at epoch {self.epoch + 1}, batch {self.batch + 1} "
                    f"(iteration {self.iteration + 1}; terms: {terms}); stopped before updating the weights, {kept}. "
                    "Lower optim.lr, set optim.grad_clip or use train.precision=fp32, then continue with "
                    f"`igoas train --resume {self.run_dir} optim.lr=...`")

@@ -37,6 +37,15 @@ def as_features(x: ArrayLike, name: str) -> torch.Tensor:
     return f
 
 
+def as_feature_pair(qf: ArrayLike, gf: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query and gallery features checked as a pair: same width, same device (the queries'), same dtype."""
+    queries, gallery = as_features(qf, "qf"), as_features(gf, "gf")
+    if queries.shape[1] != gallery.shape[1]:
+        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones; they must match")
+    dtype = torch.promote_types(queries.dtype, gallery.dtype)
+    return queries.to(dtype), gallery.to(device=queries.device, dtype=dtype)
+
+
 def as_ids(x: ArrayLike, name: str, length: int) -> torch.Tensor:
     """A 1-D int64 vector of identities or cameras with the expected length."""
     ids = as_tensor(x, name)

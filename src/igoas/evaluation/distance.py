@@ -7,20 +7,41 @@ import torch
 import torch.nn.functional as F
 
 from igoas.errors import IgoasError
-from igoas.evaluation.arrays import ArrayLike, as_features, rows_per_block
+from igoas.evaluation.arrays import ArrayLike, as_feature_pair, as_features, rows_per_block
 
 
-def squared_euclidean(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """||q - g||^2 via the matmul expansion (what torchreid ranks by), clamped at 0 against rounding."""
-    q_sq = queries.pow(2).sum(1, keepdim=True)
-    g_sq = gallery.pow(2).sum(1).unsqueeze(0)
-    # addmm folds the gallery norms into the matmul epilogue: one pass fewer over the block.
-    return torch.addmm(g_sq, queries, gallery.T, beta=1, alpha=-2).add_(q_sq).clamp_min_(0)
+DistanceToGallery = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _cosine(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+def squared_euclidean(
+    queries: torch.Tensor, gallery: torch.Tensor, gallery_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """||q - g||^2 via the matmul expansion (what torchreid ranks by), clamped at 0 against rounding.
+
+    `gallery_norms` (squared row norms) can be passed in when many query blocks share a gallery.
+    """
+    distances = squared_distance_minus_query_norm(queries, gallery, gallery_norms)
+    return distances.add_(queries.pow(2).sum(1, keepdim=True)).clamp_min_(0)
+
+
+def squared_distance_minus_query_norm(
+    queries: torch.Tensor, gallery: torch.Tensor, gallery_norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """||g||^2 - 2 q.g: ranks each query's row like the squared distance, one pass cheaper."""
+    if gallery_norms is None:
+        gallery_norms = gallery.pow(2).sum(1)
+    # addmm folds the gallery norms into the matmul's accumulator.
+    return torch.addmm(gallery_norms[None, :], queries, gallery.T, beta=1, alpha=-2)
+
+
+def _euclidean_to(gallery: torch.Tensor) -> DistanceToGallery:
+    norms = gallery.pow(2).sum(1)
+    return lambda queries: squared_euclidean(queries, gallery, norms)
+
+
+def _cosine_to(gallery: torch.Tensor) -> DistanceToGallery:
     """1 - cosine similarity; features are already L2-normalised by the metric's `prepare`."""
-    return torch.mm(queries, gallery.T).neg_().add_(1)
+    return lambda queries: torch.mm(queries, gallery.T).neg_().add_(1)
 
 
 def _unchanged(features: torch.Tensor) -> torch.Tensor:
@@ -32,15 +53,16 @@ def _l2_normalise(features: torch.Tensor) -> torch.Tensor:
 
 
 class Metric(NamedTuple):
-    """`prepare` runs once per feature set, `distance` once per block of queries."""
+    """`prepare` runs once per feature set; `to_gallery(gallery)` does the gallery-side work
+    once and returns the function that maps each block of queries to its distances."""
 
     prepare: Callable[[torch.Tensor], torch.Tensor]
-    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    to_gallery: Callable[[torch.Tensor], DistanceToGallery]
 
 
 METRICS: dict[str, Metric] = {
-    "euclidean": Metric(prepare=_unchanged, distance=squared_euclidean),
-    "cosine": Metric(prepare=_l2_normalise, distance=_cosine),
+    "euclidean": Metric(prepare=_unchanged, to_gallery=_euclidean_to),
+    "cosine": Metric(prepare=_l2_normalise, to_gallery=_cosine_to),
 }
 
 
@@ -61,16 +83,12 @@ def compute_distance(
     For large problems prefer `evaluate_features`, which never materialises this matrix.
     """
     chosen = get_metric(metric)
-    queries = chosen.prepare(as_features(qf, "qf"))
-    gallery = chosen.prepare(as_features(gf, "gf")).to(queries.device)
-    if queries.shape[1] != gallery.shape[1]:
-        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones")
-    dtype = torch.promote_types(queries.dtype, gallery.dtype)
-    queries, gallery = queries.to(dtype), gallery.to(dtype)
-    out = torch.empty(queries.shape[0], gallery.shape[0], dtype=dtype, device=queries.device)
+    queries, gallery = (chosen.prepare(f) for f in as_feature_pair(qf, gf))
+    out = torch.empty(queries.shape[0], gallery.shape[0], dtype=queries.dtype, device=queries.device)
+    distance_to_gallery = chosen.to_gallery(gallery)
     step = rows_per_block(gallery.shape[0], chunk_size)
     for start in range(0, queries.shape[0], step):
-        out[start : start + step] = chosen.distance(queries[start : start + step], gallery)
+        out[start : start + step] = distance_to_gallery(queries[start : start + step])
     return out if isinstance(qf, torch.Tensor) else out.numpy()
 
 
@@ -84,7 +102,7 @@ def average_flip_features(f: ArrayLike, f_flipped: ArrayLike, parts: int = 1, no
     a, b = as_features(f, "f"), as_features(f_flipped, "f_flipped")
     if a.shape != b.shape:
         raise IgoasError(f"f has shape {tuple(a.shape)} but f_flipped has {tuple(b.shape)}; they must match")
-    if a.shape[1] % parts:
+    if parts < 1 or a.shape[1] % parts:
         raise IgoasError(f"cannot split {a.shape[1]}-d features into {parts} equal parts")
     mean = (a + b.to(a.device)) / 2
     if normalize:

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
-from igoas.errors import IgoasError
-from igoas.evaluation.arrays import ArrayLike, as_features, as_ids, rows_per_block
+from igoas.evaluation.arrays import ArrayLike, as_feature_pair, as_ids, rows_per_block
 from igoas.evaluation.distance import get_metric
 from igoas.evaluation.query_expansion import expand_query_features
 from igoas.evaluation.rank import RankAccumulator, evaluate_rank
@@ -40,10 +37,7 @@ def evaluate_features(
     the work then runs there.
     """
     chosen = get_metric(metric)
-    queries, gallery = as_features(qf, "qf"), as_features(gf, "gf")
-    gallery = gallery.to(queries.device)
-    if queries.shape[1] != gallery.shape[1]:
-        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones")
+    queries, gallery = as_feature_pair(qf, gf)
     num_query, num_gallery = queries.shape[0], gallery.shape[0]
     q_pids_t, q_camids_t = as_ids(q_pids, "q_pids", num_query), as_ids(q_camids, "q_camids", num_query)
     g_pids_t, g_camids_t = as_ids(g_pids, "g_pids", num_gallery), as_ids(g_camids, "g_camids", num_gallery)
@@ -56,9 +50,9 @@ def evaluate_features(
         return evaluate_rank(distances, q_pids_t, g_pids_t, q_camids_t, g_camids_t, max_rank, chunk_size)
 
     accumulator = RankAccumulator(g_pids_t, g_camids_t, max_rank)
+    distance_to_gallery = chosen.to_gallery(gallery)
     step = rows_per_block(num_gallery, chunk_size)
     for start in range(0, num_query, step):
         stop = start + step
-        distances = chosen.distance(queries[start:stop], gallery)
-        accumulator.add(distances, q_pids_t[start:stop], q_camids_t[start:stop])
+        accumulator.add(distance_to_gallery(queries[start:stop]), q_pids_t[start:stop], q_camids_t[start:stop])
     return accumulator.result()

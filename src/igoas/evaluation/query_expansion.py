@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from igoas.errors import IgoasError
-from igoas.evaluation.arrays import ArrayLike, as_features, rows_per_block
+from igoas.evaluation.arrays import ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import get_metric
 from igoas.evaluation.neighbours import stable_topk
 
@@ -24,8 +24,8 @@ def expand_queries(
     chunk_size: int | None = None,
 ) -> ArrayLike:
     """Expanded query features, the same kind (numpy or torch) and shape as `qf`."""
-    queries = as_features(qf, "qf")
-    expanded = expand_query_features(queries, as_features(gf, "gf").to(queries.device), top_k, alpha, metric, chunk_size)
+    queries, gallery = as_feature_pair(qf, gf)
+    expanded = expand_query_features(queries, gallery, top_k, alpha, metric, chunk_size)
     return expanded if isinstance(qf, torch.Tensor) else expanded.numpy()
 
 
@@ -43,13 +43,13 @@ def expand_query_features(
     if top_k == 0:
         return queries
     chosen = get_metric(metric)
-    prepared_gallery = chosen.prepare(gallery)
+    distance_to_gallery = chosen.to_gallery(chosen.prepare(gallery))
     unit_gallery = F.normalize(gallery, dim=1)
     expanded = torch.empty_like(queries)
     step = rows_per_block(gallery.shape[0], chunk_size)
     for start in range(0, queries.shape[0], step):
         block = queries[start : start + step]
-        _, neighbours = stable_topk(chosen.distance(chosen.prepare(block), prepared_gallery), top_k)
+        _, neighbours = stable_topk(distance_to_gallery(chosen.prepare(block)), top_k)
         members = torch.cat([block[:, None, :], gallery[neighbours]], dim=1)
         weights = torch.ones(members.shape[:2], dtype=queries.dtype, device=queries.device)
         if alpha > 0:

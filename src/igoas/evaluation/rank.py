@@ -28,23 +28,34 @@ DENSE_FRACTION = 4
 class RankAccumulator:
     """Sums per-query metrics over blocks of queries scored against one gallery; `result()` averages them."""
 
-    def __init__(self, g_pids: torch.Tensor, g_camids: torch.Tensor, max_rank: int = 50) -> None:
+    def __init__(self, g_pids: ArrayLike, g_camids: ArrayLike, max_rank: int = 50) -> None:
         if max_rank < 1:
             raise IgoasError(f"max_rank must be at least 1, got {max_rank}")
         self.max_rank = max_rank
-        self.g_pids, self.g_camids = g_pids, g_camids
+        self.g_pids = as_ids(g_pids, "g_pids", len(g_pids))
+        self.g_camids = as_ids(g_camids, "g_camids", len(self.g_pids))
         # Gallery indices grouped by identity: true matches are then found without a dense pass.
-        self._sorted_pids, self._by_identity = torch.sort(g_pids, stable=True)
+        self._sorted_pids, self._by_identity = torch.sort(self.g_pids, stable=True)
         self.first_match_counts = np.zeros(max_rank, dtype=np.int64)
         self.ap_sum = 0.0
         self.inp_sum = 0.0
         self.num_valid = 0
         self.num_skipped = 0
 
-    def add(self, distances: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
-        """Score one block of queries (rows of `distances`) against the whole gallery."""
+    def add(self, distances: ArrayLike, q_pids: ArrayLike, q_camids: ArrayLike) -> None:
+        """Score one block of queries (rows of `distances`, smaller = closer) against the whole gallery."""
+        distances = as_tensor(distances, "distances")
+        if distances.ndim != 2 or distances.shape[1] != len(self.g_pids):
+            raise IgoasError(
+                f"distances: expected rows x {len(self.g_pids)} gallery entries, got shape {tuple(distances.shape)}"
+            )
+        if not distances.is_floating_point():
+            distances = distances.double()
+        if not bool(torch.isfinite(distances).all()):
+            raise IgoasError("distances contain NaN or Inf; check the features (a diverged model?) or the matrix")
         rows, device = distances.shape[0], distances.device
-        q_pids, q_camids = q_pids.to(device), q_camids.to(device)
+        q_pids = as_ids(q_pids, "q_pids", rows).to(device)
+        q_camids = as_ids(q_camids, "q_camids", rows).to(device)
         g_pids, g_camids = self.g_pids.to(device), self.g_camids.to(device)
         sorted_pids, by_identity = self._sorted_pids.to(device), self._by_identity.to(device)
 
@@ -55,31 +66,36 @@ class RankAccumulator:
         match_row = torch.repeat_interleave(torch.arange(rows, device=device), group)
         other_camera = g_camids[match_col] != q_camids[match_row]
         match_row, match_col = match_row[other_camera], match_col[other_camera]
-        num_matches = torch.bincount(match_row, minlength=rows)
 
         # Only entries up to the farthest true match can change a query's metrics.
         farthest = torch.full((rows,), -torch.inf, dtype=distances.dtype, device=device)
         farthest.scatter_reduce_(0, match_row, distances[match_row, match_col], reduce="amax")
         candidates = distances <= farthest[:, None]
         if int(torch.count_nonzero(candidates)) * DENSE_FRACTION > candidates.numel():
-            match_row, match_rank, match_index = _dense_ranks(distances, q_pids, q_camids, g_pids, g_camids)
+            ranked = _dense_ranks(distances, q_pids, q_camids, g_pids, g_camids)
         else:
             row, col = candidates.nonzero(as_tuple=True)  # row-major: col ascending
             same_id = g_pids[col] == q_pids[row]
             kept = (g_pids[col] != JUNK_ID) & ~(same_id & (g_camids[col] == q_camids[row]))
             row, col, same_id = row[kept], col[kept], same_id[kept]
-            match_row, match_rank, match_index = _sparse_ranks(row, distances[row, col], same_id, rows)
-        precision_sum = torch.zeros(rows, dtype=torch.float64, device=device)
-        precision_sum.index_add_(0, match_row, match_index / (match_rank + 1))
+            ranked = _sparse_ranks(row, distances[row, col], same_id, rows)
+        self._accumulate(*(t.cpu() for t in ranked), torch.bincount(match_row, minlength=rows).cpu())
+
+    def _accumulate(
+        self, match_row: torch.Tensor, match_rank: torch.Tensor, match_index: torch.Tensor, num_matches: torch.Tensor
+    ) -> None:
+        """Add per-query AP, INP and first-match ranks, in float64 on the CPU (any device can compute ranks)."""
+        rank, index, matches = match_rank.double(), match_index.double(), num_matches.double()
+        precision_sum = torch.zeros(len(num_matches), dtype=torch.float64).index_add_(0, match_row, index / (rank + 1))
         is_last = match_index == num_matches[match_row]
         valid = num_matches > 0
         num_valid = int(valid.sum())
-        self.ap_sum += float((precision_sum[valid] / num_matches[valid]).sum())
-        self.inp_sum += float((num_matches[match_row[is_last]] / (match_rank[is_last] + 1)).sum())
-        first_ranks = match_rank[match_index == 1].long().clamp_max(self.max_rank).cpu().numpy()
+        self.ap_sum += float((precision_sum[valid] / matches[valid]).sum())
+        self.inp_sum += float((matches[match_row[is_last]] / (rank[is_last] + 1)).sum())
+        first_ranks = match_rank[match_index == 1].clamp_max(self.max_rank).numpy()
         self.first_match_counts += np.bincount(first_ranks, minlength=self.max_rank + 1)[: self.max_rank]
         self.num_valid += num_valid
-        self.num_skipped += rows - num_valid
+        self.num_skipped += len(num_matches) - num_valid
 
     def result(self) -> RankResult:
         """The averaged metrics; an error when no query had a valid match."""
@@ -98,14 +114,14 @@ class RankAccumulator:
 
 
 def _sorted_true_ranks(values: torch.Tensor, is_true: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row, rank (0-based) and 1-based index among the row's true entries, of every true entry.
+    """Row, rank (0-based) and 1-based index among the row's true entries, of every true entry (int64).
 
     Rows must hold their entries in gallery order (padding last, as +inf), so that the
     stable sort orders equal distances by gallery index.
     """
     order = torch.sort(values, dim=1, stable=True).indices
     row, rank = is_true.gather(1, order).nonzero(as_tuple=True)
-    return row, rank.double(), position_in_segment(row, values.shape[0]).double() + 1
+    return row, rank, position_in_segment(row, values.shape[0]) + 1
 
 
 def _dense_ranks(
@@ -145,8 +161,8 @@ def _sparse_ranks(
         out_ranks.append(rank)
         out_index.append(index)
     if not out_rows:
-        empty = torch.zeros(0, dtype=torch.float64, device=device)
-        return torch.zeros(0, dtype=torch.int64, device=device), empty, empty
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty, empty
     return torch.cat(out_rows), torch.cat(out_ranks), torch.cat(out_index)
 
 
@@ -168,17 +184,11 @@ def evaluate_rank(
     distances = as_tensor(distmat, "distmat")
     if distances.ndim != 2:
         raise IgoasError(f"distmat: expected a 2-D query x gallery matrix, got shape {tuple(distances.shape)}")
-    if not distances.is_floating_point():
-        distances = distances.double()
     num_query, num_gallery = distances.shape
     q_pids_t, q_camids_t = as_ids(q_pids, "q_pids", num_query), as_ids(q_camids, "q_camids", num_query)
-    g_pids_t, g_camids_t = as_ids(g_pids, "g_pids", num_gallery), as_ids(g_camids, "g_camids", num_gallery)
-    accumulator = RankAccumulator(g_pids_t, g_camids_t, max_rank)
+    accumulator = RankAccumulator(as_ids(g_pids, "g_pids", num_gallery), g_camids, max_rank)
     step = rows_per_block(num_gallery, chunk_size)
     for start in range(0, num_query, step):
-        block = distances[start : start + step]
-        if not bool(torch.isfinite(block).all()):
-            raise IgoasError(f"distmat: rows {start}..{start + block.shape[0] - 1} contain NaN or Inf distances")
-        stop = start + block.shape[0]
-        accumulator.add(block, q_pids_t[start:stop], q_camids_t[start:stop])
+        block = slice(start, start + step)
+        accumulator.add(distances[block], q_pids_t[block], q_camids_t[block])
     return accumulator.result()

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from igoas.errors import IgoasError
-from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_features, rows_per_block
-from igoas.evaluation.distance import squared_euclidean
+from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_feature_pair, rows_per_block
+from igoas.evaluation.distance import squared_distance_minus_query_norm
 from igoas.evaluation.neighbours import stable_topk
 from igoas.evaluation.segments import gather_ranges, segment_starts
 
@@ -51,10 +51,8 @@ def k_reciprocal_rerank(
     """
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise IgoasError(f"re-ranking needs k1 >= 1, k2 >= 1 and 0 <= lambda <= 1, got {k1}, {k2}, {lambda_value}")
-    queries, gallery = as_features(qf, "qf"), as_features(gf, "gf")
-    if queries.shape[1] != gallery.shape[1]:
-        raise IgoasError(f"qf has {queries.shape[1]}-d features but gf has {gallery.shape[1]}-d ones")
-    features = torch.cat([queries.float(), gallery.float().to(queries.device)])
+    queries, gallery = as_feature_pair(qf, gf)
+    features = torch.cat([queries, gallery]).float()  # the reference works in float32
     num_query = queries.shape[0]
     output = torch.empty(num_query, gallery.shape[0], dtype=torch.float32, device=features.device)
 
@@ -82,18 +80,28 @@ def _neighbours_and_scale(
     neighbours = torch.empty(total, k, dtype=torch.int64, device=features.device)
     nearest = torch.empty(total, k, dtype=torch.float32, device=features.device)
     scale = torch.empty(total, dtype=torch.float32, device=features.device)
+    norms = features.pow(2).sum(1)
     step = rows_per_block(total, chunk_size)
     for start in range(0, total, step):
-        block = squared_euclidean(features[start : start + step], features)
-        row_max = block.amax(1)
+        stop = min(start + step, total)
+        # The block lacks each row's own norm; it is added (with the clamp at 0 and the row
+        # scaling) only to the entries that are kept, in the order the full formula uses.
+        block = squared_distance_minus_query_norm(features[start:stop], features, norms)
+        own_norm = norms[start:stop, None]
+        row_max = (block.amax(1, keepdim=True) + own_norm).clamp_min_(0)
         # All-identical features give a zero row; the reference would divide 0 by 0.
         row_max = torch.where(row_max > 0, row_max, torch.ones_like(row_max))
-        block.div_(row_max[:, None])
-        stop = start + block.shape[0]
-        scale[start:stop] = row_max
-        nearest[start:stop], neighbours[start:stop] = stable_topk(block, k)
+        scale[start:stop] = row_max[:, 0]
+
+        def normalised(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return (values + own_norm[rows[:, 0]]).clamp_min_(0) / row_max[rows[:, 0]]
+
+        nearest[start:stop], neighbours[start:stop] = stable_topk(block, k, key=normalised)
         if start < num_query:
-            output[start : min(stop, num_query)] = block[: num_query - start, num_query:]
+            query_rows = min(stop, num_query) - start
+            output[start : start + query_rows] = normalised(
+                block[:query_rows, num_query:], torch.arange(query_rows, device=block.device)[:, None]
+            )
     return neighbours, nearest, scale
 
 
@@ -120,10 +128,8 @@ def _expanded_sets(neighbours: torch.Tensor, forward: int, half: int) -> tuple[t
         overlap = (shared.any(3) & candidate_ok).sum(2)
         # Same float64 expression as the reference, so boundary cases decide alike.
         accept = in_set & (overlap.double() > (2.0 / 3.0) * candidate_ok.sum(2).double())
-        members = torch.cat(
-            [first.masked_fill(~in_set, -1), candidates.masked_fill(~(candidate_ok & accept[..., None]), -1).flatten(1)],
-            dim=1,
-        ).sort(dim=1).values
+        added = candidates.masked_fill(~(candidate_ok & accept[..., None]), -1).flatten(1)
+        members = torch.cat([first.masked_fill(~in_set, -1), added], dim=1).sort(dim=1).values
         fresh = torch.ones_like(members, dtype=torch.bool)
         fresh[:, 1:] = members[:, 1:] != members[:, :-1]
         local_row, slot = ((members >= 0) & fresh).nonzero(as_tuple=True)
@@ -178,7 +184,8 @@ def _local_expansion(
         positions = gather_ranges(starts[source], lengths[source])
         target = torch.repeat_interleave(owner, lengths[source])
         keys, inverse = torch.unique(target * total + cols[positions], return_inverse=True)
-        sums = torch.zeros(keys.numel(), dtype=values.dtype, device=values.device).index_add_(0, inverse, values[positions])
+        sums = torch.zeros(keys.numel(), dtype=values.dtype, device=values.device)
+        sums.index_add_(0, inverse, values[positions])
         out_rows.append(keys // total)
         out_cols.append(keys % total)
         out_values.append(sums / k2)
@@ -220,6 +227,7 @@ def _blend_jaccard(
         shared = torch.zeros((stop - start) * num_gallery, dtype=torch.float32, device=output.device)
         shared.index_add_(0, local_rows * num_gallery + index_rows[positions], overlap)
         shared = shared.view(stop - start, num_gallery)
-        jaccard = 1 - shared / (2 - shared)
-        output[start:stop] = jaccard * (1 - lambda_value) + output[start:stop] * lambda_value
+        # In place, in the reference's operation order: jaccard = 1 - shared / (2 - shared).
+        jaccard = shared.div_(torch.rsub(shared, 2)).neg_().add_(1)
+        output[start:stop].mul_(lambda_value).add_(jaccard.mul_(1 - lambda_value))
         start = stop

@@ -44,7 +44,9 @@ class Features:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != count:
             raise IgoasError(f"features: {self.embeddings.shape} embeddings for {count} paths; expected {count} x D")
         if self.pids.shape != (count,) or self.camids.shape != (count,):
-            raise IgoasError(f"features: pids {self.pids.shape} / camids {self.camids.shape} do not match {count} paths")
+            raise IgoasError(
+                f"features: pids {self.pids.shape} / camids {self.camids.shape} do not match {count} paths"
+            )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,9 +83,13 @@ def load_features(path: str | os.PathLike) -> Features:
     except IgoasError:
         raise
     except Exception as err:  # each container library raises its own types for corrupt files
-        raise IgoasError(f"{path}: cannot be read as a features file ({type(err).__name__}: {err}); re-run extract") from None
+        raise IgoasError(
+            f"{path}: cannot be read as a features file ({type(err).__name__}: {err}); re-run extract"
+        ) from None
     if strings.get("format") != FEATURES_FORMAT:
-        raise IgoasError(f"{path}: not an igoas features file (no format '{FEATURES_FORMAT}'); write it with `igoas extract`")
+        raise IgoasError(
+            f"{path}: not an igoas features file (no format '{FEATURES_FORMAT}'); write it with `igoas extract`"
+        )
     return Features(
         embeddings=arrays["embeddings"],
         paths=strings["paths"],

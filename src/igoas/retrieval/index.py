@@ -130,14 +130,17 @@ class GalleryIndex:
             raise IgoasError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
         unknown = sorted(set(options) - set(DEFAULT_OPTIONS[kind]))
         if unknown:
-            raise IgoasError(f"index kind {kind!r} has no option(s) {unknown}; it takes {sorted(DEFAULT_OPTIONS[kind])}")
+            raise IgoasError(
+                f"index kind {kind!r} has no option(s) {unknown}; it takes {sorted(DEFAULT_OPTIONS[kind])}"
+            )
         if len(features) == 0:
             raise IgoasError("cannot build an index from an empty features file (no readable images?)")
         settings = {**DEFAULT_OPTIONS[kind], **{key: int(value) for key, value in options.items()}}
         embeddings = _unit_rows(features.embeddings)
         index = INDEX_KINDS[kind].build(embeddings.shape[1], embeddings, settings)
         index.add(embeddings)
-        return cls(index, kind, settings, features.paths, features.pids, features.camids, {"features": features.metadata})
+        metadata = {"features": features.metadata}
+        return cls(index, kind, settings, features.paths, features.pids, features.camids, metadata)
 
     @property
     def dim(self) -> int:
@@ -210,7 +213,8 @@ class GalleryIndex:
         try:
             index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
         except RuntimeError as err:
-            raise IgoasError(f"{path}: not a readable FAISS index ({str(err).strip().splitlines()[0]}); rebuild it") from None
+            reason = str(err).strip().splitlines()[0]
+            raise IgoasError(f"{path}: not a readable FAISS index ({reason}); rebuild it") from None
         if index.ntotal != side["count"] or index.d != side["dim"]:
             raise IgoasError(
                 f"{path}: holds {index.ntotal} x {index.d} vectors but {side_path} describes "

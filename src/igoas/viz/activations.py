@@ -8,6 +8,7 @@ size (24 x 8 at 384 x 128 input); figures resize them bilinearly over the input.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +17,9 @@ import torch
 from igoas.errors import IgoasError
 from igoas.viz._figure import (DEFAULT_DPI, IMAGENET_MEAN, IMAGENET_STD, Grid, PathLike, denormalize, heat_overlay,
                                save_figure, show_image)
+
+# Small inputs are drawn enlarged (by a whole factor) so panel titles fit above them.
+MIN_PANEL_WIDTH = 96
 
 
 def activation_maps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,7 +59,8 @@ def plot_activation_maps(images: torch.Tensor, maps: Mapping[str, torch.Tensor],
 
     `images` is the normalised batch the maps were computed from (`mean`/`std` undo the
     normalisation for display), `maps` what `activation_maps` returned. Each panel is
-    `panel_size` (width, height) pixels, by default the input size.
+    `panel_size` (width, height) pixels, by default the input size, enlarged by the
+    smallest whole factor that makes it at least `MIN_PANEL_WIDTH` wide.
     """
     return _plot_rows(images, dict(maps), out_path, mean, std, alpha, panel_size, dpi)
 
@@ -84,7 +89,8 @@ def _plot_rows(images: torch.Tensor, columns: dict[str, torch.Tensor], out_path:
             raise IgoasError(f"maps {label!r} have shape {tuple(values.shape)}; expected {images.shape[0]} x h x w, "
                              "one map per image")
     pixels = denormalize(images, mean, std)
-    width, height = panel_size or (images.shape[-1], images.shape[-2])
+    scale = max(1, math.ceil(MIN_PANEL_WIDTH / images.shape[-1]))
+    width, height = panel_size or (images.shape[-1] * scale, images.shape[-2] * scale)
     grid = Grid(rows=images.shape[0], cols=1 + len(columns), panel_width=width, panel_height=height)
     figure = grid.figure(dpi)
     for row, image in enumerate(pixels):

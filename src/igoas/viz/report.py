@@ -23,6 +23,7 @@ SKIPPED_DIRS = {"tensorboard", "checkpoints", "__pycache__"}
 RANKING_METRIC = "mAP"
 # Progress counters of a log record: shown as the row label, not as metric columns.
 COUNTERS = ("epoch", "iteration", "batch", "step")
+FINAL_COLUMNS = ("R1", "R5", "R10", "mAP", "mINP")
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -73,7 +74,7 @@ def _page(logs: RunLogs, figures: Sequence[Path], base: Path) -> str:
     if logs.metrics:
         parts += ["<h2>Evaluations during training</h2>", _summary(logs.metrics), _table(logs.metrics, "epoch")]
     if logs.final_metrics:
-        parts += ["<h2>Final evaluation</h2>", _table([logs.final_metrics], None)]
+        parts += ["<h2>Final evaluation</h2>", _final_table(logs.final_metrics)]
     if figures:
         parts.append("<h2>Figures</h2>")
         for path in figures:
@@ -103,30 +104,40 @@ def _summary(records: list[dict[str, Any]]) -> str:
 
     def describe(index: int, row: dict[str, float]) -> str:
         cells = ", ".join(f"{_e(name)} {value:.2f}" for name, value in row.items() if name not in COUNTERS)
-        return f"epoch {_e(_epoch(records[index], index))}: {cells}"
+        return f"epoch {_e(str(records[index].get('epoch', index)))}: {cells}"
 
     return (f"<p><b>Best</b> (by {_e(key)}): {describe(best_index, best)}<br>"
             f"<b>Last</b>: {describe(last_index, last)}</p>")
 
 
-def _table(records: list[dict[str, Any]], index_key: str | None) -> str:
+def _table(records: list[dict[str, Any]], index_key: str | None, highlight_best: bool = True) -> str:
+    """Records as rows (labelled by `index_key`), their numbers as columns; the best row by mAP marked."""
     rows = [flatten(record) for record in records]
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns and key not in COUNTERS]
     key = _ranking_key(columns)
-    best = max(range(len(rows)), key=lambda i: rows[i].get(key, float("-inf"))) if key and len(rows) > 1 else None
+    best = (max(range(len(rows)), key=lambda i: rows[i].get(key, float("-inf")))
+            if highlight_best and key and len(rows) > 1 else None)
     header = ([f"<th>{_e(index_key)}</th>"] if index_key else []) + [f"<th>{_e(c)}</th>" for c in columns]
     body = []
     for index, (record, row) in enumerate(zip(records, rows)):
-        cells = [f"<td>{_e(_epoch(record, index))}</td>"] if index_key else []
+        cells = [f"<td>{_e(str(record.get(index_key, index)))}</td>"] if index_key else []
         cells += [f"<td>{row[c]:.2f}</td>" if c in row else "<td></td>" for c in columns]
         body.append(f"<tr{' class=best' if index == best else ''}>{''.join(cells)}</tr>")
     return f"<table><tr>{''.join(header)}</tr>\n" + "\n".join(body) + "</table>"
 
 
-def _epoch(record: dict[str, Any], index: int) -> str:
-    return str(record.get("epoch", index))
+def _final_table(final: dict[str, Any]) -> str:
+    """`igoas eval`'s metrics.json: one row per query set when it has `query_sets`, else its numbers."""
+    query_sets = final.get("query_sets")
+    if not isinstance(query_sets, dict):
+        return _table([final], None)
+    rows = [{"query set": name, **{k: v for k, v in values.items() if k in FINAL_COLUMNS}}
+            for name, values in query_sets.items() if isinstance(values, dict)]
+    context = ", ".join(f"{_e(str(k))}: {_e(str(final[k]))}" for k in ("checkpoint", "epoch", "metric", "rerank")
+                        if final.get(k) is not None)
+    return (f"<p>{context}</p>" if context else "") + _table(rows, "query set", highlight_best=False)
 
 
 def _e(text: str) -> str:

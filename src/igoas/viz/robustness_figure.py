@@ -27,7 +27,7 @@ def plot_robustness(records: Sequence[Mapping[str, Any]], out_path: PathLike, me
     positions = list(dict.fromkeys(record["position"] for record in records))
     columns = ([MEAN_COLUMN] if len(positions) > 1 else []) + positions
     figure = new_figure(panel_size[0] * len(columns), panel_size[1] * len(metrics), dpi=dpi)
-    axes_grid = np.atleast_2d(figure.subplots(len(metrics), len(columns), squeeze=False))
+    axes_grid = figure.subplots(len(metrics), len(columns), squeeze=False)
     for row, metric in enumerate(metrics):
         for col, column in enumerate(columns):
             axes = axes_grid[row, col]

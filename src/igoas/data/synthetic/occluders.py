@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from igoas.data.synthetic.appearance import VIEWPOINTS, draw_person, sample_identity
+from igoas.errors import ConfigError
 
 OCCLUDER_KINDS = ("car", "pole", "tree", "box", "bag", "railing", "pedestrian")
 KIND_WEIGHTS = {"car": 0.15, "pole": 0.12, "tree": 0.13, "box": 0.15, "bag": 0.10, "railing": 0.15, "pedestrian": 0.20}
@@ -131,7 +132,7 @@ PAINTERS: dict[str, Callable[[Image.Image, np.random.Generator], None]] = {
 def draw_occluder(kind: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """An occluder of `kind` filling a height x width box: RGBA uint8 (alpha 0 = see-through)."""
     if kind not in PAINTERS:
-        raise ValueError(f"unknown occluder kind {kind!r}; choose one of {', '.join(OCCLUDER_KINDS)}")
+        raise ConfigError(f"unknown occluder kind {kind!r}; choose one of {', '.join(OCCLUDER_KINDS)}.")
     layer = Image.new("RGBA", (max(1, int(width)), max(1, int(height))), (0, 0, 0, 0))
     PAINTERS[kind](layer, rng)
     return np.asarray(layer)

@@ -248,7 +248,10 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
 
 
 def _move_into_place(tmp: Path, out: Path, params: dict) -> None:
-    """Swap the rendered folder in; an older rendering is moved aside first, then removed."""
+    """Swap the rendered folder in; an older rendering is moved aside first, then removed.
+    When another process has meanwhile written the very same set, its copy is kept."""
+    if _is_current(out, params):
+        return
     old = None
     if out.is_dir() and any(out.iterdir()):
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -1,0 +1,289 @@
+"""The training engine: schedules, fixbase, RNG state, exact resume, NaN stop, checkpoint
+errors, feature extraction and the eval command, on the tiny synthetic set."""
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from igoas.cli import main
+from igoas.config import load_config
+from igoas.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from igoas.engine.features import extract_features
+from igoas.engine.optim import lr_factor, open_layers
+from igoas.engine.rng import capture_rng_state, restore_rng_state
+from igoas.engine.trainer import TrainingDiverged, train
+from igoas.errors import CheckpointError, ConfigError
+from igoas.losses import LossConfig, compute_losses
+from igoas.model import build_model
+
+EPOCHS, BATCH = 2, 8
+
+
+def tiny_run(root: Path, out: Path, *extra: str):
+    """A ResNet-18 run at 32x16 on the tiny synthetic set: 4 iterations per epoch."""
+    return load_config(None, [
+        "data.dataset=synthetic", f"data.root={root}", "data.height=32", "data.width=16",
+        f"data.batch_size={BATCH}", "data.num_workers=0", "model.backbone=resnet18", "model.pretrained=false",
+        f"train.epochs={EPOCHS}", "train.fixbase_epochs=1", "train.device=cpu", "train.precision=fp32",
+        "train.deterministic=true", "train.log_every=1", "train.progress_bar=false", f"train.output_dir={out}",
+        "optim.grad_clip=5.0", "optim.warmup_epochs=0.5", "eval.every=1", "eval.num_workers=0", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run; other tests compare against it or use its checkpoints."""
+    out = tmp_path_factory.mktemp("engine") / "uninterrupted"
+    result = train(tiny_run(synthetic_root, out))
+    assert result.finished and result.iteration == EPOCHS * 4
+    return out
+
+
+# ----------------------------------------------------------------------------- schedules
+def _settings(**values):
+    cfg = load_config(None, [f"optim.{key}={value}" for key, value in values.items()])
+    return cfg.optim
+
+
+def test_multi_step_schedule_equals_per_epoch_multisteplr() -> None:
+    cfg = _settings(milestones="[2,4]", gamma=0.1)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 4], gamma=0.1)
+    iters = 3
+    for epoch in range(6):
+        for batch in range(iters):
+            assert lr_factor(epoch * iters + batch, iters, cfg, 6) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+
+
+def test_warmup_is_linear_and_cosine_ends_at_its_floor() -> None:
+    cfg = _settings(schedule="cosine", warmup_epochs=2, warmup_start_factor=0.1, min_lr_factor=0.05)
+    iters, epochs = 10, 12
+    factors = [lr_factor(step, iters, cfg, epochs) for step in range(iters * epochs + 1)]
+    assert factors[0] == pytest.approx(0.1)
+    assert factors[10] == pytest.approx(0.55)  # half-way through the warm-up
+    assert factors[20] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(factors[20:], factors[21:]))
+
+
+# ----------------------------------------------------------------------------- fixbase
+def test_fixbase_trains_only_the_new_layers_and_freezes_bn_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model("igoas", num_classes=5, backbone="resnet18")
+    model.train()
+    open_layers(model, model.fixbase_modules)
+    assert model.training  # the network itself stays in training mode: IGO keeps running
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=5e-4)
+    output = model(torch.randn(4, 3, 32, 16), progress=0.0, generator=torch.Generator().manual_seed(0))
+    assert output.occlusion_ratio > 0
+    compute_losses(output, torch.tensor([0, 1, 2, 3]), LossConfig()).total.backward()
+    optimizer.step()
+    after = model.state_dict()
+    for name, child in model.named_children():
+        is_open = name in model.fixbase_modules
+        assert child.training == is_open, name
+        assert all(p.requires_grad == is_open for p in child.parameters()), name
+        changed = [k for k in before if k.startswith(name + ".") and not torch.equal(before[k], after[k])]
+        # frozen: no weight, no BatchNorm statistic moved; open: something learned
+        assert bool(changed) == is_open, (name, changed)
+    assert "concat_classifier" not in model.fixbase_modules and "global_stage4" not in model.fixbase_modules
+    open_layers(model, None)
+    assert all(p.requires_grad for p in model.parameters()) and all(m.training for m in model.modules())
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        open_layers(model, ["no_such_layer"])
+
+
+# ----------------------------------------------------------------------------- RNG state
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(3)
+    state = capture_rng_state({"occlusion": generator})
+    torch.save(state, tmp_path / "rng.pth")
+
+    def draws() -> tuple:
+        return (random.random(), float(np.random.rand()), float(torch.rand(1)), float(torch.rand(1, generator=generator)))
+
+    first = draws()
+    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True), {"occlusion": generator})
+    assert draws() == first
+
+
+# ----------------------------------------------------------------------------- exact resume
+def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synthetic_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import igoas.engine.trainer as trainer
+
+    out = tmp_path / "interrupted"
+    # a clean early stop, resumable
+    stopped = train(tiny_run(synthetic_root, out, "train.stop_after_iters=2", "train.checkpoint_every_iters=3"))
+    assert not stopped.finished and load_checkpoint(out / "checkpoints/last.pth")["iteration"] == 2
+
+    # then a kill during iteration 8: the last checkpoint is from iteration 6 (mid-epoch),
+    # iteration 7 ran and was logged but is lost
+    calls = {"n": 0}
+
+    def killed(output, labels, config, **options):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return compute_losses(output, labels, config, **options)
+
+    monkeypatch.setattr(trainer, "compute_losses", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(resume=out)
+    monkeypatch.undo()
+    kept = load_checkpoint(out / "checkpoints/last.pth")
+    assert (kept["iteration"], kept["epoch"], kept["batch"]) == (6, 1, 2)
+    assert main(["train", "--resume", str(out)]) == 0
+
+    reference, resumed = (load_checkpoint(run / "checkpoints/last.pth") for run in (finished_run, out))
+    assert resumed["iteration"] == reference["iteration"] == EPOCHS * 4
+    for key, tensor in reference["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), key
+    for index, state in reference["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], resumed["optimizer"]["state"][index]["exp_avg"])
+    assert resumed["metrics"] == reference["metrics"]
+
+    # the logs read like one uninterrupted run
+    for name in ("train_log.jsonl", "metrics.jsonl"):
+        records = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        expected = [json.loads(line) for line in (finished_run / name).read_text().splitlines()]
+        assert [r["iteration"] for r in records] == [r["iteration"] for r in expected]
+    first = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert {"epoch", "iteration", "lr", "loss", "id_weights", "igo_area_ratio", "images_per_s"} <= set(first)
+    assert {"id_global", "id_suppression", "id_concat", "mask_suppression", "total"} <= set(first["loss"])
+    assert any((out / "tensorboard").iterdir()) and (out / "config.yaml").is_file() and (out / "train.log").is_file()
+
+
+def test_training_writes_best_and_final_metrics(finished_run: Path) -> None:
+    evaluations = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in evaluations] == [1, 2]
+    assert set(evaluations[0]) >= {"query", "holistic"} and set(evaluations[0]["query"]) == {
+        "R1", "R5", "R10", "mAP", "mINP"}
+    best = load_checkpoint(finished_run / "checkpoints/best.pth")
+    assert best["best"]["mAP"] == max(e["query"]["mAP"] for e in evaluations)
+    assert "optimizer" not in best  # weights for use, not for resuming
+    final = json.loads((finished_run / "metrics.json").read_text())
+    assert final["mAP"] == pytest.approx(evaluations[-1]["query"]["mAP"])
+
+
+# ----------------------------------------------------------------------------- NaN stop
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import igoas.engine.trainer as trainer
+
+    calls = {"n": 0}
+
+    def poisoned(output, labels, config, **options):
+        result = compute_losses(output, labels, config, **options)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            result.total = result.total * float("nan")
+        return result
+
+    monkeypatch.setattr(trainer, "compute_losses", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_run(synthetic_root, out, "train.checkpoint_every_iters=2"))
+    message = str(info.value)
+    assert "nan" in message and "iteration 3" in message and str(out / "checkpoints/last.pth") in message
+    kept = load_checkpoint(out / "checkpoints/last.pth")
+    assert kept["iteration"] == 2 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- checkpoint errors
+class _Arbitrary:
+    """An object only a full unpickler can rebuild."""
+
+
+def test_unsafe_truncated_and_mismatched_checkpoints_are_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"format": "igoas", "payload": _Arbitrary()}, unsafe)
+    with pytest.raises(CheckpointError, match="refused to load") as info:
+        load_checkpoint(unsafe)
+    assert str(unsafe) in str(info.value)
+
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
+        load_checkpoint(truncated)
+    assert str(truncated) in str(info.value)
+
+    payload = load_checkpoint(tiny_checkpoint)
+    payload["model_spec"] = {**payload["model_spec"], "num_classes": payload["model_spec"]["num_classes"] + 3}
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*classifier"):
+        model_from_checkpoint(payload)
+
+
+def test_resume_needs_a_full_training_checkpoint(finished_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train(resume=tmp_path)
+    run = tmp_path / "weights_only"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(finished_run / "checkpoints/best.pth", run / "checkpoints/last.pth")
+    with pytest.raises(CheckpointError, match="lacks optimizer"):
+        train(resume=run)
+
+
+def test_pickled_training_state_is_plain(finished_run: Path) -> None:
+    # weights_only loading already passed in load_checkpoint; the sampler and RNG entries
+    # must also survive a plain pickle round trip (no torch-specific objects hidden inside).
+    payload = load_checkpoint(finished_run / "checkpoints/last.pth")
+    assert pickle.loads(pickle.dumps(payload["sampler"])) == payload["sampler"]
+    assert payload["rng"]["generators"]["occlusion"].dtype == torch.uint8
+
+
+# ----------------------------------------------------------------------------- features and eval
+def test_extract_features_with_and_without_flip(synthetic_root: Path, tiny_checkpoint: Path) -> None:
+    from igoas.data import build_dataset, build_test_loader, build_transforms
+
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    pre = payload["preprocess"]
+    samples = build_dataset("synthetic", synthetic_root).query[:5]
+    loader = build_test_loader(samples, batch_size=2, workers=0,
+                               transform=build_transforms(pre["height"], pre["width"], train=False))
+    plain = extract_features(model, loader)
+    flipped = extract_features(model, loader, flip=True)
+    assert plain.features.shape == (5, 1024) and plain.paths == [s.path for s in samples]
+    assert np.array_equal(plain.pids, [s.pid for s in samples])
+    halves = flipped.features.view(5, 2, 512).norm(dim=2)
+    assert torch.allclose(halves, torch.ones_like(halves), atol=1e-5)
+    assert not torch.allclose(plain.features, flipped.features)
+
+
+def test_eval_command_reproduces_the_training_evaluation(finished_run: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--weights", str(finished_run / "checkpoints/best.pth"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mAP" in printed and "holistic" in printed
+    document = json.loads(out.read_text())
+    best = load_checkpoint(finished_run / "checkpoints/best.pth")["best"]
+    assert document["mAP"] == pytest.approx(best["mAP"], abs=1e-9)
+    assert set(document["query_sets"]) == {"query", "holistic"}
+    assert len(document["query_sets"]["query"]["cmc"]) == 50
+
+
+def test_eval_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--weights", str(tmp_path / "missing.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("igoas eval: error:") and "missing.pth" in err and "\n" not in err
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="bf16 is emulated on this CPU")
+def test_bf16_autocast_trains_on_cpu(synthetic_root: Path, tmp_path: Path) -> None:
+    # 64x32, not 32x16: width-1 stage-3 maps hit a CPU bf16 BatchNorm kernel fault in torch
+    result = train(tiny_run(synthetic_root, tmp_path / "bf16", "train.precision=bf16", "train.deterministic=false",
+                            "data.height=64", "data.width=32", "train.stop_after_iters=2"))
+    weights = load_checkpoint(result.last_checkpoint)["model"]
+    assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())  # weights stay fp32
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
