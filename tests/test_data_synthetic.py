@@ -122,3 +122,10 @@ def test_cli_synth_renders_and_reports(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert code == 0 and "query: 100 % of images occluded" in out and "query:holistic" in out
     assert main(["data", "check", str(tmp_path / "cli"), "--dataset", "synthetic"]) == 0
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (4, 3), (12, 8), (16, 16)])
+def test_every_occluder_kind_draws_at_tiny_sizes(height, width):
+    for kind in OCCLUDER_KINDS:
+        rgba = draw_occluder(kind, height, width, np.random.default_rng(0))
+        assert rgba.shape == (height, width, 4) and rgba.dtype == np.uint8

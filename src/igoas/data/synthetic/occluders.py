@@ -93,7 +93,8 @@ def _bag(layer: Image.Image, rng: np.random.Generator) -> None:
     for x in np.linspace(0.25, 0.75, 3) * w:
         draw.line([(x, 0.18 * h), (x, 0.9 * h)], fill=_rgba(np.array(colour) * 0.8), width=max(1, w // 30))
     for x in (0.15 * w, 0.85 * w):
-        draw.ellipse([x - 0.06 * w, 0.94 * h, x + 0.06 * w, h - 1], fill=_rgba((20, 20, 20)))
+        # wheels: at small sizes the box shrinks to the last row rather than inverting
+        draw.ellipse([x - 0.06 * w, min(0.94 * h, h - 1), x + 0.06 * w, h - 1], fill=_rgba((20, 20, 20)))
 
 
 def _railing(layer: Image.Image, rng: np.random.Generator) -> None:
