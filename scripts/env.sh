@@ -14,7 +14,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[env] installing igoas and its test dependencies into $venv (first run only)" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >&2 || true
   # torch and torchvision first, at versions pip can take from the local wheel cache when present.
-  "$venv/bin/python" -m pip install -q "torch>=2.1" "torchvision>=0.16" >&2
+  "$venv/bin/python" -m pip install -q "torch>=2.5" "torchvision>=0.20" >&2
   "$venv/bin/python" -m pip install -q -e "$root[test]" >&2
   echo "$want" > "$stamp"
 fi

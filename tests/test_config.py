@@ -70,6 +70,14 @@ def test_cross_dataset_preset_trains_on_market_and_tests_elsewhere() -> None:
     assert list(cfg.data.targets)[:2] == ["occluded_reid", "partial_reid"]
 
 
+def test_checked_choices_are_the_engine_names() -> None:
+    from igoas.config import CHOICES
+    from igoas.engine.optim import OPTIMIZERS, SCHEDULES
+
+    assert set(CHOICES["optim.name"]) == set(OPTIMIZERS)
+    assert set(CHOICES["optim.schedule"]) == set(SCHEDULES)
+
+
 def test_overrides_are_typed_and_nested() -> None:
     cfg = load_config("occluded_duke_igoas", ["optim.lr=0.01", "optim.milestones=[5,7]", "optim.grad_clip=2.5",
                                               "model.occlusion_options.fill=normalized", "loss.triplet=soft",

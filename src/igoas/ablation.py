@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from igoas.config import apply_overrides, load_config, to_dict, validate
+from igoas.config import load_config, to_dict, validate
 from igoas.engine.checkpoint import atomic_write
 from igoas.errors import ConfigError, IgoasError
+from igoas.robustness import REPORTED_METRICS
+from igoas.speed import resolve_precision
 
 DEFAULT_RECIPE = "synthetic_ablation"
 RUN_RECORD = "ablation_run.json"
-QUERY_SETS = ("query", "holistic")  # occluded queries, then the same frames without the occluder
 TABLE_METRICS = ("R1", "mAP", "mINP")
 
 # Shrinks any recipe to a pipeline check of seconds per arm (`reduced=True`, the test suite).
@@ -240,8 +241,6 @@ def _final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
     if not isinstance(saved, dict) or not isinstance(saved.get("query_sets"), dict):
         raise IgoasError(f"{run_dir / FINAL_METRICS}: missing or unreadable; delete {run_dir} and run the study "
                          "again to retrain this arm")
-    from igoas.robustness import REPORTED_METRICS
-
     return {name: {metric: float(values[metric]) for metric in REPORTED_METRICS}
             for name, values in saved["query_sets"].items()}
 
@@ -261,10 +260,13 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, dataset: Any, 
     cfg.train.output_dir = str(run_dir)
     train_seconds = _train_arm(cfg, run_dir, log)
     started = time.perf_counter()
+    device = _device(cfg)
+    # Scored like the run's own evaluation, so the stress test's area-0 point is its holistic score.
     result = occlusion_stress_test({arm: run_dir / LAST}, dataset, stress.areas, stress.positions,
                                    occluder=stress.occluder, seed=stress.seed, query_set=stress.query_set,
-                                   batch_size=stress.batch_size, num_workers=cfg.eval.num_workers,
-                                   device=_device(cfg), metric=cfg.eval.metric)
+                                   batch_size=stress.batch_size, num_workers=cfg.eval.num_workers, device=device,
+                                   metric=cfg.eval.metric, flip=cfg.eval.flip,
+                                   precision=resolve_precision(cfg.eval.precision, device))
     record = {"arm": arm, "seed": seed, "run_dir": str(run_dir), "metrics": _final_metrics(run_dir),
               "stress": [asdict(r) for r in result.records], "train_seconds": train_seconds,
               "stress_seconds": time.perf_counter() - started, "config": fingerprint,
@@ -306,8 +308,6 @@ def _summarize(runs: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> dict[s
 
 def _mean_stress(runs: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """Per arm, the stress-test records averaged over seeds (one record per position and area)."""
-    from igoas.robustness import REPORTED_METRICS
-
     averaged: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
         groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
@@ -391,10 +391,12 @@ def plot_activation_figure(run_dirs: Mapping[str, Path], image_paths: Sequence[s
                                       std=preprocess.std, panel_size=panel)
 
 
-def _machine() -> dict[str, Any]:
+def _machine(cfg: DictConfig) -> dict[str, Any]:
     from igoas.speed import cpu_has_native_bf16
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    device = _device(cfg)
+    return {"device": device, "train_precision": resolve_precision(cfg.train.precision, device),
+            "eval_precision": resolve_precision(cfg.eval.precision, device),"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -454,7 +456,7 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
         "dataset": {"name": recipe_cfg.data.dataset, "root": str(recipe_cfg.data.root),
                     "train_images": len(dataset.train), "train_ids": dataset.num_train_pids,
                     "queries": len(dataset.query), "gallery": len(dataset.gallery)},
-        "machine": _machine(), "seconds": time.perf_counter() - started,
+        "machine": _machine(recipe_cfg), "seconds": time.perf_counter() - started,
         "files": {key: str(path) for key, path in result.files.items()},
     })
     log(f"wrote {', '.join(str(path) for path in result.files.values())}")

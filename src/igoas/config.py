@@ -20,6 +20,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from igoas.errors import ConfigError
 from igoas.losses import LossConfig
+from igoas.speed import PRECISIONS
+from igoas.data.loaders import SAMPLERS
 from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # A YAML file may extend another one; chains longer than this are almost surely a cycle.
@@ -94,6 +96,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" (see igoas.speed)
     channels_last: Any = "auto"  # true, false or "auto"
+    cpu_threads: Optional[int] = None  # compute threads on CPU (null: torch's default)
     sync_batchnorm: bool = True  # distributed runs normalise over the global batch
     output_dir: str = "runs/igoas"
     log_every: int = 20  # iterations between log records
@@ -135,13 +138,15 @@ class RunConfig:
 
 
 # Values restricted to a few names, and numbers that must be positive or non-negative;
-# checked after every merge so a bad override fails before anything runs.
+# checked after every merge so a bad override fails before anything runs. The optimiser
+# and schedule names are those of igoas.engine.optim (the engine imports this module, not
+# the other way round; a test keeps the two in step).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.sampler": ("random", "identity"),
+    "data.sampler": tuple(SAMPLERS),
     "optim.name": ("adam", "sgd"),
     "optim.schedule": ("multi_step", "cosine", "constant"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "eval.precision": ("auto", "fp32", "bf16", "fp16"),
+    "train.precision": PRECISIONS,
+    "eval.precision": PRECISIONS,
     "eval.metric": ("euclidean", "cosine"),
 }
 POSITIVE = ("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr", "train.epochs",
@@ -276,6 +281,8 @@ def validate(config: DictConfig) -> None:
         raise ConfigError(f"optim.betas needs two values, got {list(config.optim.betas)}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be positive or null, got {config.optim.grad_clip}")
+    if config.train.cpu_threads is not None and config.train.cpu_threads <= 0:
+        raise ConfigError(f"train.cpu_threads must be positive or null, got {config.train.cpu_threads}")
     if config.train.stop_after_iters is not None and config.train.stop_after_iters <= 0:
         raise ConfigError(f"train.stop_after_iters must be positive or null, got {config.train.stop_after_iters}")
 

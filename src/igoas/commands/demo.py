@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 PRESET, QUICK_PRESET = "synthetic_demo", "synthetic_demo_quick"
 RANKED_QUERIES = 6  # rows of the ranked-list figure
+# What the synthetic set's query sets are, for people reading the table and the figures.
+SHOWN_AS = {"query": "occluded queries", "holistic": "holistic queries"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +39,14 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     from igoas.data import build_dataset
     from igoas.engine.checkpoint import atomic_write, model_from_checkpoint
     from igoas.engine.rng import seed_everything
-    from igoas.engine.trainer import train
+    from igoas.engine.trainer import set_cpu_threads, train
     from igoas.evaluation import format_table
     from igoas.model import build_model
 
     out = Path(out_dir)
     settings = [f"train.output_dir={out}"] + ([f"data.root={data_dir}"] if data_dir else []) + list(overrides)
     cfg = load_config(QUICK_PRESET if quick else PRESET, settings)
+    set_cpu_threads(cfg.train.cpu_threads)
     print(f"[demo] synthetic occluded pedestrians in {cfg.data.root} (rendered on first use, then cached)")
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
     print(f"[demo] {len(dataset.train)} training images of {dataset.num_train_pids} identities; "
@@ -62,15 +65,16 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     model, _ = model_from_checkpoint(result.last_checkpoint)
     trained_results, features = _evaluate(model, dataset, cfg)
 
-    table = {f"{name} (trained)": value for name, value in trained_results.items()}
-    table.update({f"{name} (untrained)": value for name, value in untrained_results.items()})
+    table = {f"{SHOWN_AS.get(name, name)}, trained": value for name, value in trained_results.items()}
+    table.update({f"{SHOWN_AS.get(name, name)}, untrained": value for name, value in untrained_results.items()})
     print(format_table(table))
-    figures = _figures(out, trained_results, untrained_results, features, dataset)
+    figures = _figures(out, trained_results, untrained_results, features)
     document = _document(trained_results, untrained_results, result, figures)
     atomic_write(out / "metrics.json", lambda handle: handle.write(json.dumps(document, indent=2).encode()))
     report = _report(out)
     print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
-          f"{document['untrained']['mAP']:.1f} % untrained")
+          f"{document['untrained']['mAP']:.1f} % untrained"
+          + (f" (--quick: a smoke test on {len(dataset.query)} queries, not a result)" if quick else ""))
     print(f"[demo] report folder {out}: metrics.json, {', '.join(str(p.relative_to(out)) for p in figures)}"
           + (f", {report.relative_to(out)}" if report else "") + f"; TensorBoard: tensorboard --logdir {out}")
     return document
@@ -79,55 +83,54 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Results per query set ("query" = occluded, "holistic") and the embeddings behind them."""
     from igoas.engine.distributed import resolve_device
-    from igoas.engine.features import embed_samples
-    from igoas.evaluation import evaluate_features
+    from igoas.engine.features import embed_dataset, rank_query_sets
 
     device = resolve_device(cfg.train.device)
-    model.to(device)
     preprocess = {"height": cfg.data.height, "width": cfg.data.width, "mean": list(cfg.data.mean),
                   "std": list(cfg.data.std)}
-    embed = lambda samples: embed_samples(model, samples, preprocess, cfg.eval, device, cfg.eval.precision)  # noqa: E731
-    features = {"gallery": embed(dataset.gallery), "query": embed(dataset.query)}
-    for name, samples in dataset.extra_queries.items():
-        features[name] = embed(samples)
-    gallery = features["gallery"]
-    results = {}
-    for name, queries in features.items():
-        if name != "gallery":
-            results[name] = evaluate_features(queries.features, gallery.features, queries.pids, gallery.pids,
-                                              queries.camids, gallery.camids, metric=cfg.eval.metric,
-                                              max_rank=cfg.eval.max_rank)
-    return results, features
+    features = embed_dataset(model.to(device), dataset, preprocess, cfg.eval, device, cfg.eval.precision)
+    return rank_query_sets(features, cfg.eval), features
 
 
-def _figures(out: Path, trained: dict[str, Any], untrained: dict[str, Any], features: dict[str, Any],
-             dataset: Any) -> list[Path]:
+def _figures(out: Path, trained: dict[str, Any], untrained: dict[str, Any], features: dict[str, Any]) -> list[Path]:
     """CMC curves of every query set (trained and untrained) and the occluded queries' ranked lists."""
     try:
-        from igoas.evaluation import compute_distance
-        from igoas.viz import plot_cmc_curves, plot_ranked_lists, top_ranked
-    except ImportError as err:
+        return [_cmc_figure(out, trained, untrained), _ranked_list_figure(out, features)]
+    except ImportError as err:  # matplotlib is optional
         print(f"[demo] figures skipped: {err} (pip install matplotlib)")
         return []
-    curves = {f"{name} trained": r.cmc for name, r in trained.items()}
-    curves.update({f"{name} untrained": r.cmc for name, r in untrained.items()})
-    paths = [plot_cmc_curves(curves, out / "figures" / "cmc.png")]
+
+
+def _cmc_figure(out: Path, trained: dict[str, Any], untrained: dict[str, Any]) -> Path:
+    from igoas.viz import plot_cmc_curves
+
+    curves = {f"{SHOWN_AS.get(name, name)}, trained": r.cmc for name, r in trained.items()}
+    curves.update({f"{SHOWN_AS.get(name, name)}, untrained": r.cmc for name, r in untrained.items()})
+    return plot_cmc_curves(curves, out / "figures" / "cmc.png")
+
+
+def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
+    import numpy as np
+
+    from igoas.evaluation import compute_distance
+    from igoas.viz import plot_ranked_lists, top_ranked
+
     queries, gallery = features["query"], features["gallery"]
-    distances = compute_distance(queries.features[:RANKED_QUERIES], gallery.features)
-    indices, matches = top_ranked(distances.numpy(), queries.pids[:RANKED_QUERIES], gallery.pids,
-                                  queries.camids[:RANKED_QUERIES], gallery.camids, topk=10)
+    # queries spread over the whole set, not just its first identities
+    rows = np.unique(np.linspace(0, len(queries) - 1, RANKED_QUERIES).round().astype(int))
+    distances = compute_distance(queries.features[rows], gallery.features)
+    indices, matches = top_ranked(distances.numpy(), queries.pids[rows], gallery.pids, queries.camids[rows],
+                                  gallery.camids, topk=10)
     galleries = [[gallery.paths[i] for i in row if i >= 0] for row in indices]
-    paths.append(plot_ranked_lists(queries.paths[:RANKED_QUERIES], galleries, matches.tolist(),
-                                   out / "figures" / "ranked_lists.png"))
-    return paths
+    return plot_ranked_lists([queries.paths[i] for i in rows], galleries, matches.tolist(),
+                             out / "figures" / "ranked_lists.png")
 
 
 def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path]) -> dict[str, Any]:
     from igoas.engine.features import results_document
 
     document = results_document(trained, checkpoint=str(result.last_checkpoint), epoch=result.epoch,
-                                query_set_meaning={"query": "occluded queries", "holistic": "the same queries "
-                                                   "rendered without their occluder"})
+                                query_sets_shown_as=SHOWN_AS)
     document["untrained"] = results_document(untrained)
     document["figures"] = [str(path) for path in figures]
     return document

@@ -51,11 +51,11 @@ def extract_features(model: nn.Module, loader: Any, device: str | torch.device =
                      precision: str = "fp32", channels_last: bool = False) -> ExtractedFeatures:
     """Run `model` in eval mode over `loader` (items: dict with image, pid, camid, path).
 
-    `flip` averages each embedding with that of the mirrored image. The model is put back
-    in the mode it was in.
+    `flip` averages each embedding with that of the mirrored image. Every submodule is put
+    back in the mode it was in (a fixbase epoch keeps its frozen layers in eval mode).
     """
     device = torch.device(device)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     chunks, pids, camids, paths = [], [], [], []
     try:
@@ -68,7 +68,8 @@ def extract_features(model: nn.Module, loader: Any, device: str | torch.device =
             camids.append(np.asarray(batch["camid"]))
             paths.extend(str(path) for path in batch["path"])
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     dim = getattr(model, "feature_dim", 0)
     return ExtractedFeatures(
         features=torch.cat(chunks) if chunks else torch.empty(0, dim),
@@ -104,36 +105,45 @@ def embed_samples(model: nn.Module, samples: Sequence[Any], preprocess: Mapping[
     return extracted
 
 
+def embed_dataset(model: nn.Module, dataset: Any, preprocess: Mapping[str, Any], eval_config: Any = None,
+                  device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
+                  ctx: DistributedContext | None = None) -> dict[str, ExtractedFeatures]:
+    """Embeddings of the gallery ("gallery"), the main queries ("query") and every extra
+    query set of `dataset` (e.g. "holistic")."""
+    splits = {"gallery": dataset.gallery, "query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
+    return {name: embed_samples(model, samples, preprocess, eval_config, device, precision, channels_last, ctx)
+            for name, samples in splits.items()}
+
+
+def rank_query_sets(features: Mapping[str, ExtractedFeatures], eval_config: Any = None) -> dict[str, RankResult]:
+    """CMC/mAP/mINP of every query set in `features` against its "gallery" entry."""
+    eval_config = eval_config or _DEFAULT_EVAL
+    gallery = features["gallery"]
+    return {name: evaluate_features(
+                queries.features, gallery.features, queries.pids, gallery.pids, queries.camids, gallery.camids,
+                metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
+                rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
+                query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha)
+            for name, queries in features.items() if name != "gallery"}
+
+
 def evaluate_model(model: nn.Module, dataset: Any, eval_config: Any = None, preprocess: Mapping[str, Any] | None = None,
                    device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
                    ctx: DistributedContext | None = None) -> dict[str, RankResult]:
     """Rank the gallery for the main query set (key "query") and every extra query set of
     `dataset` (e.g. "holistic"), sharing one pass over the gallery.
 
-    `preprocess` (height, width, mean, std, interpolation) defaults to the model's
-    checkpoint entry when the model carries one (`model.preprocess`). In a distributed
-    run every process embeds its share; only the main process ranks (the others get {}).
+    `preprocess` (height, width, mean, std) is the input preparation the model expects,
+    e.g. a checkpoint's `preprocess` entry. In a distributed run (`ctx`) every process
+    embeds its share; only the main process ranks (the others get {}).
     """
-    eval_config = eval_config or _DEFAULT_EVAL
-    preprocess = preprocess or getattr(model, "preprocess", None)
     if preprocess is None:
-        raise IgoasError("evaluate_model needs the input preprocessing (height, width, mean, std); pass preprocess=")
-    ctx = ctx or DistributedContext(device=torch.device(device))
-    embed = lambda samples: embed_samples(model, samples, preprocess, eval_config, device, precision,  # noqa: E731
-                                          channels_last, ctx)
-    gallery = embed(dataset.gallery)
-    query_sets = {"query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
-    results = {}
-    for name, samples in query_sets.items():
-        queries = embed(samples)
-        if not ctx.is_main:
-            continue
-        results[name] = evaluate_features(
-            queries.features, gallery.features, queries.pids, gallery.pids, queries.camids, gallery.camids,
-            metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
-            rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
-            query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha)
-    return results
+        raise IgoasError("evaluate_model needs the input preprocessing: pass preprocess={height, width, mean, std} "
+                         "(a checkpoint's 'preprocess' entry)")
+    features = embed_dataset(model, dataset, preprocess, eval_config, device, precision, channels_last, ctx)
+    if ctx is not None and not ctx.is_main:
+        return {}
+    return rank_query_sets(features, eval_config)
 
 
 def eval_datasets(cfg: Any, train_dataset: Any = None) -> dict[str, Any]:

@@ -1,18 +1,16 @@
-"""Random-number state: seeding, capture and restore as plain types, per-batch seeds.
+"""Random-number state: seeding, and capture / restore as plain types.
 
 Exact resume needs every stream a run draws from (Python, NumPy, torch CPU and CUDA, and
 the dedicated generators such as the occlusion's) saved in a form
-`torch.load(weights_only=True)` accepts, and augmentation whose randomness does not depend
-on which worker process loads a batch or on where the run was resumed: `seed_for` gives
-each batch its own seed, derived from the run seed, the epoch and the batch number.
+`torch.load(weights_only=True)` accepts. `seed_for` derives independent seeds from a run
+seed and other integers (rank, epoch, ...).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -39,21 +37,6 @@ def seed_for(*parts: int) -> int:
     """A 63-bit seed from integers (run seed, epoch, batch, rank, ...), well spread by hashing."""
     digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with Python, NumPy and torch CPU RNGs seeded, restoring them afterwards."""
-    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
 
 
 def capture_rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:

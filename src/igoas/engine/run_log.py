@@ -3,8 +3,8 @@
 Files in the run directory:
 - `train.log`: plain text, one line per log interval and every message;
 - `train_log.jsonl`: one JSON object per log interval (epoch (1-based), iteration (global,
-  counted from 1), batch (within the epoch), lr, every loss term, the ID-loss weights,
-  the IGO area ratio, images/s);
+  counted from 1), batch (within the epoch), lr, grad_norm, every loss term, the ID-loss
+  weights, the IGO area ratio, images/s);
 - `metrics.jsonl`: one JSON object per evaluation (epoch, iteration, then per query set
   R1, R5, R10, mAP, mINP in percent);
 - `tensorboard/`: the same scalars as event files.
@@ -177,5 +177,5 @@ def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _postfix(record: Mapping[str, Any], images_per_s: float) -> str:
-    losses = " ".join(f"{name} {value:.3f}" for name, value in record.get("loss", {}).items())
+    losses = " ".join(f"{name} {value:.4g}" for name, value in record.get("loss", {}).items())
     return f"{losses} lr {record['lr']:.2e} {images_per_s:.1f} img/s"

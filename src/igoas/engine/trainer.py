@@ -15,6 +15,7 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -94,18 +95,28 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
         if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= int(payload["iteration"]):
             cfg.train.stop_after_iters = None
     validate(cfg)
+    joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed(cfg.train.device)
     try:
         return _Run(cfg, ctx, payload).run()
     finally:
-        shutdown(ctx)
+        if not joined_before:  # a process group the caller set up stays theirs
+            shutdown(ctx)
+
+
+def set_cpu_threads(count: int | None) -> None:
+    """Use `count` CPU compute threads (None: leave torch's choice)."""
+    if count is not None:
+        torch.set_num_threads(count)
 
 
 def _as_config(config: Any) -> DictConfig:
     if config is None:
         raise ConfigError("train() needs a config (object, dict, YAML path or preset name) or a run to resume")
     if isinstance(config, DictConfig):
-        return config.copy()
+        # a checked deep copy: the run may adjust it (output_dir on resume) without
+        # touching the caller's object
+        return config_from_dict(to_dict(config), "config")
     if isinstance(config, RunConfig):
         return OmegaConf.structured(config)
     if isinstance(config, Mapping):
@@ -129,6 +140,7 @@ class _Run:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
         use_deterministic_kernels(cfg.train.deterministic)
+        set_cpu_threads(cfg.train.cpu_threads)
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
         self.loader = self._train_loader()
         self.iters_per_epoch = len(self.loader)
@@ -282,18 +294,15 @@ class _Run:
             output = self._wrapped(images, progress, self.occlusion_generator)
         losses = compute_losses(output, labels, self.loss_config, reduce=self.reduce)
         if any_across(not bool(torch.isfinite(losses.total)), self.ctx):
-            self._diverged(losses)
+            self._diverged(losses, "loss")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
-        if self.cfg.optim.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None],
-                                           self.cfg.optim.grad_clip)
+        grad_norm = self._clip_and_check(losses)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        record: dict[str, Any] = {"lr": lr, "loss": {"total": losses.total.item()}}
+        record: dict[str, Any] = {"lr": lr, "grad_norm": grad_norm, "loss": {"total": losses.total.item()}}
         record["loss"].update({name: value.item() for name, value in losses.terms.items()})
         if losses.id_weights is not None and losses.id_weights.numel() > 1:
             heads = [name.removeprefix("id_") for name in losses.terms if name.startswith("id_")]
@@ -301,12 +310,28 @@ class _Run:
         record["igo_area_ratio"] = float(output.occlusion_ratio)
         return record
 
-    def _diverged(self, losses: Any) -> None:
-        terms = ", ".join(f"{name} {value.item():.4g}" for name, value in losses.terms.items())
+    def _clip_and_check(self, losses: Any) -> float | None:
+        """Clip the gradient norm if asked; stop on non-finite gradients, which would
+        otherwise turn the weights (and the next checkpoint) into NaN. With fp16 loss
+        scaling, overflowing steps are the scaler's to skip."""
+        clip, scaling = self.cfg.optim.grad_clip, self.scaler.is_enabled()
+        if clip is None and scaling:
+            return None
+        if scaling:
+            self.scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, clip if clip is not None else float("inf")))
+        if not scaling and not math.isfinite(norm):
+            self._diverged(losses, "gradient norm", norm)
+        return norm
+
+    def _diverged(self, losses: Any, what: str, value: float | None = None) -> None:
+        terms = ", ".join(f"{name} {term.item():.4g}" for name, term in losses.terms.items())
         last = self.run_dir / LAST
         kept = (f"the last good checkpoint is {last}" if last.is_file()
                 else "no checkpoint was written yet (set train.checkpoint_every_iters to save within epochs)")
-        message = (f"loss became {losses.total.item()} at epoch {self.epoch + 1}, batch {self.batch + 1} "
+        value = losses.total.item() if value is None else value
+        message = (f"{what} became {value} at epoch {self.epoch + 1}, batch {self.batch + 1} "
                    f"(iteration {self.iteration + 1}; terms: {terms}); stopped before updating the weights, {kept}. "
                    "Lower optim.lr, set optim.grad_clip or use train.precision=fp32, then continue with "
                    f"`igoas train --resume {self.run_dir} optim.lr=...`")
