@@ -164,6 +164,21 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synt
     assert any((out / "tensorboard").iterdir()) and (out / "config.yaml").is_file() and (out / "train.log").is_file()
 
 
+def test_resume_with_another_process_count_restarts_the_epoch(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "regrouped"
+    train(tiny_run(synthetic_root, out, "train.stop_after_iters=6", "eval.every=0"))
+    last = out / "checkpoints/last.pth"
+    payload = load_checkpoint(last)
+    assert (payload["epoch"], payload["batch"]) == (1, 2)
+    payload["world_size"] = payload["sampler"]["world_size"] = 2  # as if written by two processes
+    torch.save(payload, last)
+    result = train(resume=out)
+    assert result.finished and result.iteration == EPOCHS * 4  # epoch 2 ran again from its first batch
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == list(range(1, EPOCHS * 4 + 1))
+    assert "restarts from its first batch" in (out / "train.log").read_text()
+
+
 def test_training_writes_best_and_final_metrics(finished_run: Path) -> None:
     evaluations = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in evaluations] == [1, 2]

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from igoas.config import load_config, to_dict, validate
-from igoas.engine.checkpoint import atomic_write
+from igoas.fileio import atomic_write
 from igoas.errors import ConfigError, IgoasError
 from igoas.robustness import REPORTED_METRICS
 from igoas.speed import resolve_precision

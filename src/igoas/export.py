@@ -86,7 +86,7 @@ class ExportResult:
 def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int) -> None:
     import onnx
 
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
 
     program = torch.onnx.export(
         graph,
@@ -117,7 +117,7 @@ def _load_onnx(path: Path, threads: int | None = None) -> Callable[[np.ndarray],
 def _write_torchscript(
     graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int
 ) -> None:
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
 
     with torch.no_grad(), _quiet_torchscript():
         traced = torch.jit.trace(graph, example, check_trace=False)

@@ -414,7 +414,7 @@ def write_stress_test(result: StressTestResult, out_dir: str | Path) -> dict[str
     """Write `robustness.json` (settings and every record) and `robustness.png` (the curves) to `out_dir`."""
     import json
 
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
     from igoas.viz.robustness_figure import plot_robustness
 
     out_dir = Path(out_dir)

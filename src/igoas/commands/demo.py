@@ -37,7 +37,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     """Run the demo and return what it wrote to `out_dir/metrics.json`."""
     from igoas.config import load_config, to_dict
     from igoas.data import build_dataset
-    from igoas.engine.checkpoint import atomic_write, model_from_checkpoint
+    from igoas.fileio import atomic_write
+from igoas.engine.checkpoint import model_from_checkpoint
     from igoas.engine.rng import seed_everything
     from igoas.engine.trainer import set_cpu_threads, train
     from igoas.evaluation import format_table

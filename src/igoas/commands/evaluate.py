@@ -26,7 +26,7 @@ def default_output(checkpoint: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
     from igoas.engine.features import evaluate_checkpoint, results_document
     from igoas.evaluation import format_table
 

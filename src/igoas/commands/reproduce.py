@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from igoas.engine.checkpoint import atomic_write
+from igoas.fileio import atomic_write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,28 +18,12 @@ from typing import Any, Mapping
 import torch
 
 from igoas.errors import CheckpointError
+from igoas.fileio import atomic_write
 
 FORMAT_NAME = "igoas"
 FORMAT_VERSION = 1
 
 PathLike = str | os.PathLike[str]
-
-
-def atomic_write(path: PathLike, write: Any) -> Path:
-    """Call `write(file_object)` on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:

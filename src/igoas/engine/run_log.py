@@ -27,7 +27,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Drop the records `keep` rejects (a resumed run replaces what followed its checkpoint)."""
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
 
     if not path.is_file():
         return

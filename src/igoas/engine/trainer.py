@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, to_dict, validate
-from igoas.engine.checkpoint import atomic_write, load_checkpoint, load_model_state, save_checkpoint
+from igoas.fileio import atomic_write
+from igoas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
@@ -221,7 +222,19 @@ class _Run:
         if saved_world != self.ctx.world_size:
             notes.append(f"checkpoint written by {saved_world} process(es), continuing with {self.ctx.world_size}: "
                          "the data order after this point differs from an uninterrupted run")
+            if self.batch:
+                notes.append(self._restart_epoch())
         return [f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"] + notes
+
+    def _restart_epoch(self) -> str:
+        """Go back to the start of the interrupted epoch (its position in the data order
+        means nothing with another number of processes); the updates it made stay."""
+        done, self.batch = self.batch, 0
+        self.iteration -= done
+        self.scheduler.last_epoch = self.iteration
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.iteration)
+        return f"epoch {self.epoch + 1} restarts from its first batch ({done} batches of it are run again)"
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:

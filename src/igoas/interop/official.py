@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from igoas.engine.checkpoint import atomic_write, load_checkpoint, read_torch_file, save_checkpoint
+from igoas.fileio import atomic_write
+from igoas.engine.checkpoint import load_checkpoint, read_torch_file, save_checkpoint
 from igoas.errors import CheckpointError, IgoasError
 
 logger = logging.getLogger(__name__)

@@ -54,7 +54,7 @@ class Features:
 
 def save_features(path: str | os.PathLike, features: Features) -> Path:
     """Write `features` atomically; the suffix (.safetensors or .npz) picks the container."""
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
 
     path = Path(path)
     writer = _writer(path)

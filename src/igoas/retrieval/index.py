@@ -175,7 +175,7 @@ class GalleryIndex:
         """Write the FAISS index to `path` and its metadata to `<path>.json`, each atomically."""
         import faiss
 
-        from igoas.engine.checkpoint import atomic_write
+        from igoas.fileio import atomic_write
 
         path = Path(path)
         side = {

@@ -35,7 +35,7 @@ def new_figure(width_px: int, height_px: int, dpi: int = DEFAULT_DPI) -> Any:
 
 def save_figure(figure: Any, out_path: PathLike) -> Path:
     """Render `figure` as PNG to `out_path` atomically (no half-written image is ever left)."""
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
 
     return atomic_write(out_path, lambda handle: figure.savefig(handle, format="png", dpi=figure.dpi))
 

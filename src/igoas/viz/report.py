@@ -45,7 +45,7 @@ def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Pa
     the run has logs, and shows every other PNG found in the run folder (the figures
     `igoas viz` and `igoas robustness` wrote there).
     """
-    from igoas.engine.checkpoint import atomic_write
+    from igoas.fileio import atomic_write
     from igoas.viz.curves import plot_training_curves
 
     logs = load_run_logs(run_dir)
