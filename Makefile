@@ -2,7 +2,7 @@
 # Each creates or reuses .venv (scripts/env.sh) before running.
 PY = $(shell bash scripts/env.sh)
 
-.PHONY: demo test test-quick env
+.PHONY: demo test test-quick bench env
 env:
 	@bash scripts/env.sh >/dev/null
 
@@ -14,3 +14,12 @@ test:
 
 test-quick:
 	$(PY) -m pytest -m "not slow"
+
+# Speed and memory benchmarks: one JSON line each, appended to runs/benchmarks.jsonl.
+bench:
+	@mkdir -p runs
+	$(PY) benchmarks/train_step.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/inference.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/dataloading.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/evaluation.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/rerank.py | tee -a runs/benchmarks.jsonl

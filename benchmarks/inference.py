@@ -3,9 +3,10 @@
 The fastest PyTorch path is what `precision="auto", channels_last="auto"` resolves to on
 this machine (bf16 autocast + channels_last where the CPU has native bf16; plain fp32
 elsewhere, never emulated bf16). The onnxruntime path runs the file `igoas export` writes.
-Every path embeds the same uint8 images, preprocessing included; speeds are reported as
-ratios against fp32 measured in the same run, with the lowest cosine similarity of each
-path's embeddings to fp32's. Goal: fastest >= 2x fp32 with cosine >= 0.999.
+A fourth path keeps fp32 numerics in the channels_last memory format. Every path embeds
+the same uint8 images, preprocessing included; speeds are reported as ratios against fp32
+measured in the same run, with the lowest cosine similarity of each path's embeddings to
+fp32's. Goal: the fastest path whose cosine is >= 0.999 runs >= 2x fp32.
 
     python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3] [--checkpoint CKPT]
 
@@ -108,8 +109,11 @@ def main() -> None:
     fp32 = ReIDModel(network, preprocess, precision="fp32", channels_last=False)
     # its own copy: channels_last converts a model's weights in place, which would change the fp32 path
     fastest = ReIDModel(copy.deepcopy(network), preprocess, precision="auto", channels_last="auto")
+    # fp32 numerics with the channels_last memory format: the fast path for when bf16 is not accurate enough
+    fp32_cl = ReIDModel(copy.deepcopy(network), preprocess, precision="fp32", channels_last=True)
     paths = {
         "pytorch_fp32": lambda x: fp32.embed(x, batch_size=args.batch_size),
+        "pytorch_fp32_channels_last": lambda x: fp32_cl.embed(x, batch_size=args.batch_size),
         "pytorch_fastest": lambda x: fastest.embed(x, batch_size=args.batch_size),
     }
     with tempfile.TemporaryDirectory() as folder:
@@ -121,6 +125,8 @@ def main() -> None:
             reference = embeddings if reference is None else reference
             cosines[name] = float(np.min(np.sum(embeddings * reference, axis=1)))
     ratios = {name: speed / speeds["pytorch_fp32"] for name, speed in speeds.items()}
+    accurate = [name for name in speeds if name != "pytorch_fp32" and cosines[name] >= 0.999]
+    best_accurate = max(accurate, key=ratios.get, default=None)
     print(json.dumps({
         "benchmark": "inference",
         "model": f"{fp32.spec.get('name')} {fp32.spec.get('backbone')}",
@@ -136,7 +142,8 @@ def main() -> None:
         "images_per_s": {k: round(v, 2) for k, v in speeds.items()},
         "ratio_vs_fp32": {k: round(v, 3) for k, v in ratios.items()},
         "min_cosine_vs_fp32": {k: round(v, 6) for k, v in cosines.items()},
-        "goal_met": ratios["pytorch_fastest"] >= 2.0 and cosines["pytorch_fastest"] >= 0.999,
+        "fastest_with_cosine_0.999": best_accurate,
+        "goal_met": best_accurate is not None and ratios[best_accurate] >= 2.0,
     }))
 
 

@@ -24,7 +24,8 @@ def test_arms_differ_only_in_model_and_occlusion() -> None:
         assert cfg["model"]["backbone"] == configs["igoas"]["model"]["backbone"]
         assert (cfg["model"]["name"], cfg["model"]["occlusion"]) == (ARMS[arm].model, ARMS[arm].occlusion)
     assert configs["baseline"]["model"]["occlusion_options"] == {}
-    assert configs["random_erasing"]["model"]["occlusion_options"] == {}
+    # single-image random erasing as Zhong et al.: half of the images, so clean ones are seen too
+    assert configs["random_erasing"]["model"]["occlusion_options"] == {"probability": 0.5}
     schedule = configs["igoas"]["model"]["occlusion_options"]
     assert configs["igoas_no_osm"]["model"]["occlusion_options"] == schedule
     fixed = build_occlusion("igo_fixed", **configs["igo_fixed"]["model"]["occlusion_options"])

@@ -138,3 +138,9 @@ def test_cli_reports_config_errors_in_one_line(capsys: pytest.CaptureFixture[str
     assert err.startswith("igoas train: error:") and "optim.lrr" in err and "Traceback" not in err
     assert main(["train", "--presets"]) == 0
     assert "occluded_duke_igoas" in capsys.readouterr().out.split()
+
+
+def test_corrupt_image_policy_is_a_checked_choice():
+    assert load_config(None, ["data.on_error=fail"]).data.on_error == "fail"
+    with pytest.raises(ConfigError, match="data.on_error"):
+        load_config(None, ["data.on_error=ignore"])

@@ -24,6 +24,10 @@ _EXPORTS = {
     "load_checkpoint": "igoas.engine.checkpoint",
     "save_checkpoint": "igoas.engine.checkpoint",
     "train": "igoas.engine.trainer",
+    "load_config": "igoas.config",
+    "occlusion_stress_test": "igoas.robustness",
+    "write_html_report": "igoas.viz",
+    "run_ablation": "igoas.ablation",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -51,6 +51,7 @@ class DataConfig:
     batch_size: int = 64  # global batch: split over the processes of a distributed run
     drop_last: bool = True
     num_workers: int = 4  # loader processes (deterministic runs load in the main process)
+    on_error: str = "skip"  # a corrupt training image: "skip" (logged with its path) or "fail"
 
 
 @dataclass
@@ -143,6 +144,7 @@ class RunConfig:
 # the other way round; a test keeps the two in step).
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.sampler": tuple(SAMPLERS),
+    "data.on_error": ("skip", "fail"),
     "optim.name": ("adam", "sgd"),
     "optim.schedule": ("multi_step", "cosine", "constant"),
     "train.precision": PRECISIONS,

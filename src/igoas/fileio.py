@@ -32,5 +32,5 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
 
 def write_json(path: str | os.PathLike[str], document: Any, indent: int | None = 2) -> Path:
     """Write `document` as UTF-8 JSON, atomically."""
-    text = json.dumps(document, indent=indent)
+    text = json.dumps(document, indent=indent) + "\n"
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -412,15 +412,12 @@ def occlusion_stress_test(
 
 def write_stress_test(result: StressTestResult, out_dir: str | Path) -> dict[str, Path]:
     """Write `robustness.json` (settings and every record) and `robustness.png` (the curves) to `out_dir`."""
-    import json
-
-    from igoas.fileio import atomic_write
+    from igoas.fileio import write_json
     from igoas.viz.robustness_figure import plot_robustness
 
     out_dir = Path(out_dir)
     data = result.to_dict()
-    text = json.dumps(data, indent=2) + "\n"
-    json_path = atomic_write(out_dir / "robustness.json", lambda handle: handle.write(text.encode("utf-8")))
+    json_path = write_json(out_dir / "robustness.json", data)
     return {"json": json_path, "figure": plot_robustness(data["results"], out_dir / "robustness.png")}
 
 

@@ -8,7 +8,6 @@ TensorBoard events), `metrics.json`, CMC and ranked-list figures and `report.htm
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,8 +36,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     """Run the demo and return what it wrote to `out_dir/metrics.json`."""
     from igoas.config import load_config, to_dict
     from igoas.data import build_dataset
-    from igoas.fileio import atomic_write
-from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.fileio import write_json
     from igoas.engine.rng import seed_everything
     from igoas.engine.trainer import set_cpu_threads, train
     from igoas.evaluation import format_table
@@ -71,7 +70,7 @@ from igoas.engine.checkpoint import model_from_checkpoint
     print(format_table(table))
     figures = _figures(out, trained_results, untrained_results, features)
     document = _document(trained_results, untrained_results, result, figures)
-    atomic_write(out / "metrics.json", lambda handle: handle.write(json.dumps(document, indent=2).encode()))
+    write_json(out / "metrics.json", document)
     report = _report(out)
     print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
           f"{document['untrained']['mAP']:.1f} % untrained"

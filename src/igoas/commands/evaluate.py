@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from igoas.commands.train import split_config_and_overrides
@@ -26,7 +25,7 @@ def default_output(checkpoint: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.fileio import atomic_write
+    from igoas.fileio import write_json
     from igoas.engine.features import evaluate_checkpoint, results_document
     from igoas.evaluation import format_table
 
@@ -39,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
                                 datasets=list(cfg.data.targets) or [cfg.data.dataset], metric=cfg.eval.metric,
                                 rerank=cfg.eval.rerank)
     out = Path(args.out) if args.out else default_output(Path(args.weights))
-    atomic_write(out, lambda handle: handle.write(json.dumps(document, indent=2).encode()))
+    write_json(out, document)
     print(f"metrics written to {out}")
     return 0

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from igoas.fileio import atomic_write
+from igoas.fileio import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     for comparison in comparisons:
         print("\n".join(comparison.lines()))
     report = out / f"{args.table}_comparison.json"
-    atomic_write(report, lambda h: h.write(json.dumps([c.to_dict() for c in comparisons], indent=2).encode()))
+    write_json(report, [c.to_dict() for c in comparisons])
     print(f"comparison written to {report}")
     return 0
 

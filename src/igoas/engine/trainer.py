@@ -14,7 +14,6 @@ checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, to_dict, validate
-from igoas.fileio import atomic_write
+from igoas.fileio import atomic_write, write_json
 from igoas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
@@ -185,7 +184,8 @@ class _Run:
         return build_train_loader(self.dataset.train, data.batch_size // ctx.world_size, sampler=data.sampler,
                                   num_instances=data.num_instances, workers=workers,
                                   pin_memory=self.device.type == "cuda", seed=self.cfg.train.seed, rank=ctx.rank,
-                                  world_size=ctx.world_size, drop_last=data.drop_last, transform=transform)
+                                  world_size=ctx.world_size, drop_last=data.drop_last, transform=transform,
+                                  on_error=data.on_error)
 
     def _build_model(self, pretrained: bool | str) -> nn.Module:
         cfg = self.cfg.model
@@ -415,7 +415,7 @@ class _Run:
             return
         summary = results_document(self.last_results, checkpoint=str(self.run_dir / LAST), epoch=self.epoch,
                                    best=self.best)
-        atomic_write(self.run_dir / FINAL_METRICS, lambda handle: handle.write(json.dumps(summary, indent=2).encode()))
+        write_json(self.run_dir / FINAL_METRICS, summary)
 
     def _result(self, finished: bool) -> TrainResult:
         return TrainResult(run_dir=self.run_dir, epoch=self.epoch, iteration=self.iteration, finished=finished,

@@ -175,7 +175,7 @@ class GalleryIndex:
         """Write the FAISS index to `path` and its metadata to `<path>.json`, each atomically."""
         import faiss
 
-        from igoas.fileio import atomic_write
+        from igoas.fileio import atomic_write, write_json
 
         path = Path(path)
         side = {
@@ -192,7 +192,7 @@ class GalleryIndex:
         }
         data = faiss.serialize_index(self.index)
         atomic_write(path, lambda handle: handle.write(data.tobytes()))
-        atomic_write(metadata_path(path), lambda handle: handle.write(json.dumps(side).encode("utf-8")))
+        write_json(metadata_path(path), side, indent=None)
         return path
 
     @classmethod

@@ -1,0 +1,29 @@
+"""The package surface: lazy top-level names resolve and every CLI command answers --help."""
+import pytest
+
+import igoas
+from igoas.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("name", sorted(set(igoas.__all__) - {"__version__"}))
+def test_every_public_name_resolves(name):
+    assert callable(getattr(igoas, name))
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute"):
+        igoas.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: igoas" in capsys.readouterr().out
+
+
+def test_no_command_prints_the_command_list(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
