@@ -255,6 +255,13 @@ def to_dict(config: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
 
 
+def model_arguments(model: DictConfig) -> dict[str, Any]:
+    """`build_model` keyword arguments of a config's `model` section, except the number of
+    identities and the pretrained weights (those come from the data and the run)."""
+    return {"name": model.name, "backbone": model.backbone, "occlusion": model.occlusion,
+            "occlusion_options": to_dict(model.occlusion_options), **to_dict(model.options)}
+
+
 def validate(config: DictConfig) -> None:
     """Check the values OmegaConf's types cannot: choices, signs, cross-field rules."""
     for key, allowed in CHOICES.items():

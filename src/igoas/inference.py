@@ -103,7 +103,7 @@ class ReIDModel:
         """
         from omegaconf import DictConfig, OmegaConf
 
-        from igoas.config import config_from_dict, load_config, to_dict
+        from igoas.config import config_from_dict, load_config, model_arguments
         from igoas.engine.checkpoint import load_model_state, read_torch_file
         from igoas.data import INTERPOLATION
         from igoas.model import build_model
@@ -119,9 +119,7 @@ class ReIDModel:
                 f"{weights}: no model weights found (expected a state dict with 'global_classifier.weight'); "
                 "a checkpoint trained with the authors' code is converted with `igoas import-official`"
             )
-        network = build_model(cfg.model.name, num_classes=int(classifier.shape[0]), pretrained=False,
-                              backbone=cfg.model.backbone, occlusion=cfg.model.occlusion,
-                              occlusion_options=to_dict(cfg.model.occlusion_options), **to_dict(cfg.model.options))
+        network = build_model(num_classes=int(classifier.shape[0]), pretrained=False, **model_arguments(cfg.model))
         load_model_state(network, state, str(weights))
         data = cfg.data
         # the data pipeline's resize mode unless the config names one

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: str | Path | None = None,
              overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run the demo and return what it wrote to `out_dir/metrics.json`."""
-    from igoas.config import load_config, to_dict
+    from igoas.config import load_config, model_arguments, to_dict
     from igoas.data import build_dataset
     from igoas.engine.checkpoint import model_from_checkpoint
     from igoas.fileio import write_json
@@ -54,9 +54,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
     # The reference: the network the run starts from (same architecture, seed and initialisation).
     seed_everything(cfg.train.seed)
-    untrained = build_model(cfg.model.name, num_classes=dataset.num_train_pids, pretrained=False,
-                            backbone=cfg.model.backbone, occlusion=cfg.model.occlusion,
-                            occlusion_options=to_dict(cfg.model.occlusion_options), **to_dict(cfg.model.options))
+    untrained = build_model(num_classes=dataset.num_train_pids, pretrained=False, **model_arguments(cfg.model))
     untrained_results, _ = _evaluate(untrained, dataset, cfg)
 
     print(f"[demo] training {cfg.model.name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) "

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, to_dict, validate
+from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, model_arguments, to_dict, validate
 from igoas.fileio import atomic_write, write_json
 from igoas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
@@ -189,9 +189,7 @@ class _Run:
 
     def _build_model(self, pretrained: bool | str) -> nn.Module:
         cfg = self.cfg.model
-        model = build_model(cfg.name, num_classes=self.dataset.num_train_pids, pretrained=pretrained,
-                            backbone=cfg.backbone, occlusion=cfg.occlusion,
-                            occlusion_options=to_dict(cfg.occlusion_options), **to_dict(cfg.options))
+        model = build_model(num_classes=self.dataset.num_train_pids, pretrained=pretrained, **model_arguments(cfg))
         if self.cfg.train.sync_batchnorm:
             model = convert_sync_batchnorm(model, self.ctx)
         model.to(self.device)
