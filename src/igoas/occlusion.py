@@ -254,7 +254,21 @@ class _ErasingFill:
         return _fill_colour(pixels.to(like.device, like.dtype), self.mean, self.std)
 
 
-class RandomErasing(Occlusion):
+class _Erasing(Occlusion):
+    """What both random-erasing methods share: the rectangle's area and aspect bounds and its fill."""
+
+    def __init__(self, area_range: Sequence[float], min_aspect: float, fill: str, mean: Sequence[float],
+                 std: Sequence[float], max_attempts: int) -> None:
+        super().__init__()
+        self.area_range, self.min_aspect = tuple(area_range), min_aspect
+        self.colour = _ErasingFill(fill, mean, std)
+        self.max_attempts = max_attempts
+
+    def _rectangle(self, generator: torch.Generator | None, height: int, width: int) -> Rectangle | None:
+        return _erasing_rectangle(generator, height, width, self.area_range, self.min_aspect, self.max_attempts)
+
+
+class RandomErasing(_Erasing):
     """Single-image random erasing: each image gets its own rectangle (size, aspect,
     position), with probability `probability`. Defaults follow the authors' comparison:
     area 25-50 %, aspect 0.5-2, every image."""
@@ -262,10 +276,8 @@ class RandomErasing(Occlusion):
     def __init__(self, probability: float = 1.0, area_range: Sequence[float] = (0.25, 0.5), min_aspect: float = 0.5,
                  fill: str = "mean", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  max_attempts: int = 100) -> None:
-        super().__init__()
-        self.probability, self.area_range, self.min_aspect = probability, tuple(area_range), min_aspect
-        self.colour = _ErasingFill(fill, mean, std)
-        self.max_attempts = max_attempts
+        super().__init__(area_range, min_aspect, fill, mean, std, max_attempts)
+        self.probability = probability
 
     def __call__(self, images: Tensor, progress: float = 0.0,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -276,8 +288,7 @@ class RandomErasing(Occlusion):
         for index in range(images.shape[0]):
             rect = None
             if _uniform(generator, 0.0, 1.0) < self.probability:
-                rect = _erasing_rectangle(generator, height, width, self.area_range, self.min_aspect,
-                                          self.max_attempts)
+                rect = self._rectangle(generator, height, width)
             if rect is not None:
                 occluded[index, :, rect.top:rect.top + rect.height, rect.left:rect.left + rect.width] = self.colour(
                     generator, (images.shape[1], rect.height, rect.width), images)
@@ -286,23 +297,20 @@ class RandomErasing(Occlusion):
         return occluded, _visible_mask(images, rectangles)
 
 
-class BatchRandomErasing(Occlusion):
+class BatchRandomErasing(_Erasing):
     """Batch random erasing: one rectangle of random size (area 25-50 %) and aspect at a
     random place, the same for the whole batch, filled with the ImageNet mean colour."""
 
     def __init__(self, area_range: Sequence[float] = (0.25, 0.5), min_aspect: float = 0.25, fill: str = "mean",
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  max_attempts: int = 100) -> None:
-        super().__init__()
-        self.area_range, self.min_aspect = tuple(area_range), min_aspect
-        self.colour = _ErasingFill(fill, mean, std)
-        self.max_attempts = max_attempts
+        super().__init__(area_range, min_aspect, fill, mean, std, max_attempts)
 
     def __call__(self, images: Tensor, progress: float = 0.0,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         _check_channels(images, self.colour.mean)
         height, width = images.shape[-2:]
-        rect = _erasing_rectangle(generator, height, width, self.area_range, self.min_aspect, self.max_attempts)
+        rect = self._rectangle(generator, height, width)
         if rect is None:
             raise IgoasError(f"batch random erasing found no rectangle of area {self.area_range} and aspect "
                              f"ratio >= {self.min_aspect} inside a {height}x{width} image in {self.max_attempts} "
