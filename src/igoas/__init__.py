@@ -38,3 +38,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'igoas' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The lazy public names too, so `dir(igoas)` and tab completion show the API."""
+    return sorted(set(globals()) | set(__all__))

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from igoas.errors import IgoasError
+
+# A dotted config override such as `eval.metric=cosine` or `data.root=/data`.
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
 
 # command name -> (module under igoas.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,7 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only the sub-command `only` gets its arguments (the others stay unimported)."""
+    from igoas import __version__
+
     parser = argparse.ArgumentParser(prog="igoas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"igoas {__version__}",
+                        help="print the igoas version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -40,11 +49,64 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`, accepting key=value overrides anywhere: before, between or after the options.
+
+    argparse fills a `nargs="*"` positional at its first run of positionals only, so overrides
+    after an option (`--weights W eval.metric=cosine`, as fast-reid and torchreid accept) would be
+    "unrecognized". For commands that take overrides they are taken out of `argv` first (all but
+    the values of options) and handed to the command in the order given.
+    """
+    command = _command_parser(parser, argv[0] if argv else None)
+    overrides: list[str] = []
+    if any(action.dest == "overrides" for action in command._actions):
+        argv, overrides = _pull_overrides(command, argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported with the sub-command's usage, not the top-level one
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides:
+        args.overrides = overrides
+    return args
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a `key=value` config override rather than a file or preset name."""
+    return OVERRIDE.match(text) is not None
+
+
+def _pull_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split `argv` into the words for argparse and the overrides, keeping options' own values in place."""
+    takes = {option: action.nargs for action in parser._actions for option in action.option_strings}
+    rest: list[str] = []
+    overrides: list[str] = []
+    pending = 0  # values still owed to the option just seen
+    for position, word in enumerate(argv):
+        if word == "--":
+            return rest + argv[position:], overrides
+        if pending:
+            pending -= 1
+            rest.append(word)
+            continue
+        if word in takes:
+            nargs = takes[word]
+            pending = 1 if nargs is None else nargs if isinstance(nargs, int) else 0
+        (overrides if is_override(word) else rest).append(word)
+    return rest, overrides
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The sub-command's own parser, or the top-level one when `command` is not one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if args.command is None:
         parser.print_help()
         return 2

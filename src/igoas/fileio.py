@@ -2,15 +2,45 @@
 
 A temporary file in the target's folder is written, flushed to disk and renamed over the
 target, so an interrupted run never leaves a half-written checkpoint, index, figure or
-metrics file that a later step could mistake for a finished one.
+metrics file that a later step could mistake for a finished one. The temporary file is
+given the mode a plain `open()` would have created (0666 less the umask), not tempfile's
+private 0600, so results stay readable to a group on a shared server when the umask says so.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any, Callable
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it, hence the lock)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode `os.mkdir` gives a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """A new folder in `parent` for staging a result that is renamed into place, with `mkdir`'s mode."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, folder_mode())
+    return folder
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
@@ -19,6 +49,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -44,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth = actions.add_parser("synth", help="render the synthetic occluded-pedestrian dataset")
     synth.add_argument("out", help="output folder (Market-1501 layout)")
     synth.add_argument("--ids", type=int, default=None, help="identities to train and test on (default: the size's)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed renders the same set (default 0)")
     synth.add_argument("--size", default="default", help="tiny, small, default or large")
-    synth.add_argument("--height", type=int, default=128)
-    synth.add_argument("--width", type=int, default=64)
+    synth.add_argument("--height", type=int, default=128, help="image height in pixels (default 128)")
+    synth.add_argument("--width", type=int, default=64, help="image width in pixels (default 64)")
     synth.add_argument("--workers", type=int, default=1, help="rendering processes (same output for any number)")
 
 

@@ -8,7 +8,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from igoas.export import CHECK_BATCH_SIZES, DEFAULT_OPSET, DEFAULT_TOLERANCE
 
     parser.add_argument("checkpoint", help="igoas checkpoint (.pth)")
-    parser.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    parser.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="file format (default onnx)")
     parser.add_argument("--out", help="output file (default: the checkpoint path with .onnx or .pt)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--check-batch-sizes", type=int, nargs="+", default=list(CHECK_BATCH_SIZES),

@@ -25,11 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
     parser.add_argument("--labels", help="comma-separated names for the checkpoints (default: file names)")
     parser.add_argument("--seed", type=int, default=0, help="seed of positions, colours and shapes")
-    parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
+                        help="query-gallery distance (default euclidean, as the authors evaluate)")
     parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: main process)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
     parser.add_argument("--out", default="robustness", help="folder for robustness.json and robustness.png")
 

@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query = actions.add_parser("query", help="rank the gallery for query images")
     query.add_argument("index", help="index file written by `igoas search build`")
     query.add_argument("images", nargs="+", metavar="IMAGE", help="query image files or folders of them")
-    query.add_argument("--topk", type=int, default=10)
+    query.add_argument("--topk", type=int, default=10, help="gallery entries listed per query (default 10)")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
     query.add_argument("--draw", metavar="OUT.png", help="also draw each query and its top-K as a PNG")
-    query.add_argument("--device", default="cpu")
+    query.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding the queries (default cpu)")
     query.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                        help="default: the precision the gallery was embedded with")
 

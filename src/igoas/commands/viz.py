@@ -30,44 +30,45 @@ def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _extraction(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0: main process)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
 
     p = figures.add_parser("activations", help="stage-4 activation maps of the global and suppression branches (Fig. 8)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="igoas checkpoint (.pth)")
     _image_source(p, 6)
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("compare", help="the same images' activation maps under several checkpoints (Fig. 9)")
-    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("checkpoints", nargs="+", help="igoas checkpoints, one column each")
     _image_source(p, 4)
     p.add_argument("--labels", help="comma-separated column labels (default: checkpoint file names)")
     p.add_argument("--branch", default="global", help="branch whose maps are compared (default global, which every model has)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("occlusion", help="what each occlusion method does to one batch across epochs (Fig. 4-6)")
     _image_source(p, 4)
     p.add_argument("--methods", help="comma-separated occlusion methods (default: all but none)")
     p.add_argument("--epochs", default="0,15,30,45,60,89", help="comma-separated epochs (default 0,15,30,45,60,89)")
-    p.add_argument("--height", type=int, default=384)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--height", type=int, default=384, help="image height the methods work at (default 384)")
+    p.add_argument("--width", type=int, default=128, help="image width the methods work at (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random occlusions (default 0)")
+    p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("ranked", help="queries and their top-K gallery images, green/red framed")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="igoas checkpoint (.pth)")
     _dataset(p)
     p.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
-    p.add_argument("--num-queries", type=int, default=8)
-    p.add_argument("--topk", type=int, default=10)
-    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    p.add_argument("--num-queries", type=int, default=8, help="queries drawn, spread over the set (default 8)")
+    p.add_argument("--topk", type=int, default=10, help="gallery images per query (default 10)")
+    p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
+                   help="query-gallery distance (default euclidean)")
     _extraction(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("cmc", help="CMC curves of several runs on one plot")
     p.add_argument("results", nargs="+",
@@ -75,18 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _dataset(p, required=False)
     p.add_argument("--query-set", default="query", help="which query set's curve to take (default query)")
     p.add_argument("--labels", help="comma-separated curve labels (default: file names)")
-    p.add_argument("--max-rank", type=int, default=20)
+    p.add_argument("--max-rank", type=int, default=20, help="last rank on the x axis (default 20)")
     _extraction(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("curves", help="a run's training curves from train_log.jsonl and metrics.jsonl")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory written by `igoas train`")
     p.add_argument("--out", help="PNG to write (default RUN_DIR/figures/training_curves.png)")
 
     p = figures.add_parser("distances", help="positive/negative pair distance distributions and the ROC curve")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="igoas checkpoint (.pth)")
     _dataset(p)
-    p.add_argument("--query-set", default="query")
+    p.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
     p.add_argument("--metric", default="cosine", choices=["euclidean", "cosine"],
                    help="distance shown (default cosine: 1 - cosine similarity)")
     p.add_argument("--fprs", default="1e-4,1e-3,1e-2", help="false positive rates to report the TPR at")
@@ -96,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="folder for distances.png and roc.png")
 
     p = figures.add_parser("report", help="an HTML report of a run: metrics table and figures")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory written by `igoas train` or `igoas demo`")
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
 
 

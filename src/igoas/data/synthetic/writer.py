@@ -25,6 +25,7 @@ from igoas.data.synthetic.appearance import VIEWPOINTS, Identity, draw_person, s
 from igoas.data.synthetic.occluders import occlude
 from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, make_cameras
 from igoas.errors import ConfigError, DatasetError
+from igoas.fileio import temporary_folder
 
 VERSION = 1  # bump whenever the rendering changes, so cached copies are re-rendered
 GENERATOR = "igoas.synthetic"
@@ -238,7 +239,7 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
         raise DatasetError(f"synthetic: {out} exists and is not a synthetic dataset rendered by igoas; "
                            "refusing to overwrite it. Choose an empty or new folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.rendering-", dir=out.parent))
+    tmp = temporary_folder(out.parent, f".{out.name}.rendering-")
     try:
         _render_into(tmp, params, preset, workers)
         _move_into_place(tmp, out, params)

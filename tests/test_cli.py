@@ -1,0 +1,109 @@
+"""The command line as a torchreid or fast-reid user meets it: overrides in any position,
+--version, and help text on every option of every command."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+import igoas
+from igoas.cli import COMMANDS, build_parser, main, parse_arguments
+
+# Every command that takes key=value overrides, with its required words, in three orders:
+# overrides first, between the positionals and the options, and last (fast-reid's order).
+OVERRIDE_COMMANDS = {
+    "train": (["my.yaml"], ["--out", "runs/x"]),
+    "eval": (["my.yaml"], ["--weights", "w.pth", "--rerank", "--out", "m.json"]),
+    "demo": ([], ["--quick", "--out", "runs/d"]),
+    "reproduce": (["table1"], ["--root", "/data", "--out", "runs/r"]),
+    "ablation": ([], ["--seeds", "1", "--reduced", "--out", "runs/a"]),
+}
+OVERRIDES = ["eval.metric=cosine", "data.root=/data/x=y"]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    return parse_arguments(build_parser(only=argv[0]), argv)
+
+
+def _walk(parser: argparse.ArgumentParser, path: str = "igoas"):
+    """Every (command path, parser) pair below `parser`, itself included."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _walk(child, f"{path} {name}")
+
+
+def _full_tree() -> list[tuple[str, argparse.ArgumentParser]]:
+    return [pair for command in COMMANDS for pair in _walk(build_parser(only=command)) if pair[0] != "igoas"
+            or command == "demo"]
+
+
+def test_the_override_commands_are_all_tested() -> None:
+    taking = {path.split()[1] for path, parser in _full_tree()
+              if any(action.dest == "overrides" for action in parser._actions)}
+    assert taking == set(OVERRIDE_COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(OVERRIDE_COMMANDS))
+@pytest.mark.parametrize("order", ["first", "middle", "last", "split"])
+def test_overrides_are_accepted_in_any_position(command: str, order: str) -> None:
+    positionals, options = OVERRIDE_COMMANDS[command]
+    argv = {
+        "first": [*OVERRIDES, *positionals, *options],
+        "middle": [*positionals, *OVERRIDES, *options],
+        "last": [*positionals, *options, *OVERRIDES],
+        "split": [*positionals, OVERRIDES[0], *options, OVERRIDES[1]],
+    }[order]
+    args = _parse([command, *argv])
+    assert args.overrides == OVERRIDES
+    assert [getattr(args, "config", None) or getattr(args, "table", None)] == (positionals or [None])
+    if command == "eval":
+        assert args.weights == "w.pth" and args.rerank and args.out == "m.json"
+
+
+def test_an_override_after_the_options_reaches_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    # a bad key placed last must be reported by the config loader, not as an unknown argument
+    assert main(["train", "occluded_duke_igoas", "--out", "runs/never", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and "unrecognized" not in err
+
+
+def test_a_stray_word_is_still_refused_with_the_command_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "w.pth", "--format", "onnx", "stray"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: igoas export" in err and "unrecognized arguments: stray" in err
+
+
+def test_two_configs_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "a.yaml", "--out", "x", "b.yaml"])
+    assert "unrecognized arguments: b.yaml" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"igoas {igoas.__version__}"
+
+
+def test_dir_lists_the_lazy_public_names() -> None:
+    listed = dir(igoas)
+    assert set(igoas.__all__) <= set(listed)
+    assert "build_model" in listed and "__version__" in listed
+
+
+def test_every_option_and_subcommand_has_help() -> None:
+    missing = []
+    for path, parser in _full_tree():
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{path} {choice.dest}" for choice in action._choices_actions if not choice.help]
+            elif not (action.help or "").strip():
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, "options without help text: " + ", ".join(missing)
