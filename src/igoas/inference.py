@@ -183,7 +183,7 @@ class ReIDModel:
         out and listed with the reason, so one bad file never loses a long extraction.
         `num_workers` > 0 decodes images in background processes while the network runs.
         """
-        from tqdm import tqdm
+        from igoas.progress import track
 
         loader = torch.utils.data.DataLoader(
             _ImageFiles([str(p) for p in paths], self.preprocess_config),
@@ -192,7 +192,7 @@ class ReIDModel:
             collate_fn=list,
         )
         chunks, good, bad = [], [], {}
-        for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False):
+        for batch in track(loader, len(loader), "embedding batches", enabled=progress):
             images = [(path, image) for path, image, _ in batch if image is not None]
             bad.update({path: reason for path, image, reason in batch if image is None})
             if images:

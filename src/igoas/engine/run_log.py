@@ -1,5 +1,9 @@
 """What a training run reports while it runs: progress bar, plain log, JSON lines, TensorBoard.
 
+The bar is drawn only when stderr is a terminal; elsewhere (Slurm, nohup, CI, `> log`) the
+timestamped line written every `train.log_every` iterations,
+`epoch [1/60][20/200] iteration 20/12000 loss ... lr ... img/s eta H:MM:SS`, is the progress.
+
 Files in the run directory:
 - `train.log`: plain text, one line per log interval and every message;
 - `train_log.jsonl`: one JSON object per log interval (epoch (1-based), iteration (global,
@@ -12,12 +16,13 @@ Only the main process of a distributed run writes; the others get a silent logge
 """
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from igoas.progress import format_duration, interactive, stamped
 
 TRAIN_LOG_TEXT = "train.log"
 TRAIN_LOG = "train_log.jsonl"
@@ -42,10 +47,6 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     atomic_write(path, lambda handle: handle.write("".join(kept).encode()))
 
 
-def format_duration(seconds: float) -> str:
-    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
-
-
 class RunLogger:
     """Progress bar and log files of one run.
 
@@ -59,7 +60,8 @@ class RunLogger:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
         self.log_every = log_every
-        self.show_bar = progress_bar and enabled
+        self.show_bar = progress_bar and enabled and interactive()
+        self._epochs = self._iters_per_epoch = 0
         self._bar: Any = None
         self._writer: Any = None
         self._window_start = time.perf_counter()
@@ -80,18 +82,19 @@ class RunLogger:
         """Print a message (above the progress bar) and append it to train.log."""
         if not self.enabled:
             return
-        stamped = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}"
+        line = stamped(message)
         if self._bar is not None:
-            self._bar.write(stamped, file=sys.stdout)
+            self._bar.write(line, file=sys.stdout)
         else:
-            print(stamped, flush=True)
+            print(line, flush=True)
         with open(self.run_dir / TRAIN_LOG_TEXT, "a", encoding="utf-8") as handle:
-            handle.write(stamped + "\n")
+            handle.write(line + "\n")
 
     # ------------------------------------------------------------------ training steps
     def start_epoch(self, epoch: int, epochs: int, iters_per_epoch: int, start_iteration: int = 0) -> None:
         """Open the epoch's progress bar (epoch is 0-based; shown 1-based)."""
         self._window_start, self._window_images = time.perf_counter(), 0
+        self._epochs, self._iters_per_epoch = epochs, iters_per_epoch
         if self.show_bar:
             from tqdm import tqdm
 
@@ -117,8 +120,8 @@ class RunLogger:
         self._append(TRAIN_LOG, record)
         per_step = (time.perf_counter() - self._session_start) / max(self._session_steps, 1)
         eta = format_duration(per_step * (total_steps - record["iteration"]))
-        self.info(f"epoch {record['epoch']} batch {record.get('batch', '-')} iteration {record['iteration']}/"
-                  f"{total_steps} {_postfix(record, images_per_s)} eta {eta}")
+        self.info(f"epoch [{record['epoch']}/{self._epochs}][{record.get('batch', '-')}/{self._iters_per_epoch}] "
+                  f"iteration {record['iteration']}/{total_steps} {_postfix(record, images_per_s)} eta {eta}")
         self._scalars("train", record, record["iteration"])
 
     def end_epoch(self) -> None:

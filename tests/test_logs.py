@@ -1,0 +1,59 @@
+"""Logs read well when not on a terminal: no carriage-return frames, and timestamped
+torchreid-style progress lines (`epoch [1/60][10/200] ... eta H:MM:SS`)."""
+from __future__ import annotations
+
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from igoas.cli import main
+from igoas.progress import track
+
+STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_track_draws_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert list(track(range(30), 30, "embedding batches")) == list(range(30))
+    assert "\r" in terminal.getvalue()
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    assert list(track(range(30), 30, "embedding batches", lines=3)) == list(range(30))
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 3
+    assert re.fullmatch(STAMP + r"embedding batches \[30/30\] eta 0:00:00", lines[-1])
+
+
+def test_training_off_a_terminal_prints_timestamped_epoch_lines(synthetic_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # train.progress_bar is left at its default (true): the bar must switch itself off here
+    assert main(["train", "synthetic_demo_quick", f"data.root={synthetic_root}", "data.height=32", "data.width=16",
+                 "data.batch_size=8", "train.epochs=1", "train.device=cpu", "train.precision=fp32",
+                 "train.tensorboard=false", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    progress = [line for line in captured.out.splitlines() if "eta" in line]
+    assert progress, captured.out
+    for line in progress:
+        assert re.fullmatch(STAMP + r"epoch \[1/1\]\[\d+/4\] iteration \d+/4 .* lr \S+ .* img/s eta \d+:\d\d:\d\d",
+                            line), line
+    assert (tmp_path / "run" / "train.log").read_text().count(" eta ") == len(progress)
+
+
+def test_extraction_off_a_terminal_has_no_carriage_returns(tiny_checkpoint: Path, synthetic_root: Path,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--workers", "0",
+                 "--batch-size", "4", "--out", str(tmp_path / "f.npz")]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    assert re.search(STAMP + r"embedding batches \[\d+/\d+\] eta", captured.err)
