@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "robustness": ("robustness", "occlusion stress test: metrics against occluded query area"),
     "import-official": ("official", "import a checkpoint trained with the authors' code"),
     "export-official": ("official_export", "write an igoas checkpoint in the authors' key layout"),
+    "pretrain": ("pretrain", "train the synthetic-pretrained trunk to use as model.pretrained"),
     "ablation": ("ablation", "train and compare the occlusion methods on the synthetic benchmark"),
     "reproduce": ("reproduce", "run a paper table's recipe and compare with the published numbers"),
 }

@@ -1,8 +1,9 @@
 """Render the synthetic occluded-pedestrian dataset to disk in the Market-1501 layout.
 
-Splits mirror Occluded-Duke: training images mostly unoccluded (about 10 % occluded),
-every query occluded, the gallery mostly unoccluded plus distractor identities, train and
-test identities disjoint. Each query is also written without its occluder (same frame,
+Splits mirror Occluded-Duke's statistics (Miao et al., ICCV 2019): 9 % of the training
+images occluded, every query occluded, 10 % of the gallery occluded plus distractor
+identities, train and test identities disjoint. The `pretrain` size is a separate
+population for synthetic pretraining: most identities train, 5 % of its images occluded. Each query is also written without its occluder (same frame,
 same file name) to `query_holistic/`, so the cost of occlusion can be measured directly.
 
 Every frame is rendered from its own seed (dataset seed, frame number), so the output is
@@ -27,26 +28,29 @@ from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, m
 from igoas.errors import ConfigError, DatasetError
 from igoas.fileio import temporary_folder
 
-VERSION = 1  # bump whenever the rendering changes, so cached copies are re-rendered
+VERSION = 2  # bump whenever the rendering changes, so cached copies are re-rendered
 GENERATOR = "igoas.synthetic"
 NUM_CAMERAS = 6
 SUPERSAMPLE = 2  # drawn at twice the output size, then reduced: smooth edges
 JPEG_QUALITY = 90
-TRAIN_FRACTION, DISTRACTOR_FRACTION = 0.6, 0.2
-TRAIN_OCCLUDED, GALLERY_OCCLUDED = 0.10, 0.08
+DISTRACTOR_FRACTION = 0.2
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 HOLISTIC_FOLDER = "query_holistic"
 
 
 @dataclass(frozen=True)
 class SizePreset:
-    """Identity count and images per identity (inclusive ranges) of a dataset size."""
+    """Identity count, images per identity (inclusive ranges), the share of identities that
+    train and the share of training and gallery images that are occluded."""
 
     num_ids: int
     train_images: tuple[int, int]
     query_images: tuple[int, int]
     gallery_images: tuple[int, int]
     distractor_images: tuple[int, int]
+    train_fraction: float = 0.6
+    train_occluded: float = 0.09  # Occluded-Duke: 9 % of the training images
+    gallery_occluded: float = 0.10  # Occluded-Duke: 10 % of the gallery
 
 
 SIZES = {
@@ -54,6 +58,8 @@ SIZES = {
     "small": SizePreset(100, (8, 12), (2, 3), (5, 8), (2, 4)),
     "default": SizePreset(250, (10, 16), (2, 4), (6, 10), (2, 5)),
     "large": SizePreset(600, (12, 18), (2, 4), (6, 12), (2, 5)),
+    # Synthetic pretraining (`igoas pretrain`): 1,020 training identities, mostly unoccluded.
+    "pretrain": SizePreset(1200, (6, 10), (1, 2), (3, 5), (1, 2), train_fraction=0.85, train_occluded=0.05),
 }
 
 
@@ -85,7 +91,7 @@ def _cameras_for(rng: np.random.Generator, own: np.ndarray, count: int) -> list[
 
 def plan_frames(preset: SizePreset, num_ids: int, rng: np.random.Generator) -> list[FrameSpec]:
     """Which frames exist: identities 1..num_ids split train/test, then the distractors."""
-    num_train = max(2, round(num_ids * TRAIN_FRACTION))
+    num_train = max(2, round(num_ids * preset.train_fraction))
     num_distractors = round(num_ids * DISTRACTOR_FRACTION)
     frame_clock = rng.integers(100, 5000, NUM_CAMERAS)
     frames: list[tuple[str, int, int, bool]] = []
@@ -93,16 +99,16 @@ def plan_frames(preset: SizePreset, num_ids: int, rng: np.random.Generator) -> l
         own = rng.permutation(NUM_CAMERAS)[: int(rng.integers(2, 5))]
         if pid <= num_train:
             cams = _cameras_for(rng, own, _count(rng, preset.train_images))
-            frames += [("train", pid, c, bool(rng.random() < TRAIN_OCCLUDED)) for c in cams]
+            frames += [("train", pid, c, bool(rng.random() < preset.train_occluded)) for c in cams]
         elif pid <= num_ids:
             # each query camera has other cameras with gallery images of this person
             queries = own[: _count(rng, preset.query_images)]
             frames += [("query", pid, int(c), True) for c in queries]
             cams = _cameras_for(rng, own, max(len(own), _count(rng, preset.gallery_images)))
-            frames += [("gallery", pid, c, bool(rng.random() < GALLERY_OCCLUDED)) for c in cams]
+            frames += [("gallery", pid, c, bool(rng.random() < preset.gallery_occluded)) for c in cams]
         else:
             cams = _cameras_for(rng, own, _count(rng, preset.distractor_images))
-            frames += [("gallery", pid, c, bool(rng.random() < GALLERY_OCCLUDED)) for c in cams]
+            frames += [("gallery", pid, c, bool(rng.random() < preset.gallery_occluded)) for c in cams]
     specs = []
     for serial, (split, pid, cam, occluded) in enumerate(frames):
         frame_clock[cam] += rng.integers(5, 400)
