@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "dataset tools: check a copy, print statistics, render the synthetic set"),
     "extract": ("extract", "write embeddings of a folder or dataset split to a file"),
     "search": ("search", "build and query a FAISS gallery index"),
+    "serve": ("serve", "a local web page: search a gallery with a query image, with activation maps"),
     "export": ("export", "export a checkpoint to ONNX or TorchScript and verify it"),
     "viz": ("viz", "draw the paper's figures and a run's HTML report"),
     "robustness": ("robustness", "occlusion stress test: metrics against occluded query area"),

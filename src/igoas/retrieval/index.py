@@ -171,6 +171,16 @@ class GalleryIndex:
             camids=np.where(valid, self.camids[safe], -1),
         )
 
+    def reconstruct(self, indices: np.ndarray) -> np.ndarray:
+        """The stored (unit-length) embeddings of gallery positions `indices`, as a len x D float32 array."""
+        import faiss
+
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexIVF) and not index.direct_map.type:
+            index.make_direct_map()  # inverted lists keep no position -> vector map until asked
+        return np.stack([index.reconstruct(int(i)) for i in indices]) if len(indices) else np.empty((0, self.dim),
+                                                                                                    np.float32)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the FAISS index to `path` and its metadata to `<path>.json`, each atomically."""
         import faiss

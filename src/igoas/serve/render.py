@@ -1,0 +1,36 @@
+"""Pictures for the page: images and activation-map overlays as inline PNG data URIs.
+
+Inline images keep each result page self-contained (no second request that could hit a
+file the server should not hand out) and small: panels are drawn at the network's input
+size, a few kB each.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import torch
+
+from igoas.viz._figure import heat_overlay
+
+
+def png_data_uri(pixels: np.ndarray) -> str:
+    """An H x W x 3 float image in [0, 1] as a `data:image/png;base64,...` URI."""
+    from PIL import Image
+
+    array = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGB").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_uri(pixels: torch.Tensor) -> str:
+    """A 3 x H x W float tensor in [0, 1] as a PNG data URI."""
+    return png_data_uri(pixels.permute(1, 2, 0).float().numpy())
+
+
+def overlay_uris(pixels: torch.Tensor, maps: dict[str, torch.Tensor], alpha: float = 0.5) -> dict[str, str]:
+    """Per branch, one image's activation map (h x w in [0, 1]) blended over it, as PNG data URIs."""
+    image = pixels.permute(1, 2, 0).float().numpy()
+    return {branch: png_data_uri(heat_overlay(image, values, alpha)) for branch, values in maps.items()}

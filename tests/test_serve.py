@@ -1,0 +1,315 @@
+"""`igoas serve`: the gallery back ends, upload checks, the web app through its test client,
+and (slow) the page in a real headless Chromium."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from igoas.errors import IgoasError
+from igoas.extraction import dataset_images, extract
+from igoas.inference import ReIDModel
+from igoas.retrieval import GalleryIndex
+from igoas.serve import Occlusion, SearchService, UploadError, build_service, decode_upload, load_gallery, rank
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from igoas.serve.app import create_app  # noqa: E402
+
+TOPK = 5
+
+
+def _png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
+    """A valid PNG header declaring a huge image, followed by a tiny compressed body."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(
+        b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoint: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> SearchService:
+    cache = tmp_path_factory.mktemp("serve_cache")
+    return build_service(tiny_checkpoint, synthetic_root, dataset="synthetic", cache_dir=cache, precision="fp32",
+                         progress=False)
+
+
+@pytest.fixture(scope="module")
+def client(service: SearchService) -> TestClient:
+    return TestClient(create_app(service), raise_server_exceptions=False)
+
+
+# ----------------------------------------------------------------------------- uploads
+def test_decode_upload_accepts_an_image() -> None:
+    image = decode_upload(_png(20, 40))
+    assert image.shape == (3, 40, 20) and image.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("data, status, words", [
+    (b"", 400, "empty"),
+    (b"%PDF-1.4 not a picture", 400, "not an image"),
+    (_png(20, 40)[:60], 400, "damaged"),
+    (_bomb_png(6_000, 6_000), 413, "6000 x 6000 pixels, more than"),  # over our cap
+    (_bomb_png(), 413, "decompression bomb"),  # over PIL's own guard, which stops it even earlier
+], ids=["empty", "not-an-image", "truncated", "large", "bomb"])
+def test_decode_upload_refuses_with_a_reason(data: bytes, status: int, words: str) -> None:
+    with pytest.raises(UploadError, match=words) as caught:
+        decode_upload(data, "photo.png")
+    assert caught.value.status == status and "photo.png" in str(caught.value)
+
+
+def test_decode_upload_size_and_pixel_caps() -> None:
+    with pytest.raises(UploadError, match="larger than") as caught:
+        decode_upload(b"x" * 2048, max_bytes=1024)
+    assert caught.value.status == 413
+    with pytest.raises(UploadError, match="more than the 500 allowed"):
+        decode_upload(_png(30, 30), max_pixels=500)
+
+
+# ----------------------------------------------------------------------------- gallery back ends
+def test_gallery_embeddings_are_cached_and_reused(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    first = load_gallery(model, synthetic_root, "synthetic", cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached embeddings should have been used")
+
+    monkeypatch.setattr("igoas.serve.gallery.extract", no_embedding)
+    second = load_gallery(model, synthetic_root, "synthetic", cache_dir=tmp_path, progress=False)
+    assert second.paths == first.paths
+    np.testing.assert_array_equal(second.reconstruct(np.arange(len(second))), first.reconstruct(np.arange(len(first))))
+
+
+def test_index_features_and_folder_back_ends_rank_alike(tiny_checkpoint: Path, synthetic_root: Path,
+                                                        tmp_path: Path) -> None:
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    features = extract(model, dataset_images("synthetic", synthetic_root, "gallery"), tmp_path / "gallery.npz")
+    GalleryIndex.build(features).save(tmp_path / "gallery.faiss")
+    query = model.embed(dataset_images("synthetic", synthetic_root, "query").paths[:1])[0]
+    rankings = [rank(load_gallery(model, source, "synthetic", cache_dir=tmp_path / "cache", progress=False),
+                     query, TOPK).indices
+                for source in (tmp_path / "gallery.faiss", tmp_path / "gallery.npz", synthetic_root)]
+    np.testing.assert_array_equal(rankings[0], rankings[1])
+    np.testing.assert_array_equal(rankings[0], rankings[2])
+
+
+def test_gallery_of_another_model_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from igoas.retrieval import features_from_arrays, save_features
+
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    rows = np.eye(4, 16, dtype=np.float32)
+    save_features(tmp_path / "other.npz", features_from_arrays(rows, [f"{i}.jpg" for i in range(4)]))
+    with pytest.raises(IgoasError, match="16-d embeddings but the model makes"):
+        load_gallery(model, tmp_path / "other.npz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(IgoasError, match="not a gallery"):
+        load_gallery(model, tmp_path / "notes.txt")
+
+
+def test_rank_applies_the_protocol_exclusions() -> None:
+    from igoas.retrieval import features_from_arrays
+
+    rows = np.eye(6, 6, dtype=np.float32) + 0.5
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    pids, cams = [1, 1, 2, -1, 1, 3], [0, 1, 0, 0, 2, 0]
+    gallery = GalleryIndex.build(features_from_arrays(rows, [f"{i}.jpg" for i in range(6)], pids, cams))
+    ranking = rank(gallery, rows[0], topk=6, pid=1, camid=0)
+    assert 0 not in ranking.indices and 3 not in ranking.indices  # same identity and camera; junk
+    assert ranking.matches == [bool(pids[i] == 1) for i in ranking.indices]
+    assert np.all(np.diff(ranking.distances) >= 0)
+    unknown = rank(gallery, rows[0], topk=6)
+    assert len(unknown.indices) == 6 and unknown.matches == [None] * 6 and unknown.indices[0] == 0
+    reranked = rank(gallery, rows[0], topk=6, rerank=True)
+    assert sorted(reranked.indices.tolist()) == list(range(6)) and np.all(np.diff(reranked.distances) >= 0)
+
+
+# ----------------------------------------------------------------------------- the app
+def test_page_offers_upload_query_list_and_options(client: TestClient, service: SearchService) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    for field in ('type="file" name="query"', 'name="query_index"', 'name="occlude"', 'name="rerank"',
+                  'name="position"', 'name="area"'):
+        assert field in page.text
+    assert page.text.count("<option value=") == len(service.queries.paths) + 1 + 5  # queries, "(none)", positions
+
+
+def test_search_from_the_query_list_marks_matches(client: TestClient, service: SearchService) -> None:
+    answer = client.post("/search", data={"query_index": "0", "topk": str(TOPK)})
+    assert answer.status_code == 200
+    assert answer.text.count('class="gallery-image"') == TOPK
+    assert answer.text.count('alt="global map"') == TOPK + 1 and answer.text.count('alt="suppression map"') == TOPK + 1
+    result = client.post("/api/search", data={"query_index": "0", "topk": str(TOPK)}).json()
+    pid = service.queries.pids[0]
+    assert result["pid"] == pid and len(result["results"]) == TOPK
+    assert [r["match"] for r in result["results"]] == [r["pid"] == pid for r in result["results"]]
+    distances = [r["distance"] for r in result["results"]]
+    assert distances == sorted(distances) and all(d >= 0 for d in distances)
+    marked = answer.text.count("card result match") + answer.text.count("card result mismatch")
+    assert marked == TOPK
+
+
+def test_uploaded_query_equals_the_same_file_from_the_list(client: TestClient, service: SearchService) -> None:
+    path = Path(service.queries.paths[1])
+    uploaded = client.post("/api/search", files={"query": (path.name, path.read_bytes(), "image/jpeg")},
+                           data={"topk": str(TOPK)}).json()
+    chosen = client.post("/api/search", data={"query_index": "1", "topk": str(TOPK)}).json()
+    assert uploaded["pid"] == -1 and all(r["match"] is None for r in uploaded["results"])
+    # the upload has no identity, so nothing is excluded: its list contains the chosen one's in order
+    chosen_indices = [r["index"] for r in chosen["results"]]
+    assert [i for i in (r["index"] for r in uploaded["results"]) if i in chosen_indices] == \
+        chosen_indices[: len([r for r in uploaded["results"] if r["index"] in chosen_indices])]
+
+
+def test_occlusion_moves_the_ranking_and_reports_old_ranks(client: TestClient) -> None:
+    clean = client.post("/api/search", data={"query_index": "0", "topk": str(TOPK)}).json()
+    occluded = client.post("/api/search", data={"query_index": "0", "topk": str(TOPK), "occlude": "true",
+                                                "area": "50", "position": "top"}).json()
+    assert occluded["occlusion"] == {"area": 50.0, "position": "top"}
+    clean_rank = {r["index"]: r["rank"] for r in clean["results"]}
+    for result in occluded["results"]:
+        if result["index"] in clean_rank:
+            assert result["rank_unoccluded"] == clean_rank[result["index"]]
+    assert [r["distance"] for r in occluded["results"]] != [r["distance"] for r in clean["results"]]
+    page = client.post("/search", data={"query_index": "0", "topk": str(TOPK), "occlude": "true"})
+    assert page.text.count('class="moved"') == TOPK
+
+
+def test_reranking_option(client: TestClient) -> None:
+    result = client.post("/api/search", data={"query_index": "2", "topk": str(TOPK), "rerank": "true"}).json()
+    assert result["rerank"] is True and len(result["results"]) == TOPK
+    distances = [r["distance"] for r in result["results"]]
+    assert distances == sorted(distances)
+
+
+@pytest.mark.parametrize("files, data, status, words", [
+    ({"query": ("notes.jpg", b"hello, not a picture", "image/jpeg")}, {}, 400, "notes.jpg: not an image file"),
+    ({"query": ("bomb.png", _bomb_png(), "image/png")}, {}, 413, "decompression bomb"),
+    (None, {"query_index": "9999"}, 400, "no query number 9999"),
+    (None, {}, 400, "no query: upload an image"),
+    (None, {"query_index": "0", "topk": "0"}, 400, "top-K must be between"),
+    (None, {"query_index": "0", "position": "middle"}, 400, "unknown occlusion position"),
+    (None, {"query_index": "zero"}, 422, "query_index"),
+], ids=["not-an-image", "bomb", "bad-choice", "no-query", "bad-topk", "bad-position", "bad-field"])
+def test_bad_requests_get_an_error_page_and_the_server_carries_on(client: TestClient, files: dict | None,
+                                                                  data: dict, status: int, words: str) -> None:
+    page = client.post("/search", files=files, data=data)
+    assert page.status_code == status and 'id="error"' in page.text and words in page.text
+    assert words in client.post("/api/search", files=files, data=data).json()["error"]
+    assert client.get("/").status_code == 200
+
+
+def test_oversized_upload_is_refused(service: SearchService) -> None:
+    small = TestClient(create_app(service, max_upload_bytes=1024))
+    page = small.post("/search", files={"query": ("big.png", _png(200, 400), "image/png")})
+    assert page.status_code == 413 and "1 kB" not in page.text and "larger than" in page.text
+    huge = small.post("/search", files={"query": ("huge.bin", b"\0" * 200_000, "image/png")})
+    assert huge.status_code == 413 and "uploads are limited" in huge.text
+
+
+def test_an_internal_failure_is_a_500_page_not_a_crash(service: SearchService, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = TestClient(create_app(service), raise_server_exceptions=False)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(service, "search", broken)
+    page = client.post("/search", data={"query_index": "0"})
+    assert page.status_code == 500 and "simulated fault" in page.text and "still running" in page.text
+    monkeypatch.undo()
+    assert client.post("/api/search", data={"query_index": "0", "topk": "2"}).status_code == 200
+
+
+def test_service_from_python_with_a_tensor_query(service: SearchService) -> None:
+    image = torch.rand(3, 128, 64)
+    outcome = service.search(image, topk=3, occlusion=Occlusion(20.0, "left"))
+    assert len(outcome.hits) == 3 and outcome.query_image.startswith("data:image/png;base64,")
+    assert set(outcome.query_maps) == {"global", "suppression"}
+
+
+def test_cli_reports_a_missing_gallery(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from igoas.cli import main
+
+    assert main(["serve", str(tiny_checkpoint), "--gallery", str(tmp_path / "nowhere")]) == 2
+    assert "no such gallery" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real browser
+def _chromium() -> str | None:
+    return os.environ.get("IGOAS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def live_server(service: SearchService):
+    """The app served by uvicorn on a free localhost port, in a thread of this process."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 30 s"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(live_server: str, service: SearchService) -> None:
+    """Load the page, choose a query, submit; K result images render, each with its distance.
+
+    The browser is the system's Chromium (Debian package `chromium`); nothing is downloaded.
+    IGOAS_SERVE_SCREENSHOT=PATH also saves a screenshot of the answer page there.
+    """
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = _chromium()
+    if executable is None:
+        message = "no chromium binary on PATH (Debian: apt-get install chromium; or set IGOAS_CHROMIUM)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 420})
+            page.goto(live_server)
+            page.select_option("select[name=query_index]", "0")
+            page.fill("input[name=topk]", str(TOPK))
+            page.check("input[name=occlude]")
+            page.click("#search")
+            page.wait_for_selector("#results", timeout=60_000)
+            images = page.locator("img.gallery-image")
+            assert images.count() == TOPK
+            rendered = images.evaluate_all("items => items.map(i => i.complete && i.naturalWidth > 0)")
+            assert rendered == [True] * TOPK
+            distances = [float(text) for text in page.locator(".result .distance").all_inner_texts()]
+            assert len(distances) == TOPK and distances == sorted(distances)
+            if os.environ.get("IGOAS_SERVE_SCREENSHOT"):
+                page.screenshot(path=os.environ["IGOAS_SERVE_SCREENSHOT"], full_page=True)
+        finally:
+            browser.close()
