@@ -1,6 +1,7 @@
 """`igoas extract` and `igoas.extraction`: folders and dataset splits to features files; bad images are not fatal."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def test_folder_with_a_corrupt_image(
     assert by_path[str(folder / "nested" / "someone.jpg")] == (-1, -1)
     np.testing.assert_allclose(np.linalg.norm(features.embeddings, axis=1), 1.0, atol=1e-5)
     assert features.metadata["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert features.metadata["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
 
 
 def test_dataset_split_matches_direct_embedding(tiny_checkpoint: Path, synthetic_root: Path, dataset, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Occlusion stress test: exact occluded areas, positions, determinism, and the run end to end."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -142,6 +143,9 @@ def test_stress_test_end_to_end(dataset, tiny_checkpoint: Path, tmp_path: Path) 
     written = write_stress_test(result, tmp_path / "out")
     data = json.loads(written["json"].read_text())
     assert data["settings"]["areas"] == [0.0, 50.0] and len(data["results"]) == 8
+    identity = {"path": str(tiny_checkpoint.resolve()), "sha256": hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()}
+    assert data["settings"]["checkpoints"] == {"a": identity, "b": identity}
+    assert data["settings"]["root"] == dataset.root and data["settings"]["versions"]["torch"] == torch.__version__
     from PIL import Image
 
     with Image.open(written["figure"]) as image:

@@ -90,6 +90,8 @@ def extract(
     progress: bool = False,
 ) -> Features:
     """Embed `images` with `model` (a ReIDModel or a checkpoint path); write them to `out` if given."""
+    from igoas.provenance import checkpoint_identity
+
     if not isinstance(model, ReIDModel):
         model = ReIDModel.from_checkpoint(model)
     result = model.embed_files(images.paths, batch_size=batch_size, num_workers=num_workers, progress=progress)
@@ -104,6 +106,7 @@ def extract(
         metadata={
             # absolute, so `igoas search query` finds the model from any working directory
             "checkpoint": _absolute_if_file(model.source),
+            "checkpoint_sha256": checkpoint_identity(model.source)["sha256"],
             "model_spec": model.spec,
             "preprocess": model.preprocess_config.to_dict(),
             "precision": model.precision,

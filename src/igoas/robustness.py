@@ -404,10 +404,19 @@ def occlusion_stress_test(
                                             num_queries=len(queries), **metrics))
                 if log is not None:
                     log(f"{label}  {position:<6}  area {area:4.1f}%  R1 {records[-1].R1:5.1f}  mAP {records[-1].mAP:5.1f}")
-    settings = {"dataset": getattr(dataset, "name", None), "query_set": query_set, "occluder": occluder,
-                "fill": fill if occluder == "rectangle" else None, "seed": seed, "metric": metric,
-                "areas": areas, "positions": positions, "flip": flip, "checkpoints": list(labelled)}
+    from igoas.provenance import checkpoint_identity, software_versions
+
+    settings = {"dataset": getattr(dataset, "name", None), "root": _root(dataset), "query_set": query_set,
+                "occluder": occluder, "fill": fill if occluder == "rectangle" else None, "seed": seed,
+                "metric": metric, "areas": areas, "positions": positions, "flip": flip, "precision": precision,
+                "checkpoints": {label: checkpoint_identity(checkpoint) for label, checkpoint in labelled.items()},
+                "versions": software_versions()}
     return StressTestResult(records, settings)
+
+
+def _root(dataset: Any) -> str | None:
+    root = getattr(dataset, "root", None)
+    return str(root) if root is not None else None
 
 
 def write_stress_test(result: StressTestResult, out_dir: str | Path) -> dict[str, Path]:

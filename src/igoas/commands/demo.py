@@ -67,7 +67,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     table.update({f"{SHOWN_AS.get(name, name)}, untrained": value for name, value in untrained_results.items()})
     print(format_table(table))
     figures = _figures(out, trained_results, untrained_results, features)
-    document = _document(trained_results, untrained_results, result, figures)
+    document = _document(trained_results, untrained_results, result, figures, cfg)
     write_json(out / "metrics.json", document)
     report = _report(out)
     print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
@@ -84,10 +84,13 @@ def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[
     from igoas.engine.features import embed_dataset, rank_query_sets
 
     device = resolve_device(cfg.train.device)
-    preprocess = {"height": cfg.data.height, "width": cfg.data.width, "mean": list(cfg.data.mean),
-                  "std": list(cfg.data.std)}
-    features = embed_dataset(model.to(device), dataset, preprocess, cfg.eval, device, cfg.eval.precision)
+    features = embed_dataset(model.to(device), dataset, _preprocess(cfg), cfg.eval, device, cfg.eval.precision)
     return rank_query_sets(features, cfg.eval), features
+
+
+def _preprocess(cfg: Any) -> dict[str, Any]:
+    """The input preparation the demo's networks are trained and evaluated with."""
+    return {"height": cfg.data.height, "width": cfg.data.width, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
 
 
 def _figures(out: Path, trained: dict[str, Any], untrained: dict[str, Any], features: dict[str, Any]) -> list[Path]:
@@ -124,11 +127,13 @@ def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
                              out / "figures" / "ranked_lists.png")
 
 
-def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path]) -> dict[str, Any]:
+def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path],
+              cfg: Any) -> dict[str, Any]:
     from igoas.engine.features import results_document
+    from igoas.provenance import evaluation_record
 
-    document = results_document(trained, checkpoint=str(result.last_checkpoint), epoch=result.epoch,
-                                query_sets_shown_as=SHOWN_AS)
+    document = results_document(trained, epoch=result.epoch, query_sets_shown_as=SHOWN_AS,
+                                **evaluation_record(cfg, result.last_checkpoint, _preprocess(cfg)))
     document["untrained"] = results_document(untrained)
     document["figures"] = [str(path) for path in figures]
     return document

@@ -28,15 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from igoas.fileio import write_json
     from igoas.engine.features import evaluate_checkpoint, results_document
     from igoas.evaluation import format_table
+    from igoas.provenance import evaluation_record
 
     config, overrides = split_config_and_overrides(args.config, args.overrides)
     if args.rerank:
         overrides.append("eval.rerank=true")
     results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides)
     print(format_table(results))
-    document = results_document(results, checkpoint=str(args.weights), epoch=payload.get("epoch"),
-                                datasets=list(cfg.data.targets) or [cfg.data.dataset], metric=cfg.eval.metric,
-                                rerank=cfg.eval.rerank)
+    document = results_document(results, epoch=payload.get("epoch"),
+                                **evaluation_record(cfg, args.weights, payload.get("preprocess")))
     out = Path(args.out) if args.out else default_output(Path(args.weights))
     write_json(out, document)
     print(f"metrics written to {out}")

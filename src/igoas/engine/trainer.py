@@ -411,8 +411,10 @@ class _Run:
     def _write_final_metrics(self) -> None:
         if not self.ctx.is_main or not self.last_results:
             return
-        summary = results_document(self.last_results, checkpoint=str(self.run_dir / LAST), epoch=self.epoch,
-                                   best=self.best)
+        from igoas.provenance import evaluation_record
+
+        summary = results_document(self.last_results, epoch=self.epoch, best=self.best,
+                                   **evaluation_record(self.cfg, self.run_dir / LAST, self._preprocess()))
         write_json(self.run_dir / FINAL_METRICS, summary)
 
     def _result(self, finished: bool) -> TrainResult:

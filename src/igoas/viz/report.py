@@ -30,6 +30,7 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; }
+td.text { text-align: left; font-family: monospace; }
 tr.best td { background: #e6f4e6; font-weight: bold; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
@@ -135,9 +136,25 @@ def _final_table(final: dict[str, Any]) -> str:
         return _table([final], None)
     rows = [{"query set": name, **{k: v for k, v in values.items() if k in FINAL_COLUMNS}}
             for name, values in query_sets.items() if isinstance(values, dict)]
-    context = ", ".join(f"{_e(str(k))}: {_e(str(final[k]))}" for k in ("checkpoint", "epoch", "metric", "rerank")
-                        if final.get(k) is not None)
-    return (f"<p>{context}</p>" if context else "") + _table(rows, "query set", highlight_best=False)
+    return _provenance(final) + _table(rows, "query set", highlight_best=False)
+
+
+def _provenance(final: dict[str, Any]) -> str:
+    """What the final numbers came from (see igoas.provenance): a two-column table."""
+    checkpoint = final.get("checkpoint")
+    if not isinstance(checkpoint, dict):  # written before checkpoints were recorded with their hash
+        checkpoint = {"path": checkpoint}
+    rows = [("checkpoint", checkpoint.get("path")), ("SHA-256", checkpoint.get("sha256")), ("epoch", final.get("epoch"))]
+    rows += [("data", f"{d.get('name')} at {d.get('root')}") for d in final.get("datasets") or [] if isinstance(d, dict)]
+    settings = final.get("eval") or {}
+    if settings:
+        rows.append(("evaluation", ", ".join(f"{key} {value}" for key, value in settings.items())))
+    versions = final.get("versions") or {}
+    if versions:
+        rows.append(("software", ", ".join(f"{name} {version}" for name, version in versions.items())))
+    cells = [f"<tr><th>{_e(name)}</th><td class=text>{_e(str(value))}</td></tr>" for name, value in rows
+             if value is not None]
+    return f"<table>{''.join(cells)}</table>" if cells else ""
 
 
 def _e(text: str) -> str:

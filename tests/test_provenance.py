@@ -1,0 +1,48 @@
+"""Results describe themselves: the evaluation JSON and the run report name every setting
+that changes a number, the data, the checkpoint (path and SHA-256) and the versions."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+import igoas
+from igoas.cli import main
+
+
+def test_eval_json_records_what_its_numbers_depend_on(tiny_checkpoint: Path, synthetic_root: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run" / "metrics.json"
+    # settings given after the options, as fast-reid users write them
+    assert main(["eval", "synthetic_demo_quick", "--weights", str(tiny_checkpoint), "--out", str(out),
+                 f"data.root={synthetic_root}", "train.device=cpu", "eval.flip=true", "eval.query_expansion=2",
+                 "eval.rerank=true", "eval.k1=7", "eval.k2=3", "eval.lambda_value=0.5", "eval.metric=cosine"]) == 0
+    document = json.loads(out.read_text())
+    assert document["checkpoint"] == {"path": str(tiny_checkpoint.resolve()),
+                                      "sha256": hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()}
+    assert document["eval"] == {"metric": "cosine", "flip": True, "query_expansion": 2, "query_expansion_alpha": 0.0,
+                                "rerank": True, "k1": 7, "k2": 3, "lambda_value": 0.5, "precision": "fp32",
+                                "max_rank": 50}
+    assert document["datasets"] == [{"name": "synthetic", "root": str(synthetic_root),
+                                     "options": {"render": True, "size": "tiny", "seed": 0}}]
+    assert document["preprocess"]["height"] == 64 and document["preprocess"]["width"] == 32
+    assert document["versions"]["igoas"] == igoas.__version__ and document["versions"]["torch"] == torch.__version__
+    assert document["epoch"] == 1 and 0.0 <= document["mAP"] <= 100.0
+
+    from igoas.viz import write_html_report
+
+    page = write_html_report(out.parent).read_text()
+    assert document["checkpoint"]["sha256"] in page and "query_expansion 2" in page
+
+
+def test_changing_a_setting_changes_the_record(tiny_checkpoint: Path) -> None:
+    from igoas.config import load_config
+    from igoas.provenance import evaluation_record
+
+    plain = evaluation_record(load_config("synthetic_demo_quick"), tiny_checkpoint)
+    flipped = evaluation_record(load_config("synthetic_demo_quick", ["eval.flip=true"]), tiny_checkpoint)
+    assert plain["eval"]["flip"] is False and flipped["eval"]["flip"] is True
+    assert evaluation_record(load_config("synthetic_demo_quick"), {"model": {}})["checkpoint"] == \
+        {"path": None, "sha256": None}
