@@ -17,6 +17,7 @@ OVERRIDE_COMMANDS = {
     "demo": ([], ["--quick", "--out", "runs/d"]),
     "reproduce": (["table1"], ["--root", "/data", "--out", "runs/r"]),
     "ablation": ([], ["--seeds", "1", "--reduced", "--out", "runs/a"]),
+    "pretrain": ([], ["--out", "runs/p", "--preset", "synthetic_pretrain"]),
 }
 OVERRIDES = ["eval.metric=cosine", "data.root=/data/x=y"]
 
