@@ -18,13 +18,13 @@ from igoas.evaluation.neighbours import stable_topk
 def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lambda_value: float) -> np.ndarray:
     """Zhong et al.'s algorithm written plainly with dense (q+g) x (q+g) matrices.
 
-    Distances are squared Euclidean (float64, stored as float32); each row is scaled by its
-    maximum; neighbour lists come from a stable argsort, so equal distances rank by index.
+    Distances are exact squared Euclidean ones (float64, from the differences); each row is
+    scaled by its maximum; neighbour lists come from a stable argsort, so equal distances rank
+    by index.
     """
     features = np.concatenate([qf, gf]).astype(np.float64)
     total, num_query = len(features), len(qf)
-    squared = (features**2).sum(1)
-    dist = np.maximum(squared[:, None] + squared[None, :] - 2 * features @ features.T, 0).astype(np.float32)
+    dist = ((features[:, None, :] - features[None, :, :]) ** 2).sum(2)
     row_max = dist.max(axis=1, keepdims=True)
     dist = dist / np.where(row_max > 0, row_max, 1)
     rank = np.argsort(dist, axis=1, kind="stable")
@@ -96,6 +96,22 @@ def test_matches_dense_reference_with_duplicates_and_ties(seed, num_query, num_g
     qf, gf = features[:num_query], features[num_query:]
     expected = dense_rerank(qf, gf, k1, k2, 0.3)
     np.testing.assert_allclose(k_reciprocal_rerank(qf, gf, k1, k2, 0.3, chunk_size=chunk_size), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("spread", [1e-3, 1e-4])
+def test_exact_where_float32_rounding_would_swap_neighbours(spread, monkeypatch):
+    # Near-duplicate images (a frame and the next one) give distances a few float32 roundings
+    # apart: a float32-only ranking orders some of them wrongly and changes whole k-reciprocal
+    # sets. Every stage is also split into small blocks, as at Market-1501 scale.
+    for name, value in {"SPARSE_ROWS": 7, "JACCARD_PAIRS": 500, "BLOCK_ELEMENTS": 4096}.items():
+        monkeypatch.setattr(rerank_module, name, value)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 48))
+    features = centres[rng.integers(0, 40, 400)] + spread * rng.normal(size=(400, 48))
+    features = (features * 30).astype(np.float32)
+    qf, gf = features[:60], features[60:]
+    result = k_reciprocal_rerank(qf, gf, chunk_size=50)
+    np.testing.assert_allclose(result, dense_rerank(qf, gf, 20, 6, 0.3), atol=1e-5, rtol=0)
 
 
 def test_distance_blocks_never_span_all_rows():

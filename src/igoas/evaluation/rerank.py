@@ -5,9 +5,10 @@ which is 9.5 GB on Market-1501 and far more on MSMT17. Only a few entries of eac
 used, so here:
 
 1. distances are computed in row blocks; each block keeps its rows' maxima (the
-   reference's normalisation), their nearest neighbours in stable order with their
-   distances and, for query rows, the normalised query-gallery distances (which are part
-   of the output);
+   reference's normalisation), their nearest neighbours ranked by exact distance in stable
+   order (float32 for speed, float64 wherever rounding could swap two neighbours, since one
+   swap changes whole k-reciprocal sets) with their distances and, for query rows, the
+   normalised query-gallery distances (which are part of the output);
 2. k-reciprocal sets and their expansion are vectorised over those neighbour lists;
 3. the encodings V live as sorted (row, column, value) triples, i.e. CSR without pointers;
 4. the Jaccard term is gathered through an inverted index over the gallery rows of V, one
@@ -23,7 +24,7 @@ import torch
 from igoas.errors import IgoasError
 from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import squared_distance_minus_query_norm
-from igoas.evaluation.neighbours import stable_topk
+from igoas.evaluation.neighbours import exact_nearest
 from igoas.evaluation.segments import gather_ranges, segment_starts
 
 # Rows per step of the sparse stages; their temporaries are a few hundred bytes per row.
@@ -93,14 +94,12 @@ def _neighbours_and_scale(
         row_max = torch.where(row_max > 0, row_max, torch.ones_like(row_max))
         scale[start:stop] = row_max[:, 0]
 
-        def normalised(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            return (values + own_norm[rows[:, 0]]).clamp_min_(0) / row_max[rows[:, 0]]
-
-        nearest[start:stop], neighbours[start:stop] = stable_topk(block, k, key=normalised)
+        distances, neighbours[start:stop] = exact_nearest(block, features[start:stop], features, norms, k)
+        nearest[start:stop] = (distances / row_max.double()).float()
         if start < num_query:
             query_rows = min(stop, num_query) - start
-            output[start : start + query_rows] = normalised(
-                block[:query_rows, num_query:], torch.arange(query_rows, device=block.device)[:, None]
+            output[start : start + query_rows] = (
+                (block[:query_rows, num_query:] + own_norm[:query_rows]).clamp_min_(0) / row_max[:query_rows]
             )
     return neighbours, nearest, scale
 
