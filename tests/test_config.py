@@ -42,7 +42,7 @@ def test_published_recipe_is_exact() -> None:
     assert to_dict(cfg.data.augment) == {"flip": 0.5}
     assert list(cfg.data.mean) == [0.485, 0.456, 0.406] and list(cfg.data.std) == [0.229, 0.224, 0.225]
     assert (cfg.model.name, cfg.model.backbone, cfg.model.pretrained, cfg.model.occlusion) == (
-        "igoas", "resnet50", True, "igo")
+        "igoas", "resnet50", "imagenet1k_v1", "igo")
     assert cfg.loss.label_smoothing == 0.1 and cfg.loss.id_weighting == "adaptive"
     assert cfg.loss.mask_loss_weight == 1.0 and cfg.loss.mask_loss_global and cfg.loss.triplet is None
     assert (cfg.optim.name, cfg.optim.lr, list(cfg.optim.betas), cfg.optim.weight_decay) == (

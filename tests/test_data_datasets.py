@@ -196,21 +196,30 @@ def test_occluded_reid_half_split_trains_on_88_to_187(tmp_path: Path) -> None:
         build_dataset("occluded_reid", tmp_path, split="third")
 
 
-@pytest.mark.parametrize("query_dir", ["partial_body_images", "occluded_body_images"])
-def test_partial_reid(tmp_path: Path, query_dir: str) -> None:
+def test_partial_reid_reads_the_authors_query_folder_by_default(tmp_path: Path) -> None:
     folder = tmp_path / "partial-reid" / "PartialREID"
-    make_files(folder / query_dir, ["001_01.jpg", "002_01.jpg"])
+    make_files(folder / "occluded_body_images", ["001_01.jpg", "002_01.jpg"])
+    make_files(folder / "partial_body_images", ["001_01.jpg"])
     make_files(folder / "whole_body_images", ["001_01.jpg", "001_02.jpg", "002_01.jpg"])
     data = build_dataset("partial_reid", tmp_path)
     assert (len(data.query), len(data.gallery), data.train) == (2, 3, [])
     assert {s.camid for s in data.query} == {0} and {s.camid for s in data.gallery} == {1}
     assert data.protocol_info["protocol"] == "cross_set"
+    assert data.protocol_info["partial_reid_query_folder"] == "occluded_body_images"
+    assert all("occluded_body_images" in s.path for s in data.query)
+    cropped = build_dataset("partial_reid", tmp_path, query_folder="partial_body_images")
+    assert len(cropped.query) == 1 and "partial_body_images" in cropped.query[0].path
 
 
-def test_partial_reid_without_partial_folder(tmp_path: Path) -> None:
+def test_partial_reid_names_the_missing_query_folder(tmp_path: Path) -> None:
     make_files(tmp_path / "PartialREID" / "whole_body_images", ["001_01.jpg"])
-    with pytest.raises(DatasetError, match="partial_body_images"):
+    with pytest.raises(DatasetError, match="no occluded_body_images/"):
         build_dataset("partial_reid", tmp_path)
+    make_files(tmp_path / "PartialREID" / "partial_body_images", ["001_01.jpg"])
+    with pytest.raises(DatasetError, match="query_folder='partial_body_images'"):
+        build_dataset("partial_reid", tmp_path)
+    with pytest.raises(DatasetError, match="query_folder 'cropped'"):
+        build_dataset("partial_reid", tmp_path, query_folder="cropped")
 
 
 def test_partial_ilids(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_igo_schedule_granularity() -> None:
 def test_igo_rectangle_shared_constant_fill_and_exact_mask() -> None:
     images = _batch()
     before = images.clone()
-    occluded, mask = build_occlusion("igo")(images, 40.0, torch.Generator().manual_seed(3))
+    occluded, mask = build_occlusion("igo", fill="pixel")(images, 40.0, torch.Generator().manual_seed(3))
     assert torch.equal(images, before), "input modified in place"
     assert mask.shape == (4, 1, 96, 32) and mask.dtype == images.dtype
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
@@ -75,11 +75,20 @@ def test_igo_rectangle_shared_constant_fill_and_exact_mask() -> None:
     assert ((colour >= low - 1e-6) & (colour <= high + 1e-6)).all()
 
 
-def test_igo_normalized_fill_is_authors_uniform() -> None:
-    occluded, mask = build_occlusion("igo", fill="normalized")(_batch(), 5.0, torch.Generator().manual_seed(1))
-    top, left, _, _ = _box(mask[0, 0])
-    colour = occluded[0, :, top, left]
-    assert ((colour >= 0) & (colour <= 1)).all()
+def test_igo_default_fill_is_authors_uniform_in_normalised_space() -> None:
+    """The default is the authors' code: U(0, 1) per channel written into the normalised tensor."""
+    assert build_occlusion("igo").fill == "normalized"
+    colours = []
+    for seed in range(40):
+        occluded, mask = build_occlusion("igo")(_batch(2), 5.0, torch.Generator().manual_seed(seed))
+        top, left, _, _ = _box(mask[0, 0])
+        colours.append(occluded[0, :, top, left])
+        assert torch.equal(occluded[1, :, top, left], colours[-1]), "one colour for the whole batch"
+    colours = torch.stack(colours)
+    assert ((colours >= 0) & (colours <= 1)).all()
+    # 40 draws per channel of U(0, 1): below 0.2 and above 0.8 both occur (the pixel fill's
+    # normalised range is about -2.1..2.6, so it would leave [0, 1] here)
+    assert (colours.min(dim=0).values < 0.2).all() and (colours.max(dim=0).values > 0.8).all()
 
 
 def test_igo_late_training_occluder_is_a_full_width_third() -> None:
@@ -158,6 +167,44 @@ def test_random_erasing_random_fill_varies_per_pixel() -> None:
     assert region.flatten(1).std(dim=1).min() > 0.1
     low, high = _pixel_fill_bounds()
     assert ((region >= low.view(3, 1, 1) - 1e-6) & (region <= high.view(3, 1, 1) + 1e-6)).all()
+
+
+@pytest.mark.parametrize("method", ["random_erasing", "batch_random_erasing"])
+def test_erasing_authors_fill_writes_their_constants_into_the_normalised_tensor(method: str) -> None:
+    images = _batch()
+    occluded, mask = build_occlusion(method, fill="normalized")(images, 0.0, torch.Generator().manual_seed(4))
+    top, left, height, width = _box(mask[0, 0])
+    region = occluded[0, :, top:top + height, left:left + width]
+    expected = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1).expand_as(region)
+    assert torch.equal(region, expected)
+
+
+def test_random_erasing_authors_mask_is_all_visible() -> None:
+    images = _batch()
+    erasing = build_occlusion("random_erasing", mask="all_visible")
+    occluded, mask = erasing(images, 0.0, torch.Generator().manual_seed(0))
+    assert (mask == 1).all() and mask.shape == (4, 1, 96, 32)
+    assert not torch.equal(occluded, images) and erasing.last_occluded_fraction > 0.2
+    with pytest.raises(ConfigError, match="mask"):
+        build_occlusion("random_erasing", mask="none")
+
+
+def test_fixed_igo_authors_variant_draws_its_area_per_batch() -> None:
+    igo = build_occlusion("igo_fixed", area_range=[0.25, 0.333])
+    areas = set()
+    for seed in range(30):
+        _, mask = igo(torch.zeros(2, 3, 384, 128), 0.0, torch.Generator().manual_seed(seed))
+        _, _, height, width = _box(mask[0, 0])
+        assert torch.equal(mask[0], mask[1])
+        areas.add(height * width)
+        assert 0.25 * 384 * 128 - 384 <= height * width <= 0.333 * 384 * 128 + 384
+    assert len(areas) > 10, "the area is not drawn per batch"
+    fixed = build_occlusion("igo_fixed")
+    for seed in range(5):
+        _, mask = fixed(torch.zeros(1, 3, 384, 128), 0.0, torch.Generator().manual_seed(seed))
+        assert _box(mask[0, 0])[2:] == (128, 128)
+    with pytest.raises(ConfigError, match="area_range"):
+        build_occlusion("igo_fixed", area_range=[0.5, 0.25])
 
 
 def test_batch_random_erasing_is_shared_with_mean_fill() -> None:

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from igoas.errors import ConfigError
 from igoas.losses import LossConfig
+from igoas.model.pretrained import IMAGENET_WEIGHTS, weights_name
 from igoas.speed import PRECISIONS
 from igoas.data.loaders import SAMPLERS
 from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -60,7 +61,9 @@ class ModelConfig:
 
     name: str = "igoas"
     backbone: str = "resnet50"
-    pretrained: Any = True  # true (torchvision ImageNet weights), false, or a path to a state dict
+    # imagenet1k_v1 | imagenet1k_v2 (torchvision's ImageNet weights), a path to a state dict,
+    # false, or true = imagenet1k_v1 (see igoas.model.pretrained)
+    pretrained: Any = True
     occlusion: str = "igo"
     occlusion_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +98,7 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = False  # deterministic kernels: CPU runs become bit-reproducible
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    precision: str = "auto"  # "auto", "fp32", "bf16", "fp16" (see igoas.speed)
+    precision: str = "auto"  # "auto", "fp32", "tf32", "bf16", "fp16" (see igoas.speed)
     channels_last: Any = "auto"  # true, false or "auto"
     cpu_threads: Optional[int] = None  # compute threads on CPU (null: torch's default)
     sync_batchnorm: bool = True  # distributed runs normalise over the global batch
@@ -120,7 +123,7 @@ class EvalConfig:
     query_expansion: int = 0  # k > 0: each query averaged with its k nearest gallery features
     query_expansion_alpha: float = 0.0  # > 0: alpha-weighted query expansion
     flip: bool = False  # average the embeddings of each image and its mirror
-    precision: str = "fp32"  # "auto", "fp32", "bf16", "fp16": the published numbers are fp32
+    precision: str = "fp32"  # "auto", "fp32", "tf32", "bf16", "fp16" (the published run: tf32)
     max_rank: int = 50
     batch_size: int = 128
     num_workers: int = 2
@@ -276,7 +279,11 @@ def validate(config: DictConfig) -> None:
             raise ConfigError(f"{key} must be zero or positive, got {OmegaConf.select(config, key)!r}")
     pretrained = config.model.pretrained
     if not isinstance(pretrained, (bool, str)):
-        raise ConfigError(f"model.pretrained must be true, false or a path to a weight file, got {pretrained!r}")
+        raise ConfigError(f"model.pretrained must be {', '.join(IMAGENET_WEIGHTS)}, true, false or a path to a "
+                          f"weight file, got {pretrained!r}")
+    if isinstance(pretrained, str) and pretrained.lower().startswith("imagenet") and weights_name(pretrained) is None:
+        raise ConfigError(f"model.pretrained={pretrained!r} is not a known weight set; choose "
+                          f"{' or '.join(IMAGENET_WEIGHTS)} (or give a path to a weight file)")
     if config.train.channels_last not in (True, False, "auto"):
         raise ConfigError(f"train.channels_last must be true, false or auto, got {config.train.channels_last!r}")
     if config.data.sampler == "identity" and config.data.batch_size % config.data.num_instances:

@@ -148,15 +148,16 @@ class IGO(Occlusion):
 
     The aspect h/w is drawn from `aspect_range`; a rectangle that does not fit is drawn
     again (the authors' code does not clip). When sqrt(area) exceeds the width the
-    rectangle becomes a full-width band. `fill="pixel"` draws each channel's value
-    uniformly in [0, 255] and normalises it with `mean`/`std`; `fill="normalized"`
-    draws U(0, 1) directly in the normalised space, as the authors' code does.
+    rectangle becomes a full-width band. `fill="normalized"` (default, the authors' code,
+    which produced the published numbers) writes U(0, 1) per channel straight into the
+    normalised tensor; `fill="pixel"` (the paper's text) draws each channel's value
+    uniformly in [0, 255] and normalises it with `mean`/`std`.
     """
 
     def __init__(self, start: float = 0.1, slope: float = 0.4 / 90, ramp_epochs: int = 55,
                  final: float = 1 / 3, granularity: str = "epoch", aspect_range: Sequence[float] = (0.5, 1.0),
-                 fill: str = "pixel", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 max_attempts: int = 10_000) -> None:
+                 fill: str = "normalized", mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, max_attempts: int = 10_000) -> None:
         super().__init__()
         if fill not in _IGO_FILLS:
             raise ConfigError(f"IGO fill must be one of {sorted(_IGO_FILLS)}, got {fill!r}")
@@ -170,10 +171,13 @@ class IGO(Occlusion):
         """Target fraction of the image the rectangle covers at `progress`."""
         return igo_area_ratio(progress, **self.schedule)
 
+    def _draw_area_ratio(self, progress: float, generator: torch.Generator | None) -> float:
+        return self.area_ratio(progress)
+
     def rectangle(self, height: int, width: int, progress: float,
                   generator: torch.Generator | None = None) -> Rectangle:
         """Draw the batch's rectangle (size from the schedule, aspect by rejection, position)."""
-        ratio = self.area_ratio(progress)
+        ratio = self._draw_area_ratio(progress, generator)
         area = ratio * height * width
         for _ in range(self.max_attempts):
             if math.sqrt(area) <= width:
@@ -214,15 +218,23 @@ _IGO_FILLS: dict[str, Callable[[Tensor, Sequence[float], Sequence[float]], Tenso
 
 
 class FixedIGO(IGO):
-    """IGO without the schedule: the same area ratio at every step (ablation of the
-    incremental part)."""
+    """IGO without the schedule (ablation of the incremental part): the area ratio is
+    `area_ratio` at every step or, with `area_range=(low, high)`, drawn from U(low, high)
+    once per batch before the aspect, as the authors' commented fixed-size variant
+    (0.25, 0.333) does."""
 
-    def __init__(self, area_ratio: float = 1 / 3, **options: Any) -> None:
+    def __init__(self, area_ratio: float = 1 / 3, area_range: Sequence[float] | None = None, **options: Any) -> None:
         super().__init__(**options)
+        if area_range is not None and not (len(area_range) == 2 and 0 < area_range[0] <= area_range[1] <= 1):
+            raise ConfigError(f"igo_fixed area_range must be [low, high] with 0 < low <= high <= 1, got {area_range}")
         self.fixed_ratio = area_ratio
+        self.area_range = None if area_range is None else tuple(area_range)
 
     def area_ratio(self, progress: float) -> float:
-        return self.fixed_ratio
+        return self.fixed_ratio if self.area_range is None else sum(self.area_range) / 2
+
+    def _draw_area_ratio(self, progress: float, generator: torch.Generator | None) -> float:
+        return self.fixed_ratio if self.area_range is None else _uniform(generator, *self.area_range)
 
 
 def _erasing_rectangle(generator: torch.Generator | None, height: int, width: int, area_range: Sequence[float],
@@ -238,15 +250,27 @@ def _erasing_rectangle(generator: torch.Generator | None, height: int, width: in
     return None
 
 
-class _ErasingFill:
-    """Colour of erased regions: the ImageNet mean colour, or per-pixel random pixels."""
+# What the authors' erasing code writes into the normalised tensor: the constants of
+# Zhong et al.'s random-erasing code (the CIFAR-10 mean), not the ImageNet mean.
+AUTHORS_ERASING_VALUE = (0.4914, 0.4822, 0.4465)
+ERASING_FILLS = ("mean", "random", "normalized")
 
-    def __init__(self, fill: str, mean: Sequence[float], std: Sequence[float]) -> None:
-        if fill not in ("mean", "random"):
-            raise ConfigError(f"random erasing fill must be 'mean' or 'random', got {fill!r}")
+
+class _ErasingFill:
+    """Colour of erased regions: "mean" the ImageNet mean colour (0 once normalised),
+    "random" per-pixel random pixels, "normalized" the constant `normalized_value` written
+    straight into the normalised tensor (the authors' code)."""
+
+    def __init__(self, fill: str, mean: Sequence[float], std: Sequence[float],
+                 normalized_value: Sequence[float]) -> None:
+        if fill not in ERASING_FILLS:
+            raise ConfigError(f"random erasing fill must be one of {', '.join(ERASING_FILLS)}, got {fill!r}")
         self.fill, self.mean, self.std = fill, tuple(mean), tuple(std)
+        self.normalized_value = tuple(normalized_value)
 
     def __call__(self, generator: torch.Generator | None, shape: Sequence[int], like: Tensor) -> Tensor:
+        if self.fill == "normalized":
+            return torch.tensor(self.normalized_value, dtype=like.dtype, device=like.device).view(-1, 1, 1).expand(*shape)
         if self.fill == "mean":
             pixels = torch.tensor(self.mean).view(-1, 1, 1).expand(*shape)
         else:
@@ -258,10 +282,10 @@ class _Erasing(Occlusion):
     """What both random-erasing methods share: the rectangle's area and aspect bounds and its fill."""
 
     def __init__(self, area_range: Sequence[float], min_aspect: float, fill: str, mean: Sequence[float],
-                 std: Sequence[float], max_attempts: int) -> None:
+                 std: Sequence[float], normalized_value: Sequence[float], max_attempts: int) -> None:
         super().__init__()
         self.area_range, self.min_aspect = tuple(area_range), min_aspect
-        self.colour = _ErasingFill(fill, mean, std)
+        self.colour = _ErasingFill(fill, mean, std, normalized_value)
         self.max_attempts = max_attempts
 
     def _rectangle(self, generator: torch.Generator | None, height: int, width: int) -> Rectangle | None:
@@ -271,13 +295,18 @@ class _Erasing(Occlusion):
 class RandomErasing(_Erasing):
     """Single-image random erasing: each image gets its own rectangle (size, aspect,
     position), with probability `probability`. Defaults follow the authors' comparison:
-    area 25-50 %, aspect 0.5-2, every image."""
+    area 25-50 %, aspect 0.5-2, every image. `mask="erased"` returns the erased
+    rectangles as the visible mask; `mask="all_visible"` returns all ones, as the
+    authors' code does (so the OSM mask loss is 0 with it)."""
 
     def __init__(self, probability: float = 1.0, area_range: Sequence[float] = (0.25, 0.5), min_aspect: float = 0.5,
                  fill: str = "mean", mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 normalized_value: Sequence[float] = AUTHORS_ERASING_VALUE, mask: str = "erased",
                  max_attempts: int = 100) -> None:
-        super().__init__(area_range, min_aspect, fill, mean, std, max_attempts)
-        self.probability = probability
+        super().__init__(area_range, min_aspect, fill, mean, std, normalized_value, max_attempts)
+        if mask not in ("erased", "all_visible"):
+            raise ConfigError(f"random erasing mask must be 'erased' or 'all_visible', got {mask!r}")
+        self.probability, self.mask = probability, mask
 
     def __call__(self, images: Tensor, progress: float = 0.0,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -294,7 +323,7 @@ class RandomErasing(_Erasing):
                     generator, (images.shape[1], rect.height, rect.width), images)
             rectangles.append(rect)
         self._record(rectangles, images)
-        return occluded, _visible_mask(images, rectangles)
+        return occluded, _visible_mask(images, rectangles if self.mask == "erased" else [None])
 
 
 class BatchRandomErasing(_Erasing):
@@ -303,8 +332,8 @@ class BatchRandomErasing(_Erasing):
 
     def __init__(self, area_range: Sequence[float] = (0.25, 0.5), min_aspect: float = 0.25, fill: str = "mean",
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 max_attempts: int = 100) -> None:
-        super().__init__(area_range, min_aspect, fill, mean, std, max_attempts)
+                 normalized_value: Sequence[float] = AUTHORS_ERASING_VALUE, max_attempts: int = 100) -> None:
+        super().__init__(area_range, min_aspect, fill, mean, std, normalized_value, max_attempts)
 
     def __call__(self, images: Tensor, progress: float = 0.0,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

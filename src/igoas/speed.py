@@ -4,6 +4,13 @@
 whose oneDNN reports native bf16 (AVX-512 BF16 / AMX), bf16 on CUDA devices that support
 it, else fp16 on CUDA, else fp32. On CPUs without native bf16 it is emulated and many
 times slower than fp32, so `auto` never chooses it there.
+
+`tf32` is fp32 storage with TensorFloat-32 matrix products and cuDNN convolutions on CUDA
+(what "fp32" meant on Ampere GPUs under PyTorch 1.7, where both were on by default: the
+authors' published run); on a CPU it is plain fp32. `fp32` on CUDA turns both off, so it
+is IEEE fp32 throughout. torch holds these as process-wide switches: `set_tf32` sets them
+for a training run (its backward passes included), and `autocast` sets them for the
+forward passes it wraps and puts the previous values back on exit.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from torch import nn
 
 from igoas.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -37,21 +44,44 @@ def _auto_precision(device_type: str) -> str:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """'auto' | 'fp32' | 'bf16' | 'fp16' -> the concrete precision for `device`."""
+    """'auto' | 'fp32' | 'tf32' | 'bf16' | 'fp16' -> the concrete precision for `device`
+    (tf32 is fp32 anywhere but on CUDA)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return _auto_precision(_device_type(device))
+    if precision == "tf32" and _device_type(device) != "cuda":
+        return "fp32"
     if precision == "fp16" and _device_type(device) == "cpu":
         raise ConfigError("precision 'fp16' is only supported on CUDA devices; use 'bf16' or 'auto' on CPU")
     return precision
 
 
-def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for forward passes (a no-op for fp32)."""
+def set_tf32(device: torch.device | str, precision: str) -> None:
+    """On CUDA, turn TF32 matrix products and cuDNN convolutions on for `tf32` and off for
+    `fp32` (process-wide); other precisions and devices leave torch's settings alone."""
     resolved = resolve_precision(precision, device)
-    if resolved == "fp32":
-        return contextlib.nullcontext()
+    if _device_type(device) == "cuda" and resolved in ("fp32", "tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = resolved == "tf32"
+        torch.backends.cudnn.allow_tf32 = resolved == "tf32"
+
+
+@contextlib.contextmanager
+def _tf32_switches(device: torch.device | str, precision: str) -> Iterator[None]:
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(device, precision)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for forward passes: torch's autocast for bf16/fp16; for
+    fp32 and tf32 no autocast, with the TF32 switches set (CUDA) for its duration."""
+    resolved = resolve_precision(precision, device)
+    if resolved in ("fp32", "tf32"):
+        return _tf32_switches(device, resolved)
     return torch.autocast(device_type=_device_type(device), dtype=DTYPES[resolved])
 
 

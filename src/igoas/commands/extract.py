@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: decode in the main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision; auto picks the fastest accurate one (see docs/inference.md)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

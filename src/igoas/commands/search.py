@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
     query.add_argument("--draw", metavar="OUT.png", help="also draw each query and its top-K as a PNG")
     query.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding the queries (default cpu)")
-    query.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+    query.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                        help="default: the precision the gallery was embedded with")
 
 

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="DIR", help="where gallery embeddings are cached "
                                                        "(default: $XDG_CACHE_HOME/igoas/serve)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding (default cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision; auto picks the fastest accurate one")
     parser.add_argument("--no-progress", action="store_true", help="hide the embedding progress bar")
 

@@ -39,7 +39,7 @@ from igoas.data.transforms import INTERPOLATION
 from igoas.errors import CheckpointError, ConfigError, IgoasError
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
-from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, to_memory_format
+from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, set_tf32, to_memory_format
 
 LAST = "checkpoints/last.pth"
 BEST = "checkpoints/best.pth"
@@ -138,6 +138,7 @@ class _Run:
         self.run_dir = Path(cfg.train.output_dir)
         self.device = ctx.device
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        set_tf32(self.device, self.precision)  # backward passes follow the training precision too
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
         use_deterministic_kernels(cfg.train.deterministic)
         set_cpu_threads(cfg.train.cpu_threads)

@@ -1,11 +1,17 @@
 """ImageNet weights for the ResNet trunk: torchvision's weights API or a local file.
 
-The weights are loaded into the plain torchvision ResNet before it is cut into stem,
-stages 1-3 and the two stage-4 copies, so both copies start from the same weights.
+`pretrained` names the weights explicitly: `imagenet1k_v1` (the original torchvision
+weights, what the authors' torchvision 0.8 `resnet50(pretrained=True)` loaded:
+resnet50-0676ba61), `imagenet1k_v2` (torchvision's newer recipe, today's `DEFAULT` for
+ResNet-50: resnet50-11ad3fa6), or a path to a local state dict. `True` means
+`imagenet1k_v1`, as torchvision's own legacy `pretrained=True` did. The weights are loaded
+into the plain torchvision ResNet before it is cut into stem, stages 1-3 and the two
+stage-4 copies, so both copies start from the same weights.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,32 +22,57 @@ from igoas.model.backbone import BACKBONES
 # Keys a checkpoint may wrap its state dict in (torchreid, timm training scripts, ours).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
+# torchvision weight sets selectable by name; `True` is an alias of the first (the authors').
+IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
+PRETRAINED_TRUE = IMAGENET_WEIGHTS[0]
 
-def load_pretrained(trunk: nn.Module, backbone: str, pretrained: bool | str | Path) -> None:
+
+def weights_name(pretrained: bool | str | Path | None) -> str | None:
+    """The torchvision weight-set name `pretrained` asks for (`True` -> `imagenet1k_v1`),
+    or None when it is `False`/None or a file path."""
+    if pretrained is True:
+        return PRETRAINED_TRUE
+    if isinstance(pretrained, str) and pretrained.lower() in IMAGENET_WEIGHTS:
+        return pretrained.lower()
+    return None
+
+
+def load_pretrained(trunk: nn.Module, backbone: str, pretrained: bool | str | Path | None) -> None:
     """Fill `trunk` (a torchvision ResNet) with ImageNet weights; no-op for `False`."""
     if pretrained is False or pretrained is None:
         return
-    if pretrained is True:
-        state = _download_torchvision(backbone)
-        source = f"torchvision {BACKBONES[backbone].weights_enum}.DEFAULT"
+    name = weights_name(pretrained)
+    if name is not None:
+        weights = torchvision_weights(backbone, name)
+        state, source = _download_torchvision(backbone, weights), f"torchvision {weights}"
     else:
-        state = read_state_dict(Path(pretrained))
-        source = str(pretrained)
+        state, source = read_state_dict(Path(pretrained)), str(pretrained)
     load_trunk_state(trunk, state, source)
 
 
-def _download_torchvision(backbone: str) -> dict[str, torch.Tensor]:
+def torchvision_weights(backbone: str, name: str) -> Any:
+    """The torchvision weights enum member for `name` (e.g. `ResNet50_Weights.IMAGENET1K_V1`)."""
     from torchvision import models
 
-    weights = getattr(models, BACKBONES[backbone].weights_enum).DEFAULT
+    enum = getattr(models, BACKBONES[backbone].weights_enum)
+    available = [member.name.lower() for member in enum]
+    if name.upper() not in enum.__members__:
+        raise CheckpointError(f"{backbone} has no torchvision weights {name!r}; available: {', '.join(available)} "
+                              "(or pass the path of a local state dict)")
+    return enum[name.upper()]
+
+
+def _download_torchvision(backbone: str, weights: Any) -> dict[str, torch.Tensor]:
+    file_name = Path(weights.url).name
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         return weights.get_state_dict(progress=False)
     except Exception as err:  # network, proxy, disk: all end the same way for the user
         raise CheckpointError(
             f"could not fetch ImageNet weights {weights} for {backbone} from {weights.url} "
-            f"({type(err).__name__}: {err}). Without network, download that file elsewhere "
-            f"and either pass its path (pretrained='path/to/{Path(weights.url).name}') or "
-            f"copy it into torchvision's cache folder {Path(torch.hub.get_dir()) / 'checkpoints'}."
+            f"({type(err).__name__}: {err}). Without network, download {file_name} elsewhere and "
+            f"either place it at {cache / file_name} (torchvision's cache, used without network) "
+            f"or pass its path (pretrained='path/to/{file_name}')."
         ) from err
 
 
