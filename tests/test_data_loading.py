@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from igoas.data import (
     read_image,
 )
 from igoas.errors import ConfigError, DatasetError
+from igoas.preprocess import image_to_tensor, load_image
 
 
 @pytest.fixture
@@ -47,6 +50,44 @@ def test_read_image_gives_rgb_uint8_for_every_format_and_mode(tmp_path: Path) ->
     assert torch.equal(png, tif) and torch.equal(png, torch.from_numpy(pixels).permute(2, 0, 1))
     assert read_image(str(tmp_path / "grey.jpg")).shape == (3, 20, 10)
     assert torch.equal(read_image(str(tmp_path / "a.png"), backend="pil"), png)
+
+
+def write_png16(path: Path, values: np.ndarray) -> None:
+    """A 16-bit grey (H x W x 1) or RGB (H x W x 3) PNG, which PIL cannot write."""
+    height, width, channels = values.shape
+    rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {1: 0, 3: 2}[channels], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_every_mode_decodes_to_the_same_8_bit_rgb_on_every_path(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    wide = rng.integers(0, 65536, (8, 6, 3), dtype=np.uint16)
+    write_png16(tmp_path / "rgb16.png", wide)
+    write_png16(tmp_path / "grey16.png", wide[..., :1])
+    Image.fromarray(pixels).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(pixels).convert("LA").save(tmp_path / "grey_alpha.png")
+    Image.fromarray(pixels).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    first, second = Image.fromarray(pixels), Image.fromarray(255 - pixels)
+    first.save(tmp_path / "animated.gif", save_all=True, append_images=[second])
+    (tmp_path / "animated_named.png").write_bytes((tmp_path / "animated.gif").read_bytes())
+    high_byte = torch.from_numpy((wide >> 8).astype(np.uint8)).permute(2, 0, 1)
+    expected = {"rgb16.png": high_byte, "grey16.png": high_byte[:1].expand(3, -1, -1)}
+    for path in sorted(tmp_path.iterdir()):
+        decoded = [read_image(str(path), backend) for backend in ("torchvision", "pil", "auto")]
+        with Image.open(path) as image:
+            decoded += [load_image(path), image_to_tensor(image)]
+        reference = expected.get(path.name, decoded[1])
+        assert reference.dtype == torch.uint8 and reference.shape == (3, 8, 6), path.name
+        for tensor in decoded:  # training, evaluation and inference all see these pixels
+            assert torch.equal(tensor, reference), path.name
+    assert int(expected["rgb16.png"].max()) > 200  # the 16-bit values were scaled, not clipped to white
 
 
 def test_test_transform_resizes_and_normalises(pictures: list[Sample]) -> None:

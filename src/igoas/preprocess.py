@@ -65,7 +65,9 @@ def image_to_tensor(image: ImageInput) -> torch.Tensor:
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, Image.Image):
-        return TF.pil_to_tensor(image.convert("RGB"))
+        from igoas.data import pil_to_rgb
+
+        return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
         return _chw_from_tensor(_hwc_array_to_chw(image), "numpy array")
     if isinstance(image, torch.Tensor):

@@ -63,6 +63,7 @@ _LAZY = {
     "collate_skipping_failed": "igoas.data.image_dataset",
     "build_transforms": "igoas.data.transforms",
     "read_image": "igoas.data.transforms",
+    "pil_to_rgb": "igoas.data.transforms",
     "IMAGENET_MEAN": "igoas.data.transforms",
     "IMAGENET_STD": "igoas.data.transforms",
     "INTERPOLATION": "igoas.data.transforms",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torchvision.transforms import v2
@@ -18,6 +19,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATION = "bilinear"  # recorded in checkpoints' `preprocess`
 TORCHVISION_DECODED = (".jpg", ".jpeg", ".png")
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 
 @functools.cache
@@ -36,17 +40,47 @@ def read_image(path: str, backend: str = "auto") -> torch.Tensor:
     `backend` is "torchvision", "pil" or "auto": torchvision.io for JPEG and PNG (the
     faster here), PIL for other formats and wherever torchvision.io is unavailable (its
     decoders are deprecated since torchvision 0.29; the notice is silenced here because
-    the PIL fallback already covers their removal).
+    the PIL fallback already covers their removal). Both give the same 8-bit RGB pixels:
+    16-bit images keep their high byte, multi-frame files (animated GIF, multi-page TIFF)
+    their first frame.
     """
     decoder = _torchvision_decoder() if backend != "pil" else None
     if decoder is not None and (backend == "torchvision" or path.lower().endswith(TORCHVISION_DECODED)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return decoder(path)
+            image = decoder(path)
+        if image.ndim == 4:  # an animated file (e.g. a GIF under a .png name): its frames
+            image = image[0]
+        if image.dtype != torch.uint8:  # 16-bit PNG
+            image = v2.functional.to_dtype(image, torch.uint8, scale=True)
+        return image
     from PIL import Image
 
     with Image.open(path) as image:
-        return v2.functional.pil_to_tensor(image.convert("RGB"))
+        return pil_to_rgb(image)
+
+
+# PIL modes that hold more than 8 bits per sample as integers (16-bit PNG and TIFF).
+_WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def pil_to_rgb(image: PILImage.Image) -> torch.Tensor:
+    """A PIL image as a 3 x H x W uint8 RGB tensor: the one conversion every path uses.
+
+    `convert("RGB")` alone clips 16-bit grey values at 255 (an all-white image) and keeps
+    whatever frame is current, so wide integer modes are scaled to 8 bits first and
+    multi-frame files give their first frame. Palette, grey + alpha, RGBA and CMYK images
+    go through PIL's own conversion (alpha is dropped).
+    """
+    import numpy as np
+    from PIL import Image
+
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    if image.mode in _WIDE_INTEGER_MODES:
+        values = np.asarray(image).astype(np.int64)
+        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    return v2.functional.pil_to_tensor(image.convert("RGB"))
 
 
 class NormalizeToFloat:

@@ -32,7 +32,8 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD
                   max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """The uploaded image as a 3 x H x W uint8 tensor, or an `UploadError` that says why not."""
     from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2 import functional as TF
+
+    from igoas.data import pil_to_rgb
 
     if len(data) > max_bytes:
         raise UploadError(f"{name}: the file is larger than the {max_bytes // (1024 * 1024)} MB limit; "
@@ -51,7 +52,7 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD
                         "(a decompression bomb, or a photo far larger than a person crop); upload a smaller image",
                         status=413)
                 image.load()
-                return TF.pil_to_tensor(image.convert("RGB"))
+                return pil_to_rgb(image)
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
