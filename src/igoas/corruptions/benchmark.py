@@ -1,0 +1,283 @@
+"""The corruption benchmark: retrieval of any checkpoint under 20 corruptions x 5 severities.
+
+Settings, after Chen et al. (NeurIPS 2021 Datasets and Benchmarks, MinghuiChen43/CIL-ReID):
+
+- `query`: every query corrupted by one (corruption, severity), the gallery clean;
+- `both`: query and gallery corrupted by the same (corruption, severity);
+- `random`: every query and gallery image under its own corruption and severity, drawn
+  uniformly (the benchmark's "Corruption Eval." numbers).
+
+Summary figures per checkpoint and grid setting: the mean of R1/mAP/mINP over every
+(corruption, severity) and the worst case (the lowest mAP). All images of one checkpoint
+go through one DataLoader, so the workers corrupt without pause; its batches never mix
+two (corruption, severity) groups, and each group is scored as soon as it is embedded.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from igoas.corruptions.apply import CORRUPTIONS, SEVERITIES, check_corruptions
+from igoas.corruptions.images import CLEAN, RANDOM, CorruptedImages, Job, check_image_sizes
+from igoas.errors import ConfigError
+
+SETTINGS = ("query", "both", "random")
+GRID_SETTINGS = ("query", "both")
+METRICS = ("R1", "mAP", "mINP")
+
+
+@dataclass
+class CorruptionRecord:
+    """Metrics (percent) of one checkpoint under one setting and (corruption, severity).
+
+    The clean reference has setting and corruption "clean", the random setting corruption
+    "random"; both have severity 0.
+    """
+
+    checkpoint: str
+    setting: str
+    corruption: str
+    severity: int
+    R1: float
+    mAP: float
+    mINP: float
+    num_queries: int
+
+
+@dataclass
+class CorruptionBenchmarkResult:
+    """Every record of a corruption benchmark, its summary figures and the settings that produced them."""
+
+    records: list[CorruptionRecord]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """{checkpoint: summary_of(its records)}."""
+        checkpoints = dict.fromkeys(record.checkpoint for record in self.records)
+        return {name: summary_of([r for r in self.records if r.checkpoint == name]) for name in checkpoints}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": dict(self.settings), "summary": self.summary(),
+                "results": [asdict(record) for record in self.records]}
+
+
+def summary_of(records: Sequence[CorruptionRecord]) -> dict[str, Any]:
+    """Clean metrics, and per setting: grid mean and worst case (lowest mAP), or the random setting's metrics."""
+    summary: dict[str, Any] = {}
+    for record in records:
+        if record.setting in (CLEAN, RANDOM):
+            summary[record.setting] = {metric: getattr(record, metric) for metric in METRICS}
+    for setting in GRID_SETTINGS:
+        grid = [r for r in records if r.setting == setting]
+        if not grid:
+            continue
+        worst = min(grid, key=lambda r: r.mAP)
+        summary[setting] = {
+            "mean": {metric: float(np.mean([getattr(r, metric) for r in grid])) for metric in METRICS},
+            "worst": {"corruption": worst.corruption, "severity": worst.severity,
+                      **{metric: getattr(worst, metric) for metric in METRICS}},
+            "num_conditions": len(grid),
+        }
+    return summary
+
+
+def mean_corrupted_map(summary: Mapping[str, Any]) -> float:
+    """The benchmark's headline figure from `summary_of`: mean mAP over the grid (`query`, else `both`,
+    else the random setting's mAP)."""
+    for setting in GRID_SETTINGS:
+        if setting in summary:
+            return float(summary[setting]["mean"]["mAP"])
+    if RANDOM in summary:
+        return float(summary[RANDOM]["mAP"])
+    raise ConfigError("the summary holds no corrupted setting")
+
+
+def corruption_benchmark(
+    checkpoints: Sequence[Any] | Mapping[str, Any],
+    dataset: Any,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    settings: Sequence[str] = SETTINGS,
+    *,
+    seed: int = 0,
+    query_set: str = "query",
+    metric: str = "euclidean",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> CorruptionBenchmarkResult:
+    """Evaluate each checkpoint of `checkpoints` (paths, payloads or {label: checkpoint}) on
+    `dataset` under every corruption x severity of each setting, plus the clean reference.
+
+    `cache_dir` keeps corrupted images between runs and checkpoints (per corruption,
+    severity and seed); `num_workers` processes corrupt in parallel; `progress` shows a
+    bar with the remaining time.
+    """
+    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.preprocess import Preprocess
+    from igoas.robustness import _labelled
+
+    labelled = _labelled(checkpoints)
+    records: list[CorruptionRecord] = []
+    for label, checkpoint in labelled.items():
+        model, payload = model_from_checkpoint(checkpoint)
+        records += evaluate_corruptions(
+            model, dataset, Preprocess.from_dict(payload.get("preprocess"), label), corruptions, severities, settings,
+            label=label, seed=seed, query_set=query_set, metric=metric, batch_size=batch_size,
+            num_workers=num_workers, device=device, flip=flip, precision=precision, cache_dir=cache_dir,
+            progress=progress, log=log)
+    return CorruptionBenchmarkResult(records, {
+        "dataset": getattr(dataset, "name", None), "query_set": query_set, "corruptions": list(corruptions),
+        "severities": [int(s) for s in severities], "settings": list(settings), "seed": seed, "metric": metric,
+        "flip": flip, "checkpoints": list(labelled)})
+
+
+def evaluate_corruptions(
+    model: torch.nn.Module,
+    dataset: Any,
+    preprocess: Any,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    severities: Sequence[int] = SEVERITIES,
+    settings: Sequence[str] = SETTINGS,
+    *,
+    label: str = "model",
+    seed: int = 0,
+    query_set: str = "query",
+    metric: str = "euclidean",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[CorruptionRecord]:
+    """The records of one loaded model (with its `Preprocess`); `summary_of` turns them into the summary."""
+    from igoas.engine.features import extract_features
+    from igoas.evaluation import evaluate_features
+    from igoas.robustness import query_samples
+
+    corruptions, severities, settings = list(corruptions), [int(s) for s in severities], list(settings)
+    check_corruptions(corruptions, severities)
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown or not settings:
+        raise ConfigError(f"unknown corruption setting(s) {unknown or settings}; choose from {', '.join(SETTINGS)}")
+    samples = {"query": query_samples(dataset, query_set), "gallery": list(dataset.gallery)}
+    check_image_sizes(samples["query"] + (samples["gallery"] if set(settings) - {"query"} else []))
+    groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()})
+    images = CorruptedImages(samples, [job for jobs in groups.values() for job in jobs], preprocess, seed, cache_dir,
+                             corruptions)
+    loader = torch.utils.data.DataLoader(images, batch_sampler=_GroupBatches([len(j) for j in groups.values()],
+                                                                             batch_size),
+                                         num_workers=num_workers, worker_init_fn=_single_threaded_worker)
+    model.to(device)
+    batches = _counted(loader, len(images), label, progress)
+    remaining = iter(groups.items())
+
+    def embed(expected: GroupKey) -> Any:
+        key, jobs = next(remaining)
+        assert key == expected, (key, expected)  # _groups and the scoring below walk the same order
+        return extract_features(model, _take(batches, len(jobs), batch_size), device=device, flip=flip,
+                                precision=precision)
+
+    records: list[CorruptionRecord] = []
+
+    def score(setting: str, corruption: str, severity: int, query: Any, gallery: Any) -> None:
+        scores = evaluate_features(query.features, gallery.features, query.pids, gallery.pids, query.camids,
+                                   gallery.camids, metric=metric).to_dict()
+        records.append(CorruptionRecord(label, setting, corruption, severity, num_queries=len(query),
+                                        **{m: float(scores[m]) for m in METRICS}))
+        if log is not None:
+            log(f"{label}  {setting:<6} {corruption:<18} s{severity}  R1 {scores['R1']:5.1f}  mAP {scores['mAP']:5.1f}")
+
+    clean_gallery = None
+    for key in list(groups):
+        split, corruption, severity = key
+        if split == "gallery":
+            continue  # embedded with its query group below
+        query = embed(key)
+        if corruption == CLEAN:
+            clean_gallery = embed(("gallery", CLEAN, 0))
+            score(CLEAN, CLEAN, 0, query, clean_gallery)
+        elif corruption == RANDOM:
+            score(RANDOM, RANDOM, 0, query, embed(("gallery", RANDOM, 0)))
+        else:
+            if "query" in settings:
+                score("query", corruption, severity, query, clean_gallery)
+            if "both" in settings:
+                score("both", corruption, severity, query, embed(("gallery", corruption, severity)))
+    return records
+
+
+# ----------------------------------------------------------------------------- which images, in which order
+GroupKey = tuple[str, str, int]  # (split, corruption, severity)
+
+
+def _groups(corruptions: Sequence[str], severities: Sequence[int], settings: Sequence[str],
+            sizes: Mapping[str, int]) -> dict[GroupKey, list[Job]]:
+    """Every group of images to embed once, in embedding order: clean, then the grid, then random."""
+    keys: list[GroupKey] = [("query", CLEAN, 0), ("gallery", CLEAN, 0)]
+    if set(settings) & set(GRID_SETTINGS):
+        for corruption in corruptions:
+            for severity in severities:
+                keys.append(("query", corruption, severity))
+                if "both" in settings:
+                    keys.append(("gallery", corruption, severity))
+    if RANDOM in settings:
+        keys += [("query", RANDOM, 0), ("gallery", RANDOM, 0)]
+    return {key: [Job(key[0], index, key[1], key[2]) for index in range(sizes[key[0]])] for key in keys}
+
+
+# ----------------------------------------------------------------------------- loading
+class _GroupBatches:
+    """Batches of consecutive indices that never cross the boundary between two groups."""
+
+    def __init__(self, group_sizes: Sequence[int], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.group_sizes, self.batch_size = list(group_sizes), batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = 0
+        for size in self.group_sizes:
+            for offset in range(0, size, self.batch_size):
+                yield list(range(start + offset, start + min(offset + self.batch_size, size)))
+            start += size
+
+    def __len__(self) -> int:
+        return sum(-(-size // self.batch_size) for size in self.group_sizes)
+
+
+def _take(batches: Iterator[dict[str, Any]], count: int, batch_size: int) -> Iterator[dict[str, Any]]:
+    """The next `count` images' batches (a group's, as `_GroupBatches` cut them)."""
+    for _ in range(-(-count // batch_size)):
+        yield next(batches)
+
+
+def _counted(loader: Any, total: int, label: str, progress: bool) -> Iterator[dict[str, Any]]:
+    """The loader's batches, advancing a progress bar (images, with the time left) as they arrive."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", desc=f"corruptions {label}", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            bar.update(len(batch["index"]))
+            yield batch
+
+
+def _single_threaded_worker(worker_id: int) -> None:
+    """OpenCV would start a thread pool per worker process: one thread each, the workers are the parallelism."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(1)

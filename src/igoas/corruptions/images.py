@@ -1,0 +1,98 @@
+"""Corrupted evaluation images, produced in the data-loading workers.
+
+Each item is one (split, image, corruption, severity) job: the image is decoded at its
+stored size, corrupted (seeded per image, `igoas.corruptions.apply.image_seed`), then
+resized and normalised by the checkpoint's `Preprocess`, as the benchmark corrupts
+before resizing. With a cache folder, corrupted images are kept as lossless PNG files
+per (corruption, severity, seed), so a second checkpoint or a rerun skips the CPU work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, corrupt, image_seed, random_corruption
+from igoas.errors import IgoasError
+
+CLEAN = "clean"
+RANDOM = "random"  # a corruption and severity drawn per image
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to embed: `corruption` is a benchmark name, CLEAN, or RANDOM (severity 0 for both)."""
+
+    split: str
+    index: int
+    corruption: str
+    severity: int
+
+
+class CorruptedImages(torch.utils.data.Dataset):
+    """`jobs` over `samples[split]`, as the dicts `extract_features` reads (image, pid, camid, path, index)."""
+
+    def __init__(self, samples: Mapping[str, Sequence[Any]], jobs: Sequence[Job], preprocess: Any, seed: int = 0,
+                 cache_dir: str | Path | None = None, corruptions: Sequence[str] | None = None) -> None:
+        self.samples, self.jobs, self.preprocess, self.seed = samples, list(jobs), preprocess, seed
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.corruptions = tuple(corruptions) if corruptions else CORRUPTIONS  # drawn from in the random setting
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        job = self.jobs[item]
+        sample = self.samples[job.split][job.index]
+        pixels = self.pixels(job)
+        image = self.preprocess.normalize(self.preprocess.resize(pixels)[None])[0]
+        return {"image": image, "pid": sample.pid, "camid": sample.camid, "path": str(sample.path), "index": job.index}
+
+    def pixels(self, job: Job) -> np.ndarray:
+        """The job's H x W x 3 uint8 image: decoded, corrupted (or read back from the cache)."""
+        from igoas.preprocess import load_image
+
+        sample = self.samples[job.split][job.index]
+        if job.corruption == CLEAN:
+            return load_image(sample.path).permute(1, 2, 0).numpy()
+        cached = self._cache_path(job, Path(sample.path))
+        if cached is not None and cached.is_file():
+            return load_image(cached).permute(1, 2, 0).numpy()
+        corruption, severity = job.corruption, job.severity
+        if corruption == RANDOM:
+            corruption, severity = random_corruption(self.seed, job.split, job.index, self.corruptions)
+        image = load_image(sample.path).permute(1, 2, 0).numpy()
+        corrupted = corrupt(image, corruption, severity, image_seed(self.seed, job.split, job.index, corruption,
+                                                                    severity))
+        if cached is not None:
+            _write_png(cached, corrupted)
+        return corrupted
+
+    def _cache_path(self, job: Job, source: Path) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        name = job.corruption if job.corruption == RANDOM else f"{job.corruption}/s{job.severity}"
+        return self.cache_dir / name / f"seed{self.seed}" / job.split / f"{job.index:06d}_{source.stem}.png"
+
+
+def check_image_sizes(samples: Sequence[Any]) -> None:
+    """IgoasError naming the first image smaller than the corruptions accept (reads headers only)."""
+    from PIL import Image
+
+    for sample in samples:
+        with Image.open(sample.path) as image:
+            width, height = image.size
+        if min(width, height) < MIN_SIDE:
+            raise IgoasError(f"{sample.path}: {width} x {height} pixels; the corruptions need images of at least "
+                             f"{MIN_SIDE} x {MIN_SIDE} pixels (enlarge or leave out such images)")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    from igoas.fileio import atomic_write
+
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", compress_level=1))
