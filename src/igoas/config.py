@@ -45,7 +45,8 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     # Training augmentation: keyword options of `igoas.data.build_transforms` (flip, pad,
-    # color_jitter, random_erasing); empty = its defaults (random horizontal flip only).
+    # color_jitter, random_erasing, corruption: the probability of a random benchmark
+    # corruption); empty = its defaults (random horizontal flip only).
     augment: dict[str, Any] = field(default_factory=dict)
     sampler: str = "random"  # "random" or "identity" (P identities x K images, for the triplet loss)
     num_instances: int = 4  # K of the identity sampler

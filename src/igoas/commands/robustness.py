@@ -1,7 +1,10 @@
-"""`igoas robustness CKPT [CKPT ...] --dataset NAME --root ROOT`: the occlusion stress test.
+"""`igoas robustness CKPT [CKPT ...] --dataset NAME --root ROOT [--suite occlusion|corruptions]`.
 
-Evaluates each checkpoint with its queries occluded over growing areas at chosen
-positions; prints R1/mAP/mINP, writes robustness.json and robustness.png to --out.
+The occlusion suite (default) evaluates each checkpoint with its queries occluded over
+growing areas at chosen positions and writes robustness.json and robustness.png. The
+corruptions suite evaluates it under 20 corruptions x 5 severities (the `corruptions`
+extra) and writes corruptions.json, corruptions.md, corruption_heatmap.png and
+corruption_samples.png. Both print their table and write to --out.
 """
 from __future__ import annotations
 
@@ -11,7 +14,12 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from igoas.robustness import DEFAULT_AREAS, DEFAULT_POSITIONS, FILLS, OCCLUDERS
 
+    from igoas.corruptions import CORRUPTIONS, SEVERITIES
+    from igoas.corruptions.benchmark import SETTINGS
+
     parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="igoas checkpoints to compare")
+    parser.add_argument("--suite", default="occlusion", choices=["occlusion", "corruptions"],
+                        help="occlusion (occluders over growing areas) or corruptions (blur, noise, weather, digital)")
     parser.add_argument("--dataset", required=True, help="dataset name (occluded_duke, market1501, synthetic, ...)")
     parser.add_argument("--root", required=True, help="folder holding the dataset")
     parser.add_argument("--areas", default=",".join(f"{a:g}" for a in DEFAULT_AREAS),
@@ -24,7 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rectangle colour: random (one per query), black or grey")
     parser.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
     parser.add_argument("--labels", help="comma-separated names for the checkpoints (default: file names)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of positions, colours and shapes")
+    parser.add_argument("--corruptions", default="all",
+                        help=f"corruptions suite: comma-separated names or all ({', '.join(CORRUPTIONS)})")
+    parser.add_argument("--severities", default=",".join(map(str, SEVERITIES)), help="corruptions suite: 1-5")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="corruptions suite: query (corrupted query, clean gallery), both (query and gallery "
+                             "corrupted), random (a random corruption and severity per image)")
+    parser.add_argument("--cache", help="corruptions suite: folder keeping corrupted images between runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of positions, colours and shapes, or of corruptions")
     parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                         help="query-gallery distance (default euclidean, as the authors evaluate)")
     parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
@@ -32,22 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
-    parser.add_argument("--out", default="robustness", help="folder for robustness.json and robustness.png")
+    parser.add_argument("--no-progress", action="store_true", help="corruptions suite: no progress bar")
+    parser.add_argument("--out", default="robustness", help="folder for the suite's table and figures")
 
 
 def run(args: argparse.Namespace) -> int:
     from igoas.data import build_dataset
-    from igoas.errors import ConfigError
     from igoas.robustness import occlusion_stress_test, parse_areas, write_stress_test
 
-    checkpoints: list[str] | dict[str, str] = list(args.checkpoints)
-    if args.labels:
-        labels = [label.strip() for label in args.labels.split(",")]
-        if len(labels) != len(checkpoints):
-            raise ConfigError(f"--labels gives {len(labels)} name(s) for {len(checkpoints)} checkpoint(s)")
-        checkpoints = dict(zip(labels, checkpoints))
+    checkpoints = _labelled_checkpoints(args)
+    dataset = build_dataset(args.dataset, args.root)
+    if args.suite == "corruptions":
+        return _run_corruptions(args, checkpoints, dataset)
     result = occlusion_stress_test(
-        checkpoints, build_dataset(args.dataset, args.root), parse_areas(args.areas),
+        checkpoints, dataset, parse_areas(args.areas),
         [p.strip() for p in args.positions.split(",") if p.strip()], occluder=args.occluder, fill=args.fill,
         seed=args.seed, query_set=args.query_set, metric=args.metric, batch_size=args.batch_size,
         num_workers=args.workers, device=args.device, flip=args.flip, precision=args.precision, log=print)
@@ -55,3 +68,42 @@ def run(args: argparse.Namespace) -> int:
     for path in write_stress_test(result, args.out).values():
         print(f"wrote {path}")
     return 0
+
+
+def _labelled_checkpoints(args: argparse.Namespace) -> list[str] | dict[str, str]:
+    from igoas.errors import ConfigError
+
+    checkpoints: list[str] | dict[str, str] = list(args.checkpoints)
+    if args.labels:
+        labels = [label.strip() for label in args.labels.split(",")]
+        if len(labels) != len(checkpoints):
+            raise ConfigError(f"--labels gives {len(labels)} name(s) for {len(checkpoints)} checkpoint(s)")
+        checkpoints = dict(zip(labels, checkpoints))
+    return checkpoints
+
+
+def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str, str], dataset: object) -> int:
+    from igoas.corruptions import CORRUPTIONS
+    from igoas.corruptions.benchmark import corruption_benchmark
+    from igoas.corruptions.report import markdown_table, write_corruption_benchmark
+    from igoas.errors import ConfigError
+    from igoas.robustness import query_samples
+
+    names = list(CORRUPTIONS) if args.corruptions.strip() == "all" else _items(args.corruptions)
+    try:
+        severities = [int(s) for s in _items(args.severities)]
+    except ValueError:
+        raise ConfigError(f"--severities {args.severities!r}: give integers 1-5, e.g. 1,3,5") from None
+    result = corruption_benchmark(
+        checkpoints, dataset, names, severities, _items(args.settings), seed=args.seed, query_set=args.query_set,
+        metric=args.metric, batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+        flip=args.flip, precision=args.precision, cache_dir=args.cache, progress=not args.no_progress)
+    print(markdown_table(result))
+    sample = query_samples(dataset, args.query_set)[0].path
+    for path in write_corruption_benchmark(result, args.out, sample_image=sample, sample_seed=args.seed).values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]

@@ -78,6 +78,7 @@ def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.
     if min(image.shape[:2]) < MIN_SIDE:
         raise IgoasError(f"image of {image.shape[0]} x {image.shape[1]} pixels is too small to corrupt: the "
                          f"corruptions need at least {MIN_SIDE} x {MIN_SIDE}")
+    check_corruptions([corruption], [severity])
     function = corruption_function(corruption)
     state = np.random.get_state()
     np.random.seed(seed % 2**32)

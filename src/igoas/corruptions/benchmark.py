@@ -126,6 +126,7 @@ def corruption_benchmark(
     from igoas.preprocess import Preprocess
     from igoas.robustness import _labelled
 
+    check_settings(corruptions, severities, settings)
     labelled = _labelled(checkpoints)
     records: list[CorruptionRecord] = []
     for label, checkpoint in labelled.items():
@@ -168,10 +169,7 @@ def evaluate_corruptions(
     from igoas.robustness import query_samples
 
     corruptions, severities, settings = list(corruptions), [int(s) for s in severities], list(settings)
-    check_corruptions(corruptions, severities)
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown or not settings:
-        raise ConfigError(f"unknown corruption setting(s) {unknown or settings}; choose from {', '.join(SETTINGS)}")
+    check_settings(corruptions, severities, settings)
     samples = {"query": query_samples(dataset, query_set), "gallery": list(dataset.gallery)}
     check_image_sizes(samples["query"] + (samples["gallery"] if set(settings) - {"query"} else []))
     groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()})
@@ -217,6 +215,15 @@ def evaluate_corruptions(
             if "both" in settings:
                 score("both", corruption, severity, query, embed(("gallery", corruption, severity)))
     return records
+
+
+def check_settings(corruptions: Sequence[str], severities: Sequence[int], settings: Sequence[str]) -> None:
+    """ConfigError naming the first unknown corruption, severity or setting, before any model runs."""
+    check_corruptions(corruptions, severities)
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown or not settings:
+        raise ConfigError(f"unknown corruption setting(s) {unknown or list(settings)}; choose from "
+                          f"{', '.join(SETTINGS)}")
 
 
 # ----------------------------------------------------------------------------- which images, in which order

@@ -111,6 +111,7 @@ def build_transforms(
     pad: int = 0,
     color_jitter: float = 0.0,
     random_erasing: float = 0.0,
+    corruption: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
@@ -119,13 +120,20 @@ def build_transforms(
     Training: flip with probability `flip`, resize, then optionally pad by `pad` pixels
     and crop back at random, colour jitter of strength `color_jitter` (brightness,
     contrast, saturation), and random erasing with probability `random_erasing` filled
-    with the mean (0 after normalising). Test: resize and normalise only. The flip comes
+    with the mean (0 after normalising). `corruption` is the probability of a random
+    benchmark corruption at a random severity (`igoas.corruptions.augment`, the
+    `corruptions` extra), applied before the resize as the benchmark corrupts images at
+    their stored size. Test: resize and normalise only. The flip comes
     before the resize (they commute, and the source is usually the smaller image) and the
     geometry and colour work on uint8 before the float conversion: both are cheaper.
     """
     steps: list = [v2.ToImage()]
     if train and flip > 0:
         steps.append(v2.RandomHorizontalFlip(flip))
+    if train and corruption > 0:
+        from igoas.corruptions.augment import RandomCorruption
+
+        steps.append(RandomCorruption(corruption))
     steps.append(v2.Resize((height, width), antialias=True))
     if train:
         if pad > 0:
