@@ -102,25 +102,14 @@ def corruption_benchmark(
     corruptions: Sequence[str] = CORRUPTIONS,
     severities: Sequence[int] = SEVERITIES,
     settings: Sequence[str] = SETTINGS,
-    *,
-    seed: int = 0,
-    query_set: str = "query",
-    metric: str = "euclidean",
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    precision: str = "fp32",
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> CorruptionBenchmarkResult:
     """Evaluate each checkpoint of `checkpoints` (paths, payloads or {label: checkpoint}) on
     `dataset` under every corruption x severity of each setting, plus the clean reference.
 
-    `cache_dir` keeps corrupted images between runs and checkpoints (per corruption,
-    severity and seed); `num_workers` processes corrupt in parallel; `progress` shows a
-    bar with the remaining time.
+    `options` are those of `evaluate_corruptions` (seed, query_set, metric, batch_size,
+    num_workers, device, flip, precision, cache_dir, progress, log). `cache_dir` keeps
+    corrupted images between runs and checkpoints (per corruption, severity and seed).
     """
     from igoas.engine.checkpoint import model_from_checkpoint
     from igoas.preprocess import Preprocess
@@ -131,15 +120,13 @@ def corruption_benchmark(
     records: list[CorruptionRecord] = []
     for label, checkpoint in labelled.items():
         model, payload = model_from_checkpoint(checkpoint)
-        records += evaluate_corruptions(
-            model, dataset, Preprocess.from_dict(payload.get("preprocess"), label), corruptions, severities, settings,
-            label=label, seed=seed, query_set=query_set, metric=metric, batch_size=batch_size,
-            num_workers=num_workers, device=device, flip=flip, precision=precision, cache_dir=cache_dir,
-            progress=progress, log=log)
+        records += evaluate_corruptions(model, dataset, Preprocess.from_dict(payload.get("preprocess"), label),
+                                        corruptions, severities, settings, label=label, **options)
     return CorruptionBenchmarkResult(records, {
-        "dataset": getattr(dataset, "name", None), "query_set": query_set, "corruptions": list(corruptions),
-        "severities": [int(s) for s in severities], "settings": list(settings), "seed": seed, "metric": metric,
-        "flip": flip, "checkpoints": list(labelled)})
+        "dataset": getattr(dataset, "name", None), "query_set": options.get("query_set", "query"),
+        "corruptions": list(corruptions), "severities": [int(s) for s in severities], "settings": list(settings),
+        "seed": options.get("seed", 0), "metric": options.get("metric", "euclidean"),
+        "flip": options.get("flip", False), "checkpoints": list(labelled)})
 
 
 def evaluate_corruptions(
@@ -163,7 +150,11 @@ def evaluate_corruptions(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[CorruptionRecord]:
-    """The records of one loaded model (with its `Preprocess`); `summary_of` turns them into the summary."""
+    """The records of one loaded model (with its `Preprocess`); `summary_of` turns them into the summary.
+
+    `num_workers` processes corrupt in parallel; `cache_dir` keeps corrupted images (per
+    corruption, severity and seed); `progress` shows a bar with the remaining time.
+    """
     from igoas.engine.features import extract_features
     from igoas.evaluation import evaluate_features
     from igoas.robustness import query_samples
