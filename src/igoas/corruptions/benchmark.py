@@ -122,11 +122,26 @@ def corruption_benchmark(
         model, payload = model_from_checkpoint(checkpoint)
         records += evaluate_corruptions(model, dataset, Preprocess.from_dict(payload.get("preprocess"), label),
                                         corruptions, severities, settings, label=label, **options)
+    from igoas.provenance import checkpoint_identity, software_versions
+
+    root = getattr(dataset, "root", None)
     return CorruptionBenchmarkResult(records, {
-        "dataset": getattr(dataset, "name", None), "query_set": options.get("query_set", "query"),
-        "corruptions": list(corruptions), "severities": [int(s) for s in severities], "settings": list(settings),
-        "seed": options.get("seed", 0), "metric": options.get("metric", "euclidean"),
-        "flip": options.get("flip", False), "checkpoints": list(labelled)})
+        "dataset": getattr(dataset, "name", None), "root": str(root) if root is not None else None,
+        "query_set": options.get("query_set", "query"), "corruptions": list(corruptions),
+        "severities": [int(s) for s in severities], "settings": list(settings), "seed": options.get("seed", 0),
+        "metric": options.get("metric", "euclidean"), "flip": options.get("flip", False),
+        "precision": options.get("precision", "fp32"),
+        "checkpoints": {label: checkpoint_identity(checkpoint) for label, checkpoint in labelled.items()},
+        "versions": {**software_versions(), "imagecorruptions": _library_version()}})
+
+
+def _library_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imagecorruptions")
+    except PackageNotFoundError:
+        return None
 
 
 def evaluate_corruptions(
