@@ -244,3 +244,29 @@ def test_result_dict_is_json_percent_and_table_lists_rows():
     assert lines[1].split()[:2] == ["occluded", "50.0"] and lines[2].split()[2] == "-"
     assert "1 queries" in table
     assert "25.0" in result.table("run")
+
+
+@pytest.mark.parametrize("rerank", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_tpr_at_fpr_is_the_roc_of_the_ranked_distances(rerank, chunk_size):
+    from igoas.evaluation import k_reciprocal_rerank
+    from igoas.evaluation.verification import pair_distances, roc_curve
+
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _features(3)
+    fprs = (0.01, 0.1, 0.5)
+    result = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", rerank=rerank,
+                               chunk_size=chunk_size, fprs=fprs)
+    distances = compute_distance(qf, gf, "cosine")
+    if rerank:
+        distances = k_reciprocal_rerank(qf / np.linalg.norm(qf, axis=1, keepdims=True),
+                                        gf / np.linalg.norm(gf, axis=1, keepdims=True))
+    expected = roc_curve(*pair_distances(np.asarray(distances), q_pids, g_pids, q_camids, g_camids)).tpr_at_fprs(fprs)
+    assert result.tpr_at_fpr.keys() == expected.keys()
+    np.testing.assert_allclose(list(result.tpr_at_fpr.values()), list(expected.values()), atol=1e-9)
+    assert 0.0 < result.tpr_at_fpr[0.5] <= 1.0
+    plain = evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine", rerank=rerank,
+                              chunk_size=chunk_size)
+    assert plain.tpr_at_fpr == {} and plain.mAP == result.mAP, "asking for TPR changes nothing else"
+    summary = result.to_dict()
+    assert summary["TPR@1e-2"] == pytest.approx(100 * expected[0.01])
+    assert format_table({"q": result}).splitlines()[0].split()[-3:] == ["TPR@1e-2", "TPR@1e-1", "TPR@5e-1"]

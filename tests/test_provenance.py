@@ -6,25 +6,29 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import igoas
 from igoas.cli import main
 
 
-def test_eval_json_records_what_its_numbers_depend_on(tiny_checkpoint: Path, synthetic_root: Path,
-                                                      tmp_path: Path) -> None:
+def test_eval_json_records_what_its_numbers_depend_on(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run" / "metrics.json"
     # settings given after the options, as fast-reid users write them
     assert main(["eval", "synthetic_demo_quick", "--weights", str(tiny_checkpoint), "--out", str(out),
                  f"data.root={synthetic_root}", "train.device=cpu", "eval.flip=true", "eval.query_expansion=2",
                  "eval.rerank=true", "eval.k1=7", "eval.k2=3", "eval.lambda_value=0.5", "eval.metric=cosine"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["query", "set", "R1", "R5", "R10", "mAP", "mINP", "TPR@1e-4", "TPR@1e-3", "TPR@1e-2"]
     document = json.loads(out.read_text())
+    assert 0.0 <= document["query_sets"]["query"]["TPR@1e-2"] <= 100.0
     assert document["checkpoint"] == {"path": str(tiny_checkpoint.resolve()),
                                       "sha256": hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()}
     assert document["eval"] == {"metric": "cosine", "flip": True, "query_expansion": 2, "query_expansion_alpha": 0.0,
                                 "rerank": True, "k1": 7, "k2": 3, "lambda_value": 0.5, "precision": "fp32",
-                                "max_rank": 50}
+                                "max_rank": 50, "fprs": [1e-4, 1e-3, 1e-2]}
     assert document["datasets"] == [{"name": "synthetic", "root": str(synthetic_root),
                                      "options": {"render": True, "size": "tiny", "seed": 0}}]
     assert document["preprocess"]["height"] == 64 and document["preprocess"]["width"] == 32

@@ -41,9 +41,10 @@ REDUCED_OVERRIDES = ("data.options.size=tiny", "data.height=64", "data.width=32"
                      "train.epochs=1", "optim.warmup_epochs=0", "eval.batch_size=64")
 
 # Keys that change where or how visibly a run executes, not what it learns: a study moved
-# to another folder or re-run with more workers still counts as the same study.
-RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "train.output_dir", "train.device",
-                "train.log_every", "train.tensorboard", "train.progress_bar")
+# to another folder or re-run with more workers still counts as the same study (eval.fprs
+# only adds TPR columns, which the study does not report).
+RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "eval.fprs", "train.output_dir",
+                "train.device", "train.log_every", "train.tensorboard", "train.progress_bar")
 
 
 def _no_options(recipe_options: Mapping[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,8 @@ class EvalConfig:
     flip: bool = False  # average the embeddings of each image and its mirror
     precision: str = "fp32"  # "auto", "fp32", "tf32", "bf16", "fp16" (the published run: tf32)
     max_rank: int = 50
+    # TPR at these false positive rates beside R1/mAP in every evaluation table (as fast-reid)
+    fprs: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2])
     batch_size: int = 128
     num_workers: int = 2
 
@@ -294,6 +296,8 @@ def validate(config: DictConfig) -> None:
         )
     if len(config.data.mean) != 3 or len(config.data.std) != 3:
         raise ConfigError("data.mean and data.std need one value per colour channel (3 each)")
+    if not all(0.0 < fpr <= 1.0 for fpr in config.eval.fprs):
+        raise ConfigError(f"eval.fprs are false positive rates in (0, 1], got {list(config.eval.fprs)}")
     if len(config.optim.betas) != 2:
         raise ConfigError(f"optim.betas needs two values, got {list(config.optim.betas)}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:

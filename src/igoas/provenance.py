@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 # Every `eval.*` setting that changes a reported number (batch size and workers do not).
 EVAL_SETTINGS = ("metric", "flip", "query_expansion", "query_expansion_alpha", "rerank", "k1", "k2", "lambda_value",
-                 "precision", "max_rank")
+                 "precision", "max_rank", "fprs")
 
 
 def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

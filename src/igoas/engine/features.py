@@ -123,7 +123,8 @@ def rank_query_sets(features: Mapping[str, ExtractedFeatures], eval_config: Any 
                 queries.features, gallery.features, queries.pids, gallery.pids, queries.camids, gallery.camids,
                 metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
                 rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
-                query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha)
+                query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha,
+                fprs=tuple(eval_config.fprs))
             for name, queries in features.items() if name != "gallery"}
 
 

@@ -6,8 +6,8 @@ importing this package costs nothing and never changes a user's pyplot backend.
 """
 from igoas.viz.activations import activation_maps, normalize_per_image, plot_activation_comparison, plot_activation_maps
 from igoas.viz.curves import plot_cmc_curves, plot_training_curves
-from igoas.viz.distances import (RocCurve, pair_distances, plot_distance_distributions, plot_roc, roc_curve,
-                                 sampled_pair_distances)
+from igoas.evaluation.verification import RocCurve, pair_distances, roc_curve, sampled_pair_distances
+from igoas.viz.distances import plot_distance_distributions, plot_roc
 from igoas.viz.occlusion_figure import occlusion_examples, plot_occlusion_methods
 from igoas.viz.ranking import plot_ranked_lists, top_ranked
 from igoas.viz.report import write_html_report

@@ -1,105 +1,18 @@
-"""Verification view of a ReID model: how far apart same-identity (positive) and
-different-identity (negative) query-gallery pairs are, and the ROC curve with the true
-positive rate at chosen false positive rates (the TPR@FPR figures fast-reid reports)."""
+"""Figures of the verification view: pair distance distributions and the ROC curve.
+
+The numbers behind them (pair distances, ROC, TPR@FPR) live in
+`igoas.evaluation.verification`, which also puts TPR@FPR in every evaluation table.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from igoas.errors import IgoasError
+from igoas.evaluation.verification import DEFAULT_FPRS, RocCurve
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
-
-DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
-
-
-def pair_distances(distances: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
-                   q_camids: np.ndarray | None = None, g_camids: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(positive, negative) pair distances of a query x gallery distance matrix.
-
-    Pairs the ranking protocol ignores are ignored here too: junk gallery identity -1
-    and, when cameras are given, same-identity pairs seen by the same camera.
-    """
-    distances = np.asarray(distances)
-    same_id = np.asarray(q_pids)[:, None] == np.asarray(g_pids)[None, :]
-    valid = np.broadcast_to(np.asarray(g_pids)[None, :] != -1, same_id.shape)
-    if q_camids is not None and g_camids is not None:
-        valid = valid & ~(same_id & (np.asarray(q_camids)[:, None] == np.asarray(g_camids)[None, :]))
-    return distances[same_id & valid], distances[~same_id & valid]
-
-
-def sampled_pair_distances(qf: np.ndarray, gf: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray,
-                           q_camids: np.ndarray, g_camids: np.ndarray, metric: str = "cosine",
-                           max_negatives: int = 2_000_000, seed: int = 0, rows_per_block: int = 256
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """`pair_distances` from features, a block of queries at a time, keeping every positive
-    pair and a seeded uniform sample of about `max_negatives` negative ones.
-
-    The full query x gallery matrix is never built (MSMT17's would be about 4 GB), and an
-    ROC from two million negatives still resolves false positive rates near 1e-6.
-    """
-    from igoas.evaluation.distance import compute_distance
-
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    gallery_ids, gallery_counts = np.unique(g_pids[g_pids != -1], return_counts=True)
-    same_id = dict(zip(gallery_ids.tolist(), gallery_counts.tolist()))
-    negatives = len(q_pids) * int(gallery_counts.sum()) - sum(same_id.get(int(p), 0) for p in q_pids)
-    keep = min(1.0, max_negatives / max(negatives, 1))
-    rng = np.random.default_rng(seed)
-    positive, negative = [], []
-    for start in range(0, len(q_pids), rows_per_block):
-        block = slice(start, start + rows_per_block)
-        distances = np.asarray(compute_distance(np.asarray(qf[block]), np.asarray(gf), metric))
-        pos, neg = pair_distances(distances, q_pids[block], g_pids, q_camids[block], g_camids)
-        positive.append(pos)
-        negative.append(neg if keep == 1.0 else neg[rng.random(neg.size) < keep])
-    return np.concatenate(positive), np.concatenate(negative)
-
-
-@dataclass(frozen=True)
-class RocCurve:
-    """ROC of "same identity if distance <= threshold": `fpr[i]`, `tpr[i]` at `thresholds[i]`,
-    from (0, 0) at threshold -inf to (1, 1)."""
-
-    fpr: np.ndarray
-    tpr: np.ndarray
-    thresholds: np.ndarray
-
-    def tpr_at(self, fpr: float) -> float:
-        """The best true positive rate whose false positive rate does not exceed `fpr`."""
-        return float(self.tpr[self.fpr <= fpr + 1e-15].max())
-
-    def tpr_at_fprs(self, fprs: Sequence[float] = DEFAULT_FPRS) -> dict[float, float]:
-        return {float(f): self.tpr_at(f) for f in fprs}
-
-    def auc(self) -> float:
-        """Area under the curve (trapezoids)."""
-        return float(np.sum(np.diff(self.fpr) * (self.tpr[1:] + self.tpr[:-1]) / 2))
-
-
-def roc_curve(positive: np.ndarray, negative: np.ndarray) -> RocCurve:
-    """ROC of separating positive from negative pairs by a distance threshold.
-
-    Tied distances form one operating point, so the curve never claims a threshold that
-    splits equal distances.
-    """
-    positive, negative = np.asarray(positive, dtype=np.float64).ravel(), np.asarray(negative, dtype=np.float64).ravel()
-    if positive.size == 0 or negative.size == 0:
-        raise IgoasError(f"an ROC curve needs positive and negative pairs; got {positive.size} positive and "
-                         f"{negative.size} negative (are there query identities in the gallery?)")
-    values = np.concatenate([positive, negative])
-    is_positive = np.concatenate([np.ones(positive.size, bool), np.zeros(negative.size, bool)])
-    order = np.argsort(values, kind="stable")
-    values, is_positive = values[order], is_positive[order]
-    last_of_value = np.r_[values[1:] != values[:-1], True]
-    true_positives = np.cumsum(is_positive)[last_of_value]
-    false_positives = np.cumsum(~is_positive)[last_of_value]
-    return RocCurve(fpr=np.r_[0.0, false_positives / negative.size], tpr=np.r_[0.0, true_positives / positive.size],
-                    thresholds=np.r_[-np.inf, values[last_of_value]])
 
 
 def plot_distance_distributions(positive: np.ndarray, negative: np.ndarray, out_path: PathLike, bins: int = 100, *,

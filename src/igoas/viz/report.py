@@ -134,7 +134,7 @@ def _final_table(final: dict[str, Any]) -> str:
     query_sets = final.get("query_sets")
     if not isinstance(query_sets, dict):
         return _table([final], None)
-    rows = [{"query set": name, **{k: v for k, v in values.items() if k in FINAL_COLUMNS}}
+    rows = [{"query set": name, **{k: v for k, v in values.items() if k in FINAL_COLUMNS or k.startswith("TPR@")}}
             for name, values in query_sets.items() if isinstance(values, dict)]
     return _provenance(final) + _table(rows, "query set", highlight_best=False)
 
