@@ -132,3 +132,17 @@ def test_tf32_is_fp32_on_cpu_and_sets_the_cuda_switches(tf32_switches) -> None:
 def test_partial_reid_queries_are_the_authors_folder() -> None:
     cfg = load_config("occluded_reid_igoas")
     assert to_dict(cfg.data.target_options)["partial_reid"] == {"query_folder": "occluded_body_images"}
+
+
+# ------------------------------------------------------------------ 7. evaluation schedule
+def test_published_preset_evaluates_at_the_logged_epochs() -> None:
+    from igoas.engine.trainer import evaluation_due
+    from igoas.reproduce import OCCLUDED_DUKE_TRAJECTORY
+
+    cfg = load_config("occluded_duke_igoas")
+    due = [e for e in range(1, cfg.train.epochs + 1)
+           if evaluation_due(e, cfg.train.epochs, cfg.eval.every, cfg.eval.also_every)]
+    assert due == [e for e in OCCLUDED_DUKE_TRAJECTORY if e <= cfg.train.epochs]
+    # the logged 120-epoch run: every evaluation it printed, and nothing else
+    assert [e for e in range(1, 121) if evaluation_due(e, 120, 4, 10)] == list(OCCLUDED_DUKE_TRAJECTORY)
+    assert load_config().eval.also_every == 0

@@ -116,6 +116,8 @@ class EvalConfig:
     """How and when the model is evaluated."""
 
     every: int = 4  # epochs between evaluations during training (0: only at the end)
+    # also evaluate every N epochs (0: never): the authors' engine adds every 10th epoch
+    also_every: int = 0
     metric: str = "euclidean"  # "euclidean" or "cosine"
     rerank: bool = False
     k1: int = 20
@@ -160,7 +162,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE = ("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr", "train.epochs",
             "train.log_every", "eval.batch_size", "eval.max_rank", "eval.k1", "eval.k2")
 NON_NEGATIVE = ("data.num_workers", "eval.num_workers", "optim.weight_decay", "optim.warmup_epochs",
-                "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every", "eval.query_expansion")
+                "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every", "eval.also_every",
+                "eval.query_expansion")
 
 
 def preset_names() -> list[str]:

@@ -104,6 +104,12 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
             shutdown(ctx)
 
 
+def evaluation_due(epoch: int, epochs: int, every: int, also_every: int = 0) -> bool:
+    """Whether the run evaluates after `epoch` (counted from 1): every `every` and every
+    `also_every` epochs (0: never), and after the last one."""
+    return epoch == epochs or any(step > 0 and epoch % step == 0 for step in (every, also_every))
+
+
 def set_cpu_threads(count: int | None) -> None:
     """Use `count` CPU compute threads (None: leave torch's choice)."""
     if count is not None:
@@ -352,8 +358,7 @@ class _Run:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation_due(self) -> bool:
-        every = self.cfg.eval.every
-        return self.epoch == self.cfg.train.epochs or (every > 0 and self.epoch % every == 0)
+        return evaluation_due(self.epoch, self.cfg.train.epochs, self.cfg.eval.every, self.cfg.eval.also_every)
 
     def _evaluate(self) -> None:
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
