@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,24 @@ def test_every_option_and_subcommand_has_help() -> None:
             elif not (action.help or "").strip():
                 missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, "options without help text: " + ", ".join(missing)
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the checkpoint does not exist: the suffix must be refused before anything is loaded
+    (["extract", "missing.pth", "missing_dir", "--out", "features.csv"], "name it .safetensors or .npz"),
+    (["viz", "cmc", "features.npz", "--out", "cmc.png"], "a features file (from `igoas extract`)"),
+    (["viz", "cmc", "missing.json", "--out", "cmc.png"], "no such file"),
+    (["viz", "ranked", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out", "ranked.gif"],
+     "figures are written as .png, .jpg, .jpeg, .pdf, .svg"),
+    (["viz", "report", "run", "--out", "report.png"], "name it .html"),
+    (["search", "query", "missing.index", "q.jpg", "--draw", "ranked.bmp"], "figures are written as"),
+])
+def test_arguments_are_checked_before_any_work(argv: list[str], message: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    if "features.npz" in argv:
+        (tmp_path / "features.npz").write_bytes(b"PK\x03\x04")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "re-download" not in err

@@ -157,11 +157,34 @@ def test_search_commands_end_to_end(
     assert main(["search", "query", str(tmp_path / "gallery.index"), query.path, "--topk", "3",
                  "--draw", str(drawing)]) == 0
     printed = capsys.readouterr().out
-    assert f"query {query.path} (identity {query.pid})" in printed
+    assert f"query {query.path} (identity {query.pid}, camera c{query.camid + 1})" in printed
     ranked_lines = [line for line in printed.splitlines() if line.strip()[:1].isdigit()]
     assert len(ranked_lines) == 3
-    gallery_paths = {s.path for s in dataset.gallery}
-    assert all(line.split()[-1] in gallery_paths for line in ranked_lines)
+    gallery = {s.path: s for s in dataset.gallery}
+    assert all(line.split()[-1] in gallery for line in ranked_lines)
+    assert all(line.split()[3] == f"c{gallery[line.split()[-1]].camid + 1}" for line in ranked_lines), \
+        "cameras are printed as the file names write them"
     scores = [float(line.split()[1]) for line in ranked_lines]
     assert scores == sorted(scores, reverse=True)
     assert drawing.is_file() and drawing.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the same search from saved query features: nothing re-embedded, identity and camera carried through
+    queries = tmp_path / "queries.npz"
+    assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--split", "query",
+                 "--out", str(queries), "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["search", "query", str(tmp_path / "gallery.index"), "--features", str(queries), "--topk", "3"]) == 0
+    from_features = capsys.readouterr().out
+    assert from_features.count("query ") == len(dataset.query)
+    block = from_features.split(f"query {query.path} ")[1].splitlines()
+    assert block[0] == f"(identity {query.pid}, camera c{query.camid + 1})"
+    assert [line.split()[-1] for line in block[2:5]] == [line.split()[-1] for line in ranked_lines]
+    np.testing.assert_allclose([float(line.split()[1]) for line in block[2:5]], scores, atol=1e-3)
+
+    other = load_features(queries)
+    other.metadata.update(checkpoint="/elsewhere/other.pth", checkpoint_sha256="0" * 64)
+    save_features(tmp_path / "other.npz", other)
+    assert main(["search", "query", str(tmp_path / "gallery.index"), "--features", str(tmp_path / "other.npz")]) == 2
+    assert "cannot be compared" in capsys.readouterr().err
+    assert main(["search", "query", str(tmp_path / "gallery.index"), query.path, "--features", str(queries)]) == 2
+    assert "either as images" in capsys.readouterr().err

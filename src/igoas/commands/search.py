@@ -19,9 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--ef-construction", type=int, help="hnsw: build-time beam width (default 200)")
     build.add_argument("--ef-search", type=int, help="hnsw: search-time beam width (default 128)")
 
-    query = actions.add_parser("query", help="rank the gallery for query images")
+    query = actions.add_parser("query", help="rank the gallery for query images or saved query features")
     query.add_argument("index", help="index file written by `igoas search build`")
-    query.add_argument("images", nargs="+", metavar="IMAGE", help="query image files or folders of them")
+    query.add_argument("images", nargs="*", metavar="IMAGE", help="query image files or folders of them")
+    query.add_argument("--features", metavar="FILE",
+                       help="query embeddings written by `igoas extract` (instead of images): nothing is re-embedded, "
+                            "and the identities and cameras stored with them are shown")
     query.add_argument("--topk", type=int, default=10, help="gallery entries listed per query (default 10)")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
     query.add_argument("--draw", metavar="OUT.png", help="also draw each query and its top-K as a PNG")
@@ -48,31 +51,28 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
+    from igoas.data.base import camera_name
     from igoas.errors import IgoasError
-    from igoas.extraction import path_images
-    from igoas.inference import ReIDModel
     from igoas.retrieval import GalleryIndex
 
+    if bool(args.images) == bool(args.features):
+        raise IgoasError("give the queries either as images (IMAGE ...) or as a features file (--features FILE)")
+    if args.draw:
+        from igoas.viz._figure import figure_format
+
+        figure_format(args.draw)
     index = GalleryIndex.load(args.index)
-    gallery_info: dict[str, Any] = index.metadata.get("features", {})
-    weights = args.weights or gallery_info.get("checkpoint")
-    if not weights:
-        raise IgoasError(
-            f"{args.index}: the index does not record which checkpoint embedded the gallery; pass --weights CKPT"
-        )
-    precision = args.precision or gallery_info.get("precision", "auto")
-    model = ReIDModel.from_checkpoint(weights, device=args.device, precision=precision)
-    queries = path_images(args.images)
-    paths, pids = queries.paths, queries.pids
-    result = index.search(model.embed(paths), topk=args.topk)
+    paths, pids, camids, embeddings = (_saved_queries(args, index) if args.features else _embedded_queries(args, index))
+    result = index.search(embeddings, topk=args.topk)
     for row, path in enumerate(paths):
-        known = f" (identity {pids[row]})" if pids[row] >= 0 else ""
-        print(f"query {path}{known}")
+        known = [f"identity {pids[row]}"] if pids[row] >= 0 else []
+        known += [f"camera {camera_name(camids[row])}"] if camids[row] >= 0 else []
+        print(f"query {path}" + (f" ({', '.join(known)})" if known else ""))
         print(f"  {'rank':>4}  {'score':>7}  {'id':>5}  {'cam':>4}  path")
         for rank, (score, pid, cam, hit) in enumerate(
             zip(result.scores[row], result.pids[row], result.camids[row], result.paths[row]), start=1
         ):
-            print(f"  {rank:>4}  {score:7.4f}  {pid:>5}  {cam:>4}  {hit}")
+            print(f"  {rank:>4}  {score:7.4f}  {pid:>5}  {camera_name(cam):>4}  {hit}")
     if args.draw:
         from igoas.viz import plot_ranked_lists
 
@@ -82,4 +82,43 @@ def _query(args: argparse.Namespace) -> int:
         out = plot_ranked_lists(paths, result.paths, matches, args.draw, topk=args.topk)
         print(f"drew the ranked lists to {out}")
     return 0
+
+
+def _embedded_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
+    """Paths, identities, cameras and embeddings of query images, embedded by the gallery's checkpoint."""
+    from igoas.errors import IgoasError
+    from igoas.extraction import path_images
+    from igoas.inference import ReIDModel
+
+    gallery_info: dict[str, Any] = index.metadata.get("features", {})
+    weights = args.weights or gallery_info.get("checkpoint")
+    if not weights:
+        raise IgoasError(
+            f"{args.index}: the index does not record which checkpoint embedded the gallery; pass --weights CKPT"
+        )
+    queries = path_images(args.images)
+    precision = args.precision or gallery_info.get("precision", "auto")
+    model = ReIDModel.from_checkpoint(weights, device=args.device, precision=precision)
+    return queries.paths, queries.pids, queries.camids, model.embed(queries.paths)
+
+
+def _saved_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
+    """Paths, identities, cameras and embeddings of a features file, refused when another
+    checkpoint than the gallery's embedded it (their embeddings are not comparable)."""
+    from igoas.errors import IgoasError
+    from igoas.retrieval import load_features
+
+    if args.weights:
+        raise IgoasError("--weights embeds query images; saved --features are used as they are, so drop one")
+    features = load_features(args.features)
+    gallery_info: dict[str, Any] = index.metadata.get("features", {})
+    for key in ("checkpoint_sha256", "checkpoint"):
+        mine, theirs = features.metadata.get(key), gallery_info.get(key)
+        if mine and theirs:
+            if mine != theirs:
+                raise IgoasError(f"{args.features} was embedded by {features.metadata.get('checkpoint')} but the "
+                                 f"gallery of {args.index} by {gallery_info.get('checkpoint')}; their embeddings "
+                                 "cannot be compared: extract both with the same checkpoint")
+            break
+    return features.paths, features.pids, features.camids, features.embeddings
 

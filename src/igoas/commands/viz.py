@@ -102,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     written = FIGURES[args.figure](args)
     for path in written:
         print(f"wrote {path}")
@@ -210,6 +211,38 @@ FIGURES: dict[str, Callable[[argparse.Namespace], list[Path]]] = {
 
 
 # ----------------------------------------------------------------------------- helpers
+FEATURES_SUFFIXES = (".npz", ".safetensors")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would fail only after the models ran: an output suffix igoas does not
+    write, or `viz cmc` inputs it cannot draw a curve from."""
+    from igoas.viz._figure import figure_format
+
+    out = getattr(args, "out", None)
+    if args.figure == "report":
+        if out and Path(out).suffix.lower() not in (".html", ".htm"):
+            raise IgoasError(f"--out {out}: the report is an HTML page; name it .html")
+    elif out:
+        figure_format(out)
+    if args.figure == "cmc":
+        for source in args.results:
+            _check_cmc_source(Path(source), args)
+
+
+def _check_cmc_source(path: Path, args: argparse.Namespace) -> None:
+    suffix = path.suffix.lower()
+    if suffix in FEATURES_SUFFIXES:
+        raise IgoasError(f"{path}: a features file (from `igoas extract`) holds embeddings, not a CMC curve; "
+                         "`viz cmc` takes the JSON `igoas eval --out FILE.json` writes, or a checkpoint together "
+                         "with --dataset NAME --root FOLDER")
+    if not path.is_file():
+        raise IgoasError(f"{path}: no such file; `viz cmc` takes evaluation JSON files or checkpoints")
+    if suffix != ".json" and not (args.dataset and args.root):
+        raise IgoasError(f"{path}: a checkpoint is evaluated to draw its curve, which needs --dataset NAME "
+                         "--root FOLDER; or pass the JSON `igoas eval` wrote")
+
+
 def _model(checkpoint: str, args: argparse.Namespace) -> Any:
     from igoas.inference import ReIDModel
 

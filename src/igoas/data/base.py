@@ -199,6 +199,11 @@ def combine_train_sets(datasets: Sequence[ReIDDataset], combineall: bool = False
     return [Sample(s.path, labels[k], s.camid, s.dsetid) for k, s in keyed]
 
 
+def camera_name(camid: int) -> str:
+    """A 0-based camera id as the datasets' file names write it ("c1" for 0); "-" when unknown."""
+    return f"c{int(camid) + 1}" if camid >= 0 else "-"
+
+
 def make_samples(parsed: Iterable[tuple[Path, int, int | None]], camid: int | None = None) -> list[Sample]:
     """Samples from parsed names: 1-based name cameras become 0-based, or a fixed camera
     is imposed (cross-set protocols); junk identities (-1) are dropped."""

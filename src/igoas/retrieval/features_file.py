@@ -100,6 +100,16 @@ def load_features(path: str | os.PathLike) -> Features:
     )
 
 
+def check_features_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path when its suffix names a features container; an IgoasError otherwise
+    (callers check before embedding anything, not after)."""
+    path = Path(path)
+    _writer(path)
+    if path.is_dir():
+        raise IgoasError(f"{path}: is a folder; give a file name ending in .safetensors or .npz")
+    return path
+
+
 def _writer(path: Path) -> Callable[[dict[str, np.ndarray], str], bytes]:
     writer = _WRITERS.get(path.suffix.lower())
     if writer is None:

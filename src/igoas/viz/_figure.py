@@ -20,6 +20,8 @@ from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from igoas.errors import IgoasError
 
 DEFAULT_DPI = 100
+# Output suffix -> matplotlib format; anything else is refused rather than written as PNG.
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
 
 PathLike = str | os.PathLike[str]
 
@@ -33,11 +35,22 @@ def new_figure(width_px: int, height_px: int, dpi: int = DEFAULT_DPI) -> Any:
     return Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
 
 
+def figure_format(out_path: PathLike) -> str:
+    """The image format `out_path`'s suffix asks for; an IgoasError for a suffix igoas does not write."""
+    suffix = Path(out_path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise IgoasError(f"{out_path}: figures are written as {', '.join(FIGURE_FORMATS)}; "
+                         f"name the output with one of these suffixes (got {suffix or 'none'!r})")
+    return FIGURE_FORMATS[suffix]
+
+
 def save_figure(figure: Any, out_path: PathLike) -> Path:
-    """Render `figure` as PNG to `out_path` atomically (no half-written image is ever left)."""
+    """Render `figure` to `out_path` atomically in the format its suffix names (.png, .jpg,
+    .pdf, .svg), so no half-written image is ever left."""
     from igoas.fileio import atomic_write
 
-    return atomic_write(out_path, lambda handle: figure.savefig(handle, format="png", dpi=figure.dpi))
+    fmt = figure_format(out_path)
+    return atomic_write(out_path, lambda handle: figure.savefig(handle, format=fmt, dpi=figure.dpi))
 
 
 @dataclass(frozen=True)
