@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,20 @@ def test_rendering_is_byte_identical_for_a_seed_whatever_the_workers(rendered: P
     assert files_of(other) != files_of(rendered)
 
 
-def test_cached_copy_is_reused_and_changed_parameters_re_render(tmp_path: Path) -> None:
-    root = render_synthetic(tmp_path / "set", num_ids=6, seed=0, size="tiny", image_size=IMAGE_SIZE)
+def test_cached_copy_is_reused_and_never_replaced_by_other_settings(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        root = render_synthetic(tmp_path / "set", num_ids=6, seed=0, size="tiny", image_size=IMAGE_SIZE)
+    assert "rendering the synthetic set" in caplog.text and "new folder" in caplog.text
     stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")}
     assert render_synthetic(root, num_ids=6, seed=0, size="tiny", image_size=IMAGE_SIZE) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
-    render_synthetic(root, num_ids=6, seed=1, size="tiny", image_size=IMAGE_SIZE)
-    assert json.loads((root / "meta.json").read_text())["params"]["seed"] == 1
+    with pytest.raises(DatasetError, match=r"other settings \(seed 0 here, 1 asked\); refusing"):
+        render_synthetic(root, num_ids=6, seed=1, size="tiny", image_size=IMAGE_SIZE)
+    assert json.loads((root / "meta.json").read_text())["params"]["seed"] == 0
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
-    next(root.glob("query/*.jpg")).unlink()  # an incomplete copy is rendered again
-    render_synthetic(root, num_ids=6, seed=1, size="tiny", image_size=IMAGE_SIZE)
+    next(root.glob("query/*.jpg")).unlink()  # an incomplete copy of the same set is rendered again
+    render_synthetic(root, num_ids=6, seed=0, size="tiny", image_size=IMAGE_SIZE)
     assert build_dataset("synthetic", root).query
 
 

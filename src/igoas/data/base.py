@@ -6,6 +6,7 @@ everything that follows from (path, pid, camid) lives here so the families stay 
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from igoas.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+INT64_MAX = 2**63 - 1
 SAME_CAMERA = {"protocol": "same_camera"}
 CROSS_SET = {"protocol": "cross_set", "train_source": "market1501"}
 MAX_LISTED = 5  # how many offending files an error message names before "and N more"
@@ -31,11 +33,16 @@ class Sample:
 
 @dataclass(frozen=True)
 class UnparsedFile:
-    """An image name (or list line) that does not follow its dataset's form (kept for `data check`)."""
+    """An image name (or list line) that does not follow its dataset's form (kept for `data check`).
+
+    `problem` is empty for a name that does not parse, else why the entry cannot be read at
+    all (a dangling link, a link loop, a name that is not UTF-8).
+    """
 
     path: str
     form: str
     example: str
+    problem: str = ""
 
 
 @dataclass
@@ -127,24 +134,65 @@ class NamePattern:
         if match is None:
             return None
         cam = match.groupdict().get("cam")
-        return int(match.group("pid")), (int(cam) if cam is not None else None)
+        pid = int(match.group("pid"))
+        if abs(pid) > INT64_MAX:  # an identity no tensor can hold
+            return None
+        return pid, (int(cam) if cam is not None else None)
+
+
+def image_entries(folder: Path, recursive: bool = False) -> list[Path]:
+    """Every entry of a folder named like an image, readable or not, in sorted order.
+
+    Unlike `Path.rglob`, an unreadable sub-folder is an error that names it, not a silent gap.
+    """
+    try:
+        if recursive:
+            errors: list[OSError] = []
+            entries = [Path(top, name) for top, dirs, files in os.walk(folder, onerror=errors.append)
+                       for name in files + [d for d in dirs if Path(top, d).is_symlink()]]
+            if errors:
+                raise errors[0]
+        else:
+            entries = list(folder.iterdir())
+    except OSError as err:
+        raise DatasetError(f"{err.filename or folder}: cannot list the folder ({err.strerror or err}); make it "
+                           "readable (e.g. chmod -R u+rX) or remove it from the dataset.") from None
+    return sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+
+
+def unusable_reason(path: Path) -> str:
+    """Why an image entry can never be read (empty when it can be tried): entries a plain
+    `is_file()` test would drop silently."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8; rename it"
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except FileNotFoundError:
+            return "a symbolic link to a missing file; restore the target or remove the link"
+        except (RuntimeError, OSError):
+            return "a symbolic link loop; remove the link"
+    return "" if path.is_file() else "not a regular file"
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files of a folder in a stable order (sorted), so loaders are deterministic."""
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Readable image files of a folder in a stable order (sorted), so loaders are deterministic."""
+    return [p for p in image_entries(folder, recursive) if not unusable_reason(p)]
 
 
 def scan_folder(
     folder: Path, pattern: NamePattern, recursive: bool = False
 ) -> tuple[list[tuple[Path, int, int | None]], list[UnparsedFile]]:
-    """Parse every image name of a folder; names that do not match are returned apart."""
+    """Parse every image name of a folder; names that do not match, and entries that cannot
+    be read at all, are returned apart."""
     parsed, unparsed = [], []
-    for path in list_images(folder, recursive):
-        result = pattern.parse(path.name)
+    for path in image_entries(folder, recursive):
+        problem = unusable_reason(path)
+        result = None if problem else pattern.parse(path.name)
         if result is None:
-            unparsed.append(UnparsedFile(str(path), pattern.form, pattern.example))
+            unparsed.append(UnparsedFile(str(path), pattern.form, pattern.example, problem))
         else:
             parsed.append((path, *result))
     return parsed, unparsed
@@ -154,6 +202,12 @@ def raise_if_unparsed(name: str, unparsed: Sequence[UnparsedFile], strict: bool)
     """Strict loading refuses names it cannot parse rather than silently training on less."""
     if not strict or not unparsed:
         return
+    unreadable = [u for u in unparsed if u.problem]
+    if unreadable:
+        listed = "\n  ".join(f"{u.path!r}: {u.problem}" for u in unreadable[:MAX_LISTED])
+        more = f"\n  ... and {len(unreadable) - MAX_LISTED} more" if len(unreadable) > MAX_LISTED else ""
+        raise DatasetError(f"{name}: {len(unreadable)} image entr(y/ies) cannot be read:\n  {listed}{more}\n"
+                           "`igoas data check` lists every problem of the copy.")
     listed = "\n  ".join(u.path for u in unparsed[:MAX_LISTED])
     more = f"\n  ... and {len(unparsed) - MAX_LISTED} more" if len(unparsed) > MAX_LISTED else ""
     raise DatasetError(
@@ -162,6 +216,22 @@ def raise_if_unparsed(name: str, unparsed: Sequence[UnparsedFile], strict: bool)
         f"Rename or remove them, or load with strict=False to skip them; "
         f"`igoas data check` lists every problem of the copy."
     )
+
+
+def read_list_file(path: Path) -> list[str]:
+    """The lines of a UTF-8 text list file, or a DatasetError naming the file and what it holds instead."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the list file ({err.strerror or err}); make it readable.") from None
+    if b"\0" in data:
+        raise DatasetError(f"{path}: a binary file, not a text list (one `path identity` line per image); "
+                           "check that this is the right file.")
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(f"{path}: line {line} is not UTF-8 text; save the list as UTF-8.") from None
 
 
 def relabel(samples: Iterable[Sample]) -> list[Sample]:

@@ -75,7 +75,10 @@ def inspect_image(path: str) -> tuple[str, str, str]:
     file = Path(path)
     if not file.is_file():
         return "missing", "", ""
-    data = file.read_bytes()
+    try:
+        data = file.read_bytes()
+    except OSError as err:  # permissions, I/O errors
+        return "unreadable", err.strerror or str(err), ""
     if not data:
         return "empty", "", ""
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -125,11 +128,49 @@ def check_images(paths: Iterable[str], workers: int = 4) -> list[Problem]:
     return problems
 
 
+def trains_elsewhere(dataset: ReIDDataset) -> bool:
+    """Whether the dataset's protocol trains on another dataset (cross-set test sets)."""
+    return dataset.protocol_info.get("train_source", dataset.name) != dataset.name
+
+
+def test_readiness(datasets: dict[str, ReIDDataset]) -> list[str]:
+    """Problems of the query and gallery splits that would only surface at evaluation,
+    found before any training: one line per problem (empty when evaluation can run)."""
+    found = []
+    for name, dataset in datasets.items():
+        for split in ("query", "gallery"):
+            if not getattr(dataset, split):
+                found.append(f"{name} at {dataset.root}: the {split} split holds no image")
+        cameras: dict[int, set[int]] = defaultdict(set)
+        for s in dataset.gallery:
+            cameras[s.pid].add(s.camid)
+        if dataset.query and dataset.gallery and not any(cameras[q.pid] - {q.camid} for q in dataset.query):
+            found.append(f"{name} at {dataset.root}: no query has an image of its identity from another camera "
+                         "in the gallery, so nothing can be evaluated")
+    return found
+
+
+def ensure_trainable(dataset: ReIDDataset, targets: dict[str, ReIDDataset]) -> None:
+    """Refuse, before the first step, a training split that is empty or test splits that
+    evaluation could not use (hours of training would end in that error otherwise)."""
+    problems = test_readiness(targets)
+    if not dataset.train:
+        if trains_elsewhere(dataset):
+            problems.insert(0, f"{dataset.name} has no training split under its protocol (a test set for models "
+                               f"trained on {dataset.protocol_info['train_source']}); train on that dataset and "
+                               f"name {dataset.name} in data.targets")
+        else:
+            problems.insert(0, f"{dataset.name} at {dataset.root}: the training split holds no image; check its "
+                               "training folder or train list")
+    if problems:
+        raise DatasetError("cannot train:\n  " + "\n  ".join(problems)
+                           + "\n`igoas data check` lists every problem of a copy.")
+
+
 def _split_problems(dataset: ReIDDataset) -> list[Problem]:
     problems = []
-    trains_elsewhere = dataset.protocol_info.get("train_source", dataset.name) != dataset.name
     for split, samples in dataset.splits().items():
-        if not samples and not (split == "train" and trains_elsewhere):
+        if not samples and not (split == "train" and trains_elsewhere(dataset)):
             problems.append(Problem("error", f"empty split: {split}",
                                     f"No image was found for the {split} split; check that its folder or list "
                                     "file holds the images."))
@@ -195,8 +236,16 @@ def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, wo
     report.root = dataset.root
     report.statistics = dataset.statistics()
     by_form: dict[tuple[str, str], list[str]] = defaultdict(list)
+    cannot_read: dict[str, list[str]] = defaultdict(list)
     for unparsed in dataset.unparsed_files:
-        by_form[(unparsed.form, unparsed.example)].append(unparsed.path)
+        if unparsed.problem:
+            cannot_read[unparsed.problem].append(repr(unparsed.path) if not unparsed.path.isprintable()
+                                                 else unparsed.path)
+        else:
+            by_form[(unparsed.form, unparsed.example)].append(unparsed.path)
+    for problem, items in cannot_read.items():
+        report.problems.append(Problem("error", "image entries that cannot be read",
+                                       f"Loading leaves these out: {problem}.", items))
     for (form, example), items in by_form.items():
         report.problems.append(Problem("error", "names that do not parse",
                                        f"Expected the form {form}, e.g. {example}; rename or remove these.", items))

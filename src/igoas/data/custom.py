@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from igoas.data.base import SAME_CAMERA, ReIDDataset, Sample, UnparsedFile, raise_if_unparsed
+from igoas.data.base import (INT64_MAX, SAME_CAMERA, ReIDDataset, Sample, UnparsedFile, raise_if_unparsed,
+                             read_list_file)
 from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_SPLITS, read_market_layout
 from igoas.errors import DatasetError
@@ -74,7 +75,7 @@ def parse_list(path: Path) -> tuple[list[Row], list[UnparsedFile]]:
     spaces when a camera column is present; CSV handles every other case.
     """
     rows, bad = [], []
-    lines = path.read_text().splitlines()
+    lines = read_list_file(path)
     is_csv = path.suffix.lower() == ".csv"
     records = csv.reader(lines) if is_csv else (line.rsplit(None, 2) for line in lines)
     for number, fields in enumerate(records, start=1):
@@ -124,11 +125,11 @@ def read_lists(root: Path, lists: dict[str, Path | None], strict: bool) -> ReIDD
 
 
 def _is_int(text: str) -> bool:
+    """A number a tensor can hold (larger ones are numbered like names)."""
     try:
-        int(text)
+        return abs(int(text)) <= INT64_MAX
     except ValueError:
         return False
-    return True
 
 
 def _numbering(labels) -> dict[str, int]:

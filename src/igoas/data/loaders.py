@@ -67,8 +67,7 @@ def build_train_loader(
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     if not dataset_samples:
-        raise ConfigError("the training set is empty: this dataset has no training split under its "
-                          "protocol (cross-set sets train on another dataset).")
+        raise ConfigError("the training set is empty: no training image was given.")
     order = SAMPLERS[sampler](dataset_samples, batch_size, num_instances, seed=seed, rank=rank, world_size=world_size)
     images = ImageDataset(dataset_samples, transform or build_transforms(height, width, train=True), on_error=on_error)
     return ResumableDataLoader(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import ReIDDataset, Sample, UnparsedFile, raise_if_unparsed, relabel
+from igoas.data.base import INT64_MAX, ReIDDataset, Sample, UnparsedFile, raise_if_unparsed, read_list_file, relabel
 from igoas.data.layout import locate_root
 from igoas.errors import DatasetError
 
@@ -22,13 +22,15 @@ PUBLISHED = {"train": (1041, 32621), "query": (3060, 11659), "gallery": (3060, 8
 def read_list(list_file: Path, image_dir: Path) -> tuple[list[Sample], list[UnparsedFile]]:
     """Samples of one list file; malformed lines are returned apart (with their line number)."""
     samples, unparsed = [], []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_list_file(list_file), start=1):
         if not line.strip():
             continue
         fields = line.split()
         try:
             rel, pid = fields[0], int(fields[1])
             camid = int(Path(rel).name.split("_")[2]) - 1
+            if abs(pid) > INT64_MAX:
+                raise ValueError("identity beyond 64 bits")
         except (IndexError, ValueError):
             unparsed.append(UnparsedFile(f"{list_file}:{number}: {line.strip()}", LINE_PATTERN, LINE_EXAMPLE))
             continue

@@ -35,6 +35,7 @@ from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
 from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
 from igoas.engine.run_log import RunLogger
 from igoas.data import build_dataset, build_train_loader, build_transforms
+from igoas.data.check import ensure_trainable
 from igoas.data.transforms import INTERPOLATION
 from igoas.errors import CheckpointError, ConfigError, IgoasError
 from igoas.losses import LossConfig, compute_losses
@@ -149,9 +150,10 @@ class _Run:
         use_deterministic_kernels(cfg.train.deterministic)
         set_cpu_threads(cfg.train.cpu_threads)
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
+        self.targets = eval_datasets(cfg, self.dataset)
+        ensure_trainable(self.dataset, self.targets)
         self.loader = self._train_loader()
         self.iters_per_epoch = len(self.loader)
-        self.targets = eval_datasets(cfg, self.dataset)
         # Every process initialises the same weights; a resumed run takes its weights from
         # the checkpoint, never from pretrained files.
         seed_everything(cfg.train.seed)

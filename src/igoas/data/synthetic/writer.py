@@ -12,6 +12,7 @@ the same byte for byte for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,7 +29,8 @@ from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, m
 from igoas.errors import ConfigError, DatasetError
 from igoas.fileio import temporary_folder
 
-VERSION = 2  # bump whenever the rendering changes, so cached copies are re-rendered
+LOG = logging.getLogger(__name__)
+VERSION = 2  # bump whenever the rendering changes; older copies are then refused, never replaced
 GENERATOR = "igoas.synthetic"
 NUM_CAMERAS = 6
 SUPERSAMPLE = 2  # drawn at twice the output size, then reduced: smooth edges
@@ -223,9 +225,11 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
     `size` picks a preset (tiny, small, default, large) of identities and images per
     identity; `num_ids` overrides its identity count (train + test; 20 % more distractor
     identities are added to the gallery); `image_size` is (height, width). A copy whose
-    meta.json records the same parameters is reused as it is; otherwise the set is
-    rendered into a temporary folder next to `out_dir` and moved in place, so a reader
-    never sees half a dataset. `workers` > 1 renders in parallel, with identical output.
+    meta.json records the same parameters is reused as it is; a copy rendered with other
+    parameters is never replaced (a DatasetError says which differ); an absent or empty
+    folder (or an incomplete copy of the same set) is rendered into a temporary folder next
+    to `out_dir` and moved in place, so a reader never sees half a dataset, and the log
+    says so. `workers` > 1 renders in parallel, with identical output.
     """
     if size not in SIZES:
         raise ConfigError(f"synthetic size {size!r} is not one of {', '.join(SIZES)}.")
@@ -241,9 +245,18 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
     out = Path(out_dir).expanduser().absolute()
     if _is_current(out, params):
         return out
-    if out.is_dir() and any(out.iterdir()) and read_meta(out) is None:
+    existing = read_meta(out)
+    if existing is not None and existing.get("params") != params:
+        differing = ", ".join(f"{key} {existing.get('params', {}).get(key)!r} here, {value!r} asked"
+                              for key, value in params.items() if existing.get("params", {}).get(key) != value)
+        raise DatasetError(f"synthetic: {out} holds a set rendered with other settings ({differing}); refusing "
+                           "to replace it. Point data.root at another folder, or delete this one to render anew.")
+    if out.is_dir() and any(out.iterdir()) and existing is None:
         raise DatasetError(f"synthetic: {out} exists and is not a synthetic dataset rendered by igoas; "
                            "refusing to overwrite it. Choose an empty or new folder.")
+    state = "incomplete, rendered again" if existing else "empty" if out.is_dir() else "new"
+    LOG.warning("rendering the synthetic set (%s, seed %d, %d identities) into %s (%s folder)",
+                size, params["seed"], num_ids, out, state)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_folder(out.parent, f".{out.name}.rendering-")
     try:
