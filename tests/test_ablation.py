@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from igoas.ablation import (ARMS, DEFAULT_RECIPE, REDUCED_STRESS, _mean_stress, _summarize, arm_config,
-                            format_table, run_ablation)
+from igoas.ablation import (ARMS, DEFAULT_RECIPE, EVALUATIONS, REDUCED_STRESS, arm_config, format_table,
+                            run_ablation)
+from igoas.ablation.statistics import mean_stress as _mean_stress, summarize as _summarize
 from igoas.config import load_config, to_dict
 from igoas.errors import ConfigError
 from igoas.occlusion import build_occlusion
@@ -56,6 +57,26 @@ def test_recipe_igo_schedule_keeps_the_published_shape() -> None:
     assert ratios == sorted(ratios)  # easy to hard
     for step in range(10 * epochs):  # the rectangle always fits the recipe's input
         igo.rectangle(cfg.data.height, cfg.data.width, step / 10)
+    # fixbase: the published 5 of 90 epochs, scaled the same way
+    assert cfg.train.fixbase_epochs == max(1, round(5 * epochs / 90))
+
+
+def test_recipe_geometry_keeps_the_mechanism_active() -> None:
+    """Criterion C1 on the recipe itself: after the first epoch, the IGO rectangle zeroes at
+    least one whole cell of the stage-4 map in at least 90 % of the steps."""
+    import torch
+
+    from igoas.ablation.statistics import MASK_ACTIVE_SHARE
+    from igoas.model.osm import mask_activity, resize_mask
+
+    cfg = load_config(DEFAULT_RECIPE)
+    height, width = cfg.data.height // 16, cfg.data.width // 16  # stride-1 stage 4
+    igo = build_occlusion("igo", **to_dict(cfg.model.occlusion_options))
+    generator, images = torch.Generator().manual_seed(0), torch.zeros(1, 3, cfg.data.height, cfg.data.width)
+    steps = [step / 4 for step in range(4, 4 * cfg.train.epochs)]
+    active = [mask_activity(resize_mask(igo(images, progress, generator)[1], torch.zeros(1, 1, height, width)))
+              ["mask_zeroed_cells"] > 0 for progress in steps]
+    assert sum(active) / len(active) >= MASK_ACTIVE_SHARE
 
 
 def test_all_arms_build_at_the_recipe_size() -> None:
@@ -96,6 +117,10 @@ def test_summary_statistics_over_seeds_and_table() -> None:
     assert top30["mAP"] == 60.0 and top30["seeds"] == 2
     table = format_table(summary, ["baseline", "igoas"], [1, 2]).splitlines()
     assert len(table) == 4 and table[2].startswith("| baseline | 45.0 ± 7.1 |")
+    assert table[0].endswith("| corrupted mAP |") and table[2].endswith("| n/a |")  # not evaluated yet
+    corrupted = [{**run, "evaluations": {"corrupted": {"mAP": 12.0 + i}}} for i, run in enumerate(runs)]
+    filled = format_table(_summarize(corrupted, ["baseline", "igoas"]), ["baseline", "igoas"], [1, 2])
+    assert filled.splitlines()[2].endswith("| 12.5 ± 0.7 |")
 
 
 # ----------------------------------------------------------------------------- the reduced study
@@ -127,13 +152,33 @@ def test_reduced_study_scores_every_arm_and_writes_outputs(reduced_study) -> Non
     assert saved["arms"]["igo_fixed"]["occlusion"] == "igo_fixed"
     table = result.files["table"].read_text()
     assert all(f"| {arm} |" in table for arm in ARMS)
-    for name in ("stress", "activations"):
+    for name in ("stress", "activations", "curves"):
         with Image.open(result.files[name]) as image:
             assert image.format == "PNG" and image.size[0] > 100
-    # one trained run per arm, each with the arm's network
+    # one trained run per arm, each with the arm's network, from the same pretrained trunk
     for arm in ARMS:
-        config = json.loads((result.out_dir / "runs" / arm / "seed1" / "ablation_run.json").read_text())["config"]
-        assert config["model"]["name"] == ARMS[arm].model
+        record = json.loads((result.out_dir / "records" / arm / "seed1.json").read_text())
+        assert record["config"]["model"]["name"] == ARMS[arm].model
+        assert record["pretrained"]["sha256"] and record["config"]["train"]["fixbase_epochs"] == 1
+        assert [point["epoch"] for point in record["curve"]] == [1, 2]
+        assert len(record["per_query"]["query"]["ap"]) == saved["dataset"]["queries"]
+        assert "checkpoints" not in json.dumps(record)  # small: no checkpoint in a record
+    # the mask activity is logged for every occluding arm, the mask-loss terms for the OSM arms
+    activity = {arm: json.loads((result.out_dir / "records" / arm / "seed1.json").read_text())["mask_activity"]
+                for arm in ARMS}
+    assert activity["baseline"] is None
+    assert all(activity[arm]["logged_steps"] > 0 for arm in ARMS if arm != "baseline")
+    assert activity["igoas"]["mask_suppression"] is not None and activity["igoas_no_osm"]["mask_suppression"] is None
+    assert activity["batch_dropblock"]["share_with_zeroed_cell"] == 1.0
+    criteria = result.criteria
+    assert set(criteria) == {"C1_mechanism_active", "C2_pretrained_start", "C3_plateau", "C4_seeds"}
+    assert criteria["C2_pretrained_start"]["passed"] and not criteria["C4_seeds"]["passed"]  # one seed only
+    assert "baseline" in criteria["C3_plateau"]["gain_last_quarter"]
+    for query_set in ("query", "holistic"):
+        for score in ("r1", "ap"):
+            interval = result.bootstrap[query_set][score]
+            assert interval["low"] <= interval["difference"] <= interval["high"]
+    assert "## Criteria" in table and "paired bootstrap" in table
 
 
 @pytest.mark.slow
@@ -152,6 +197,32 @@ def test_rerun_reuses_finished_runs(reduced_study, synthetic_root: Path, monkeyp
                          overrides=[f"data.root={synthetic_root}"], log=messages.append)
     assert again.summary["igoas"]["query"] == result.summary["igoas"]["query"]
     assert sum("reusing" in message for message in messages) == 2
+    # a later session holds only the committed records, no run folders: nothing is retrained
+    records = result.out_dir / "records"
+    elsewhere = result.out_dir.parent / (result.out_dir.name + "_elsewhere")
+    messages.clear()
+    moved = run_ablation(elsewhere, seeds=1, reduced=True, methods=["baseline", "igoas"], records_dir=records,
+                         overrides=[f"data.root={synthetic_root}", f"model.pretrained={result.out_dir}/pretrain/trunk.pth"],
+                         log=messages.append)
+    assert moved.summary["baseline"]["holistic"] == result.summary["baseline"]["holistic"]
+    assert any("activations.png not drawn" in message for message in messages)
+
+
+@pytest.mark.slow
+def test_registered_evaluation_completes_old_records(reduced_study, synthetic_root: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = reduced_study
+    seen: list[Path] = []
+
+    def corrupted(checkpoint: Path, dataset, cfg) -> dict:
+        seen.append(checkpoint)
+        return {"mAP": 7.5}
+
+    monkeypatch.setitem(EVALUATIONS, "corrupted", corrupted)
+    again = run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
+                         overrides=[f"data.root={synthetic_root}"], log=None)
+    assert len(seen) == 1 and again.summary["baseline"]["corrupted"]["mAP"]["mean"] == 7.5
+    assert "| 7.5 |" in again.files["table"].read_text()
 
 
 @pytest.mark.slow

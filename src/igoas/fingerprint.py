@@ -14,9 +14,10 @@ from omegaconf import DictConfig
 from igoas.config import to_dict
 
 # Keys that change where or how visibly a run executes, not what it learns: a study moved
-# to another folder or re-run with more workers still counts as the same study.
-RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "train.output_dir", "train.device",
-                "train.log_every", "train.tensorboard", "train.progress_bar")
+# to another folder or re-run with more workers still counts as the same study (eval.fprs
+# only adds TPR columns, which the study does not report).
+RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "eval.fprs", "train.output_dir",
+                "train.device", "train.log_every", "train.tensorboard", "train.progress_bar")
 
 
 def as_json(value: Any) -> Any:

@@ -1,8 +1,9 @@
 """`igoas ablation [--seeds 3] [--out DIR] [--reduced] [--methods ...] [key=value ...]`.
 
 Trains the six compared methods on the synthetic occluded benchmark with one shared
-recipe, then writes table.md, results.json, stress.png and activations.png to --out.
-Re-running the same command reuses every run that already finished.
+recipe from the synthetic-pretrained trunk, then writes table.md, results.json,
+curves.png, stress.png and activations.png to --out (and beside the per-run records in
+--records). Re-running the same command reuses every run whose record matches.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="3",
                         help="number of seeds (3: seeds 1, 2, 3) or a comma-separated list (e.g. 4,5)")
     parser.add_argument("--out", default="runs/ablation", help="study folder (runs, table, figures)")
+    parser.add_argument("--records", metavar="DIR",
+                        help="folder of the small per-run records (default: OUT/records); commit it to finish a "
+                             "study across sessions")
     parser.add_argument("--methods", nargs="+", choices=list(ARMS), metavar="METHOD",
                         help=f"subset of the methods to train (default: all of {', '.join(ARMS)})")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="preset name or YAML file of the shared recipe")
@@ -40,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from igoas.ablation import run_ablation
 
     result = run_ablation(args.out, seeds=parse_seeds(args.seeds), methods=args.methods, recipe=args.recipe,
-                          reduced=args.reduced, overrides=args.overrides)
+                          reduced=args.reduced, overrides=args.overrides, records_dir=args.records)
     print(result.files["table"].read_text())
     return 0

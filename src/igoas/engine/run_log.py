@@ -8,7 +8,8 @@ Files in the run directory:
 - `train.log`: plain text, one line per log interval and every message;
 - `train_log.jsonl`: one JSON object per log interval (epoch (1-based), iteration (global,
   counted from 1), batch (within the epoch), lr, grad_norm, every loss term, the ID-loss
-  weights, the IGO area ratio, images/s);
+  weights, the IGO area ratio, images/s; for occluding methods the stage-4 mask activity
+  `mask_zeroed_cells` and `mask_hidden`, see `igoas.model.osm.mask_activity`);
 - `metrics.jsonl`: one JSON object per evaluation (epoch, iteration, then per query set
   R1, R5, R10, mAP, mINP in percent);
 - `tensorboard/`: the same scalars as event files.
@@ -103,7 +104,8 @@ class RunLogger:
 
     def step(self, record: dict[str, Any], batch_images: int, total_steps: int) -> None:
         """One optimiser step: `record` holds epoch, iteration, batch, lr, loss, id_weights,
-        igo_area_ratio (plain numbers); written out every `log_every` iterations."""
+        igo_area_ratio, and for occluding methods mask_zeroed_cells and mask_hidden (plain
+        numbers); written out every `log_every` iterations."""
         self._window_images += batch_images
         self._session_steps += 1
         if not self.enabled:

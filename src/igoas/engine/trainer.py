@@ -40,6 +40,7 @@ from igoas.data.transforms import INTERPOLATION
 from igoas.errors import CheckpointError, ConfigError, IgoasError
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
+from igoas.model.osm import mask_activity
 from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, set_tf32, to_memory_format
 
 LAST = "checkpoints/last.pth"
@@ -328,6 +329,8 @@ class _Run:
             heads = [name.removeprefix("id_") for name in losses.terms if name.startswith("id_")]
             record["id_weights"] = dict(zip(heads, losses.id_weights.tolist()))
         record["igo_area_ratio"] = float(output.occlusion_ratio)
+        if self.cfg.model.occlusion != "none":
+            record.update(mask_activity(output.visible_mask))
         return record
 
     def _clip_and_check(self, losses: Any) -> float | None:

@@ -42,6 +42,18 @@ def resize_mask(visible_mask: Tensor, feature_map: Tensor, mode: str = "bilinear
     return mask if tuple(mask.shape[-2:]) == size else MASK_RESIZE[mode](mask, size)
 
 
+def mask_activity(visible_mask: Tensor) -> dict[str, float]:
+    """How much of the stage-4 map a (resized) visible mask hides, for the training log.
+
+    `mask_zeroed_cells`: fraction of map cells (over the batch) whose mask is 0, i.e. that
+    the mask loss can drive to zero entirely; `mask_hidden`: 1 - the mask's mean. With the
+    authors' bilinear, align_corners=True resize the map mask samples the image mask at
+    the cell positions, so a rectangle between two cells hides nothing from the loss.
+    """
+    mask = visible_mask.detach().float()
+    return {"mask_zeroed_cells": float((mask <= 1e-6).float().mean()), "mask_hidden": float(1 - mask.mean())}
+
+
 class OSM(nn.Module):
     """Attention X' = CBAM(X) on the suppression branch's stage-4 map."""
 

@@ -1,0 +1,51 @@
+"""Synthetic pretraining: the exported trunk, the identity check and the cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from igoas.data import render_synthetic
+from igoas.errors import ConfigError
+from igoas.model import build_model
+from igoas.pretrain import TRUNK_FILE, check_disjoint_identities, pretrain, trunk_state_dict
+
+TINY_PRETRAIN = ("data.options.size=tiny", "data.height=64", "data.width=32", "data.batch_size=8", "train.epochs=1",
+                 "optim.warmup_epochs=0", "eval.batch_size=64")
+
+
+def test_trunk_loads_as_model_pretrained_into_both_stage4_copies(tmp_path: Path) -> None:
+    source = build_model("baseline", num_classes=5, backbone="resnet18")
+    path = tmp_path / TRUNK_FILE
+    torch.save(trunk_state_dict(source), path)
+    model = build_model("igoas", num_classes=7, backbone="resnet18", pretrained=str(path))
+    assert torch.equal(model.stem[0].weight, source.stem[0].weight)
+    assert torch.equal(model.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    for stage4 in (model.global_stage4, model.suppression_stage4):
+        assert torch.equal(stage4[1].conv1.weight, source.global_stage4[1].conv1.weight)
+        assert stage4[0].conv1.stride == (1, 1)  # the stride-1 stage 4 survives the loading
+    with pytest.raises(Exception, match="do not match the backbone"):
+        build_model("igoas", num_classes=7, backbone="resnet50", pretrained=str(path))
+
+
+def test_population_must_not_share_identities_with_the_evaluated_sets(tmp_path: Path) -> None:
+    same_seed = render_synthetic(tmp_path / "seed0", seed=0, size="tiny", image_size=(64, 32))
+    with pytest.raises(ConfigError, match="seed 0"):
+        check_disjoint_identities(same_seed)
+    check_disjoint_identities(render_synthetic(tmp_path / "seed1000", seed=1000, size="tiny", image_size=(64, 32)))
+
+
+@pytest.mark.slow
+def test_pretraining_is_cached_and_refuses_another_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = pretrain(tmp_path / "pt", overrides=TINY_PRETRAIN, log=None)
+    assert first.trunk.is_file() and not first.reused and set(first.metrics) == {"query", "holistic"}
+
+    import igoas.engine.trainer as trainer
+
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished pretraining ran again"))
+    again = pretrain(tmp_path / "pt", overrides=TINY_PRETRAIN, log=None)
+    assert again.reused and again.trunk == first.trunk and again.metrics == first.metrics
+    (tmp_path / "pt" / "pretrain.json").unlink()  # the record lost: the run folder is checked instead
+    with pytest.raises(ConfigError, match="optim.lr"):
+        pretrain(tmp_path / "pt", overrides=(*TINY_PRETRAIN, "optim.lr=0.5"), log=None)
