@@ -11,7 +11,7 @@ import importlib
 import re
 import sys
 
-from igoas.errors import IgoasError
+from igoas.errors import IgoasError, describe_os_error
 
 # A dotted config override such as `eval.metric=cosine` or `data.root=/data`.
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except IgoasError as err:
         print(f"igoas {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # files and folders the command could not read or write
+        print(f"igoas {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"igoas {args.command}: interrupted", file=sys.stderr)

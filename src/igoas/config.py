@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -200,8 +201,9 @@ def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
         raise ConfigError(f"{path}: more than {_MAX_BASE_DEPTH} nested 'base:' files; is there a cycle?")
     try:
         loaded = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as err:
-        raise ConfigError(f"{path}: cannot be read as YAML ({err})") from None
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())  # YAML errors span lines: where, then what
+        raise ConfigError(f"{path}: cannot be read as YAML ({reason}); fix the file's syntax") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: a config file must be a mapping of sections (data:, model:, ...)")
     base = loaded.pop("base", None)
@@ -249,6 +251,9 @@ def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
         layer = OmegaConf.from_dotlist(overrides)
     except OmegaConfBaseException as err:
         raise ConfigError(f"overrides {overrides}: {_describe(err)}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"overrides {overrides}: a value is not valid YAML ({' '.join(str(err).split())}); "
+                          "quote lists and strings, e.g. data.mean=[0.5,0.5,0.5]") from None
     return _merge(config, layer, "override")
 
 
@@ -269,6 +274,10 @@ def model_arguments(model: DictConfig) -> dict[str, Any]:
     identities and the pretrained weights (those come from the data and the run)."""
     return {"name": model.name, "backbone": model.backbone, "occlusion": model.occlusion,
             "occlusion_options": to_dict(model.occlusion_options), **to_dict(model.options)}
+
+
+# Keyword options of `igoas.data.build_transforms` that `data.augment` may set.
+AUGMENT_OPTIONS = ("flip", "pad", "color_jitter", "random_erasing", "corruption")
 
 
 def validate(config: DictConfig) -> None:
@@ -299,6 +308,12 @@ def validate(config: DictConfig) -> None:
         )
     if len(config.data.mean) != 3 or len(config.data.std) != 3:
         raise ConfigError("data.mean and data.std need one value per colour channel (3 each)")
+    if not all(value > 0 for value in config.data.std):
+        raise ConfigError(f"data.std values divide the pixels and must be positive, got {list(config.data.std)}")
+    unknown = sorted(set(config.data.augment) - set(AUGMENT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join('data.augment.' + key for key in unknown)}; "
+                          f"data.augment takes {', '.join(AUGMENT_OPTIONS)}")
     if not all(0.0 < fpr <= 1.0 for fpr in config.eval.fprs):
         raise ConfigError(f"eval.fprs are false positive rates in (0, 1], got {list(config.eval.fprs)}")
     if len(config.optim.betas) != 2:

@@ -8,6 +8,7 @@ private 0600, so results stay readable to a group on a shared server when the um
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -43,11 +44,28 @@ def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Path:
     return folder
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_name_prefix(path: Path) -> str:
+    """How the temporary files of `atomic_write(path)` begin (they end in TEMPORARY_SUFFIX)."""
+    return f".{path.name}."
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call `write(binary_file)` on a temporary file beside `path`, then rename it over `path`."""
+    """Call `write(binary_file)` on a temporary file beside `path`, then rename it over `path`.
+
+    On any failure `path` is left as it was; a full disk or a folder that cannot be written
+    becomes one IgoasError line naming `path`.
+    """
+    from igoas.errors import IgoasError, describe_os_error
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=temporary_name_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
@@ -55,8 +73,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise IgoasError(f"disk full while writing {path}; the previous {path.name} (if any) is kept. "
+                             "Free some space and run again.") from None
+        if isinstance(err, OSError):
+            err.filename = err.filename or str(path)
+            raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
+        if isinstance(err, RuntimeError) and "write" in str(err).lower():  # torch.save's stream writer
+            raise IgoasError(f"writing {path} failed ({str(err).splitlines()[0]}); is the disk full? The previous "
+                             f"{path.name} (if any) is kept.") from None
         raise
     return path
 
