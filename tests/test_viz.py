@@ -302,7 +302,10 @@ def test_viz_cli_with_the_tiny_checkpoint(tiny_checkpoint: Path, synthetic_root:
     assert size_of(tmp_path / "c.png") == (3 * (96 + 6), 16 + 192 + 6)
     assert main(["viz", "ranked", str(tiny_checkpoint), *data, "--num-queries", "3", "--topk", "5",
                  "--out", str(tmp_path / "r.png")]) == 0
-    assert size_of(tmp_path / "r.png") == (6 * (64 + 6), 3 * (16 + 128 + 6))
+    assert size_of(tmp_path / "r.png") == (6 * (64 + 6), 3 * (26 + 128 + 6)), "captioned panels: rank, id, distance"
+    assert main(["viz", "ranked", str(tiny_checkpoint), *data, "--num-queries", "2", "--per-query",
+                 "--out", str(tmp_path / "per_query")]) == 0
+    assert len(list((tmp_path / "per_query").glob("0*.png"))) == 2
     assert main(["viz", "distances", str(tiny_checkpoint), *data, "--out-dir", str(tmp_path / "d")]) == 0
     assert "TPR@FPR=0.01" in capsys.readouterr().out
     assert size_of(tmp_path / "d" / "roc.png") == (640, 480) and (tmp_path / "d" / "distances.png").is_file()

@@ -114,17 +114,15 @@ def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
     import numpy as np
 
     from igoas.evaluation import compute_distance
-    from igoas.viz import plot_ranked_lists, top_ranked
+    from igoas.viz import RankedLists
 
     queries, gallery = features["query"], features["gallery"]
     # queries spread over the whole set, not just its first identities
     rows = np.unique(np.linspace(0, len(queries) - 1, RANKED_QUERIES).round().astype(int))
     distances = compute_distance(queries.features[rows], gallery.features)
-    indices, matches = top_ranked(distances.numpy(), queries.pids[rows], gallery.pids, queries.camids[rows],
-                                  gallery.camids, topk=10)
-    galleries = [[gallery.paths[i] for i in row if i >= 0] for row in indices]
-    return plot_ranked_lists([queries.paths[i] for i in rows], galleries, matches.tolist(),
-                             out / "figures" / "ranked_lists.png")
+    lists = RankedLists.from_distances(distances, [queries.paths[i] for i in rows], queries.pids[rows],
+                                       queries.camids[rows], gallery.paths, gallery.pids, gallery.camids, topk=10)
+    return lists.plot(out / "figures" / "ranked_lists.png")[0]
 
 
 def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path],

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "and the identities and cameras stored with them are shown")
     query.add_argument("--topk", type=int, default=10, help="gallery entries listed per query (default 10)")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
-    query.add_argument("--draw", metavar="OUT.png", help="also draw each query and its top-K as a PNG")
+    query.add_argument("--draw", metavar="OUT.png",
+                       help="also draw each query and its top-K with identities and similarities (.png, .jpg, .pdf, .svg)")
     query.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding the queries (default cpu)")
     query.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                        help="default: the precision the gallery was embedded with")
@@ -79,7 +80,9 @@ def _query(args: argparse.Namespace) -> int:
         # Green/red frames only where the query's identity is known; None draws a neutral frame.
         matches = [[bool(p == pids[row]) if pids[row] >= 0 else None for p in result.pids[row]]
                    for row in range(len(paths))]
-        out = plot_ranked_lists(paths, result.paths, matches, args.draw, topk=args.topk)
+        out = plot_ranked_lists(paths, result.paths, matches, args.draw, topk=args.topk,
+                                scores_per_query=result.scores.tolist(), gallery_pids_per_query=result.pids.tolist(),
+                                query_pids=list(pids), score_name="sim")
         print(f"drew the ranked lists to {out}")
     return 0
 

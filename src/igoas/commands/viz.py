@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                    help="query-gallery distance (default euclidean)")
     _extraction(p)
-    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--out", required=True, help="image to write (.png, .jpg, .pdf, .svg); with --per-query a folder")
+    p.add_argument("--per-query", action="store_true",
+                   help="one image per query in the --out folder (001_<query>.png, ...), as torchreid's visrank")
 
     p = figures.add_parser("cmc", help="CMC curves of several runs on one plot")
     p.add_argument("results", nargs="+",
@@ -153,16 +155,16 @@ def _occlusion(args: argparse.Namespace) -> list[Path]:
 
 def _ranked(args: argparse.Namespace) -> list[Path]:
     from igoas.evaluation.distance import compute_distance
-    from igoas.viz import plot_ranked_lists, top_ranked
+    from igoas.viz import RankedLists
 
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     queries = _evenly_spaced(_query_samples(dataset, args.query_set), args.num_queries)
     query, gallery = _features(model, queries, args), _features(model, dataset.gallery, args)
-    distances = np.asarray(compute_distance(query.embeddings, gallery.embeddings, args.metric))
-    indices, matches = top_ranked(distances, query.pids, gallery.pids, query.camids, gallery.camids, args.topk)
-    gallery_paths = [[gallery.paths[i] for i in row if i >= 0] for row in indices]
-    return [plot_ranked_lists(query.paths, gallery_paths, matches.tolist(), args.out, topk=args.topk)]
+    distances = compute_distance(query.embeddings, gallery.embeddings, args.metric)
+    lists = RankedLists.from_distances(distances, query.paths, query.pids, query.camids, gallery.paths, gallery.pids,
+                                       gallery.camids, args.topk)
+    return lists.plot(args.out, args.topk, per_query=args.per_query)
 
 
 def _cmc(args: argparse.Namespace) -> list[Path]:
@@ -223,7 +225,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.figure == "report":
         if out and Path(out).suffix.lower() not in (".html", ".htm"):
             raise IgoasError(f"--out {out}: the report is an HTML page; name it .html")
-    elif out:
+    elif out and not getattr(args, "per_query", False):
         figure_format(out)
     if args.figure == "cmc":
         for source in args.results:
@@ -326,11 +328,26 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
 
 def _labels(text: str | None, sources: Sequence[str]) -> list[str]:
     if text is None:
-        return [Path(source).stem for source in sources]
+        labels = [_default_label(Path(source)) for source in sources]
+        if len(set(labels)) < len(labels):  # e.g. two runs' best.pth: name them by folder too
+            labels = [f"{Path(source).parent.name}/{label}" for source, label in zip(sources, labels)]
+        return labels
     labels = [label.strip() for label in text.split(",")]
     if len(labels) != len(sources):
         raise IgoasError(f"--labels gives {len(labels)} label(s) for {len(sources)} input(s)")
     return labels
+
+
+def _default_label(path: Path) -> str:
+    """The run a result or checkpoint belongs to, not the generic file name (`metrics`, `best`).
+
+    RUN/metrics.json -> RUN; X.metrics.json -> X; RUN/checkpoints/best.pth -> RUN best.
+    """
+    if path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name} {path.stem}"
+    if path.stem == "metrics":
+        return path.parent.resolve().name
+    return path.stem.removesuffix(".metrics")
 
 
 def _numbers(text: str, option: str) -> list[float]:

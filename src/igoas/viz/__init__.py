@@ -9,12 +9,13 @@ from igoas.viz.curves import plot_cmc_curves, plot_training_curves
 from igoas.evaluation.verification import RocCurve, pair_distances, roc_curve, sampled_pair_distances
 from igoas.viz.distances import plot_distance_distributions, plot_roc
 from igoas.viz.occlusion_figure import occlusion_examples, plot_occlusion_methods
-from igoas.viz.ranking import plot_ranked_lists, top_ranked
+from igoas.viz.ranking import RankedLists, plot_ranked_list_per_query, plot_ranked_lists, top_ranked
 from igoas.viz.report import write_html_report
 from igoas.viz.robustness_figure import plot_robustness
 from igoas.viz.run_logs import load_run_logs, read_jsonl
 
 __all__ = [
+    "RankedLists",
     "RocCurve",
     "activation_maps",
     "load_run_logs",
@@ -26,6 +27,7 @@ __all__ = [
     "plot_cmc_curves",
     "plot_distance_distributions",
     "plot_occlusion_methods",
+    "plot_ranked_list_per_query",
     "plot_ranked_lists",
     "plot_robustness",
     "plot_roc",

@@ -21,9 +21,12 @@ def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_ra
                     size: tuple[int, int] = (640, 480), dpi: int = DEFAULT_DPI) -> Path:
     """Matching rate against rank, one line per run, ranks 1..`max_rank`, in percent.
 
-    Curves may be fractions or percentages (see `as_percent`); the legend gives each
-    run's Rank-1.
+    Curves may be fractions or percentages (see `as_percent`). Ranks are whole numbers on
+    the x axis, the y axis spans 0-100 % so curves of different figures compare by eye, and
+    the legend (each run's Rank-1) sits below the plot, where it cannot hide a curve.
     """
+    from matplotlib.ticker import MaxNLocator
+
     if not curves:
         raise IgoasError("plot_cmc_curves needs at least one curve")
     figure = new_figure(*size, dpi=dpi)
@@ -36,8 +39,10 @@ def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_ra
     axes.set_xlabel("rank")
     axes.set_ylabel("matching rate (%)")
     axes.set_xlim(1, max_rank)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(2, len(curves)), frameon=False)
     figure.tight_layout()
     return save_figure(figure, out_path)
 

@@ -95,20 +95,26 @@ def _ranking_key(columns: Iterable[str]) -> str | None:
 
 
 def _summary(records: list[dict[str, Any]]) -> str:
+    """The best (by the main query set's mAP) and the last evaluation: one row per query set."""
     rows = [flatten(record) for record in records]
     key = _ranking_key(key for row in rows for key in row)
     if key is None:
         return ""
-    scored = [(index, row) for index, row in enumerate(rows) if key in row]
-    best_index, best = max(scored, key=lambda item: item[1][key])
-    last_index, last = scored[-1]
-
-    def describe(index: int, row: dict[str, float]) -> str:
-        cells = ", ".join(f"{_e(name)} {value:.2f}" for name, value in row.items() if name not in COUNTERS)
-        return f"epoch {_e(str(records[index].get('epoch', index)))}: {cells}"
-
-    return (f"<p><b>Best</b> (by {_e(key)}): {describe(best_index, best)}<br>"
-            f"<b>Last</b>: {describe(last_index, last)}</p>")
+    scored = [index for index, row in enumerate(rows) if key in row]
+    best_index = max(scored, key=lambda index: rows[index][key])
+    query_sets = [name for name, value in records[best_index].items() if isinstance(value, dict)]
+    columns = [c for c in dict.fromkeys(m for name in query_sets for m in records[best_index][name]) if c not in COUNTERS]
+    header = "".join(f"<th>{_e(name)}</th>" for name in ("", "epoch", "query set", *columns))
+    body = []
+    for label, index in ((f"best (by {key})", best_index), ("last", scored[-1])):
+        for position, name in enumerate(query_sets):
+            values = records[index].get(name) or {}
+            lead = (label, str(records[index].get("epoch", index))) if position == 0 else ("", "")
+            cells = [f"<th>{_e(lead[0])}</th>", f"<td>{_e(lead[1])}</td>", f"<td class=text>{_e(name)}</td>"]
+            cells += [f"<td>{values[c]:.2f}</td>" if isinstance(values.get(c), (int, float)) else "<td></td>"
+                      for c in columns]
+            body.append(f"<tr{' class=best' if index == best_index else ''}>{''.join(cells)}</tr>")
+    return f"<table><tr>{header}</tr>\n" + "\n".join(body) + "</table>"
 
 
 def _table(records: list[dict[str, Any]], index_key: str | None, highlight_best: bool = True) -> str:
@@ -134,8 +140,13 @@ def _final_table(final: dict[str, Any]) -> str:
     query_sets = final.get("query_sets")
     if not isinstance(query_sets, dict):
         return _table([final], None)
-    rows = [{"query set": name, **{k: v for k, v in values.items() if k in FINAL_COLUMNS or k.startswith("TPR@")}}
-            for name, values in query_sets.items() if isinstance(values, dict)]
+    shown_as = final.get("query_sets_shown_as") or {}
+    untrained = (final.get("untrained") or {}).get("query_sets") or {}
+    rows = []
+    for suffix, sets in (("trained" if untrained else "", query_sets), ("untrained network", untrained)):
+        rows += [{"query set": ", ".join(filter(None, (shown_as.get(name, name), suffix))),
+                  **{k: v for k, v in values.items() if k in FINAL_COLUMNS or k.startswith("TPR@")}}
+                 for name, values in sets.items() if isinstance(values, dict)]
     return _provenance(final) + _table(rows, "query set", highlight_best=False)
 
 
