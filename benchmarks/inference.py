@@ -31,7 +31,7 @@ import torch
 from igoas.export import export_model, load_exported
 from igoas.inference import ReIDModel
 from igoas.model import build_model
-from igoas.preprocess import Preprocess
+from igoas.artifacts.preprocess import Preprocess
 
 IMAGENET = Preprocess(384, 128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -40,8 +40,9 @@ def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFacto
     Trained with `compute_losses` directly so the fixture does not depend on the trainer;
     a handful of steps is enough to move every weight away from its initial value.
     """
-    from igoas.data import IMAGENET_MEAN, IMAGENET_STD, ImageDataset, build_dataset, build_transforms
-    from igoas.engine.checkpoint import save_checkpoint
+    from igoas.artifacts.checkpoint import checkpoint_payload, save_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
+    from igoas.data import ImageDataset, build_dataset, build_transforms
     from igoas.losses import LossConfig, compute_losses
     from igoas.model import build_model
 
@@ -70,24 +71,6 @@ def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFacto
     model.eval()
     occlusion_state = getattr(model.occlusion, "state_dict", None)
     path = tmp_path_factory.mktemp("tiny_checkpoint") / "tiny.pth"
-    save_checkpoint(
-        path,
-        {
-            "model_spec": model.spec,
-            "model": model.state_dict(),
-            "preprocess": {
-                "height": TINY_HEIGHT,
-                "width": TINY_WIDTH,
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "interpolation": "bilinear",
-            },
-            "config": None,
-            "epoch": 1,
-            "iteration": step,
-            "metrics": {},
-            "occlusion_state": occlusion_state() if callable(occlusion_state) else None,
-            "source": None,
-        },
-    )
+    save_checkpoint(path, checkpoint_payload(model, Preprocess(TINY_HEIGHT, TINY_WIDTH), epoch=1, iteration=step,
+                                             occlusion_state=occlusion_state() if callable(occlusion_state) else None))
     return path

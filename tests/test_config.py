@@ -72,8 +72,10 @@ def test_cross_dataset_preset_trains_on_market_and_tests_elsewhere() -> None:
 
 def test_checked_choices_are_the_engine_names() -> None:
     from igoas.config import CHOICES
+    from igoas.data.loaders import SAMPLERS
     from igoas.engine.optim import OPTIMIZERS, SCHEDULES
 
+    assert set(CHOICES["data.sampler"]) == set(SAMPLERS)
     assert set(CHOICES["optim.name"]) == set(OPTIMIZERS)
     assert set(CHOICES["optim.schedule"]) == set(SCHEDULES)
 

@@ -105,7 +105,7 @@ def test_each_setting_embeds_the_right_images() -> None:
 
 
 def test_corrupted_images_follow_their_job(dataset, tmp_path: Path) -> None:
-    from igoas.preprocess import Preprocess
+    from igoas.artifacts.preprocess import Preprocess
 
     preprocess = Preprocess(64, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     samples = {"query": list(dataset.query), "gallery": list(dataset.gallery)}

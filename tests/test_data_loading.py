@@ -23,7 +23,7 @@ from igoas.data import (
     read_image,
 )
 from igoas.errors import ConfigError, DatasetError
-from igoas.preprocess import image_to_tensor, load_image
+from igoas.artifacts.images import image_to_tensor, load_image
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from igoas.engine.checkpoint import load_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import torch
 
 from igoas.cli import main
 from igoas.config import load_config
-from igoas.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from igoas.engine.features import extract_features
 from igoas.engine.optim import lr_factor, open_layers
 from igoas.engine.rng import capture_rng_state, restore_rng_state

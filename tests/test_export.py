@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from igoas.cli import main
-from igoas.engine.checkpoint import load_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint
 from igoas.errors import IgoasError
 from igoas.export import EmbeddingGraph, check_export, export_model, exported_info, load_exported
 from igoas.inference import ReIDModel

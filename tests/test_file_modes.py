@@ -36,7 +36,7 @@ def assert_modes(root: Path, mask: int) -> None:
 
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
-    from igoas.engine.checkpoint import save_checkpoint
+    from igoas.artifacts.checkpoint import save_checkpoint
     from igoas.fileio import atomic_write, temporary_folder, write_json
     from igoas.retrieval.features_file import Features, save_features
     from igoas.viz import plot_cmc_curves

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from igoas.engine.checkpoint import load_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint
 from igoas.errors import CheckpointError, IgoasError
 from igoas.inference import ReIDModel
-from igoas.preprocess import Preprocess
+from igoas.artifacts.preprocess import Preprocess
 
 
 @pytest.fixture(scope="module")

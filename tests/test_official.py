@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from igoas.cli import main
-from igoas.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from igoas.errors import CheckpointError, IgoasError
 from igoas.interop import KEY_CORRESPONDENCE, export_official, import_official
 from igoas.interop.official import (

@@ -98,8 +98,8 @@ def dataset(synthetic_root: Path):
 
 
 def test_queries_fed_to_the_model(dataset, tiny_checkpoint: Path) -> None:
-    from igoas.engine.checkpoint import load_checkpoint
-    from igoas.preprocess import Preprocess
+    from igoas.artifacts.checkpoint import load_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
 
     preprocess = Preprocess.from_dict(load_checkpoint(tiny_checkpoint)["preprocess"])
     samples = dataset.query[:3]

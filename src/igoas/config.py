@@ -19,12 +19,25 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from igoas.errors import ConfigError
-from igoas.losses import LossConfig
-from igoas.model.pretrained import IMAGENET_WEIGHTS, weights_name
-from igoas.speed import PRECISIONS
-from igoas.data.loaders import SAMPLERS
-from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")  # what igoas.speed understands
+
+# torchvision ImageNet weight sets `model.pretrained` may name (loaded by igoas.model.pretrained)
+IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
+PRETRAINED_TRUE = IMAGENET_WEIGHTS[0]
+
+
+def weights_name(pretrained: bool | str | Path | None) -> str | None:
+    """The torchvision weight-set name `pretrained` asks for (`True` -> `imagenet1k_v1`),
+    or None when it is `False`/None or a file path."""
+    if pretrained is True:
+        return PRETRAINED_TRUE
+    if isinstance(pretrained, str) and pretrained.lower() in IMAGENET_WEIGHTS:
+        return pretrained.lower()
+    return None
+
 
 # A YAML file may extend another one; chains longer than this are almost surely a cycle.
 _MAX_BASE_DEPTH = 8
@@ -69,6 +82,20 @@ class ModelConfig:
     occlusion: str = "igo"
     occlusion_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """Which loss terms to use and how to weigh them (defaults: the authors' recipe); read by `igoas.losses`."""
+
+    label_smoothing: float = 0.1
+    id_weighting: str = "adaptive"        # "adaptive" (softmax of the losses) or "mean"
+    mask_loss: str = "channel_mean"       # "channel_mean" (authors) or "per_channel"
+    mask_loss_weight: float = 1.0
+    mask_loss_global: bool = True         # also push the global branch's map to zero in the region
+    triplet: str | None = None            # None, "margin" or "soft"
+    triplet_margin: float = 0.3
+    triplet_weight: float = 1.0
 
 
 @dataclass
@@ -148,11 +175,12 @@ class RunConfig:
 
 
 # Values restricted to a few names, and numbers that must be positive or non-negative;
-# checked after every merge so a bad override fails before anything runs. The optimiser
-# and schedule names are those of igoas.engine.optim (the engine imports this module, not
-# the other way round; a test keeps the two in step).
+# checked after every merge so a bad override fails before anything runs. The sampler,
+# optimiser and schedule names are those of igoas.data.loaders and igoas.engine.optim
+# (they import this module, not the other way round, so that reading a config needs only
+# OmegaConf; a test keeps the lists in step).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.sampler": tuple(SAMPLERS),
+    "data.sampler": ("random", "identity"),
     "data.on_error": ("skip", "fail"),
     "optim.name": ("adam", "sgd"),
     "optim.schedule": ("multi_step", "cosine", "constant"),

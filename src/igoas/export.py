@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from igoas.errors import IgoasError
 from igoas.inference import ReIDModel
-from igoas.preprocess import Preprocess
+from igoas.artifacts.preprocess import Preprocess
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4

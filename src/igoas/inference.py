@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from igoas import speed
 from igoas.errors import CheckpointError, IgoasError
-from igoas.preprocess import ImageInput, Preprocess, split_images
+from igoas.artifacts.images import ImageInput, split_images
+from igoas.artifacts.preprocess import Preprocess
 
 
 @dataclass
@@ -79,11 +80,11 @@ class ReIDModel:
         channels_last: bool | str = "auto",
     ) -> "ReIDModel":
         """Rebuild the network a checkpoint (path or loaded payload) describes, with its preprocessing."""
-        from igoas.engine.checkpoint import model_from_checkpoint
+        from igoas.artifacts.checkpoint import model_from_checkpoint
 
         source = "checkpoint" if isinstance(path, Mapping) else str(path)
         network, payload = model_from_checkpoint(path)
-        preprocess = Preprocess.from_dict(payload.get("preprocess"), source)
+        preprocess = Preprocess.resolve(payload, source)
         return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last, source=source)
 
     @classmethod
@@ -101,11 +102,10 @@ class ReIDModel:
         `state_dict`/`model`): the config supplies the architecture and the preprocessing,
         the classifier size comes from the weights themselves.
         """
-        from omegaconf import DictConfig, OmegaConf
+        from omegaconf import DictConfig
 
+        from igoas.artifacts.checkpoint import load_model_state, read_torch_file
         from igoas.config import config_from_dict, load_config, model_arguments
-        from igoas.engine.checkpoint import load_model_state, read_torch_file
-        from igoas.data import INTERPOLATION
         from igoas.model import build_model
 
         cfg = config if isinstance(config, DictConfig) else (
@@ -121,11 +121,7 @@ class ReIDModel:
             )
         network = build_model(num_classes=int(classifier.shape[0]), pretrained=False, **model_arguments(cfg.model))
         load_model_state(network, state, str(weights))
-        data = cfg.data
-        # the data pipeline's resize mode unless the config names one
-        interpolation = OmegaConf.select(cfg, "data.interpolation", default=INTERPOLATION)
-        preprocess = Preprocess(data.height, data.width, tuple(data.mean), tuple(data.std), interpolation)
-        return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last,
+        return cls(network, Preprocess.from_config(cfg), device=device, precision=precision, channels_last=channels_last,
                    source=str(weights))
 
     @property

@@ -14,24 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from igoas.config import LossConfig
 from igoas.errors import ConfigError
 
 if TYPE_CHECKING:
     from igoas.model import IGOASOutput
-
-
-@dataclass
-class LossConfig:
-    """Which loss terms to use and how to weigh them (defaults: the authors' recipe)."""
-
-    label_smoothing: float = 0.1
-    id_weighting: str = "adaptive"        # "adaptive" (softmax of the losses) or "mean"
-    mask_loss: str = "channel_mean"       # "channel_mean" (authors) or "per_channel"
-    mask_loss_weight: float = 1.0
-    mask_loss_global: bool = True         # also push the global branch's map to zero in the region
-    triplet: str | None = None            # None, "margin" or "soft"
-    triplet_margin: float = 0.3
-    triplet_weight: float = 1.0
 
 
 @dataclass

@@ -17,10 +17,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from igoas.errors import ConfigError, IgoasError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def igo_area_ratio(progress: float, start: float = 0.1, slope: float = 0.4 / 90, ramp_epochs: int = 55,

@@ -88,7 +88,7 @@ def check_disjoint_identities(root: Path, seed: int = STUDY_SEED, count: int = S
 
 
 def _save_trunk(checkpoint: Path, out: Path) -> Path:
-    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.artifacts.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(checkpoint)
     state = trunk_state_dict(model)
@@ -104,7 +104,8 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     into `<out_dir>/data` unless they set `data.root`.
     """
     from igoas.config import load_config
-    from igoas.engine.trainer import CONFIG_FILE, LAST, train
+    from igoas.artifacts.run_dir import RunDir
+    from igoas.engine.trainer import train
     from omegaconf import OmegaConf
 
     log = log or (lambda message: None)
@@ -116,7 +117,7 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     if record is not None and record.get("config") == wanted and (out / TRUNK_FILE).is_file():
         log(f"pretrained trunk {out / TRUNK_FILE} is up to date, reusing it")
         return PretrainResult(out / TRUNK_FILE, run_dir, True, record.get("metrics", {}), record.get("seconds"))
-    saved = run_dir / CONFIG_FILE
+    saved = RunDir(run_dir).config
     if saved.is_file():
         changes = differences(fingerprint(OmegaConf.to_container(OmegaConf.load(saved), resolve=True)), wanted)
         if changes:
@@ -129,13 +130,13 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
 
         build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))  # render (cached)
         check_disjoint_identities(Path(cfg.data.root))
-    resume = run_dir if (run_dir / LAST).is_file() else None
+    resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
     log(f"{'continuing' if resume else 'starting'} synthetic pretraining in {run_dir}")
     result = train(cfg, resume=resume)
     if not result.finished:
         raise IgoasError(f"pretraining stopped at iteration {result.iteration}; run the same command again to "
                          "continue it")
-    trunk = _save_trunk(run_dir / LAST, out)
+    trunk = _save_trunk(RunDir(run_dir).last_checkpoint, out)
     seconds = time.perf_counter() - started
     write_json(out / RECORD_FILE, {"config": wanted, "metrics": result.metrics, "seconds": seconds,
                                    "trunk": str(trunk), "backbone": cfg.model.backbone})

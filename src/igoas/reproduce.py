@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
 
 # Every evaluation in the authors' log of the published Occluded-Duke run
@@ -119,7 +120,7 @@ def table_rows(table: str) -> tuple[Row, ...]:
 
 def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     """The evaluation records (`metrics.jsonl`) of a training run, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics_log
     if not path.is_file():
         raise IgoasError(f"{path}: not found; is {run_dir} a training run folder that has been evaluated?")
     records = []

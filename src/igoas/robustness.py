@@ -362,10 +362,10 @@ def occlusion_stress_test(
     curve starts from the clean score. `query_set` is "query" or the name of one of the
     dataset's extra query sets. The gallery features are computed once per checkpoint.
     """
-    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.engine.features import extract_features
     from igoas.evaluation import evaluate_features
-    from igoas.preprocess import Preprocess
 
     labelled = _labelled(checkpoints)
     queries = query_samples(dataset, query_set)
@@ -385,7 +385,7 @@ def occlusion_stress_test(
     for label, checkpoint in labelled.items():
         model, payload = model_from_checkpoint(checkpoint)
         model.to(device)
-        preprocess = Preprocess.from_dict(payload.get("preprocess"), label)
+        preprocess = Preprocess.resolve(payload, label)
         gallery, _ = features(model, dataset.gallery, preprocess, 0.0, positions[0])
         clean: tuple[dict[str, float], float] | None = None
         for position in positions:

@@ -20,9 +20,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from igoas.config import PRECISIONS
 from igoas.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

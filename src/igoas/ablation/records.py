@@ -64,11 +64,12 @@ def pretrained_identity(pretrained: Any) -> dict[str, str] | None:
 
 def final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
     """Per query set, the reported metrics of the run's last evaluation (metrics.json)."""
-    from igoas.engine.trainer import FINAL_METRICS
+    from igoas.artifacts.run_dir import RunDir
 
-    saved = read_json(run_dir / FINAL_METRICS)
+    path = RunDir(run_dir).final_metrics
+    saved = read_json(path)
     if not isinstance(saved, dict) or not isinstance(saved.get("query_sets"), dict):
-        raise IgoasError(f"{run_dir / FINAL_METRICS}: missing or unreadable; delete {run_dir} and run the study "
+        raise IgoasError(f"{path}: missing or unreadable; delete {run_dir} and run the study "
                          "again to retrain this arm")
     return {name: {metric: float(values[metric]) for metric in REPORTED_METRICS}
             for name, values in saved["query_sets"].items()}
@@ -76,10 +77,10 @@ def final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
 
 def evaluation_curve(run_dir: Path) -> list[dict[str, Any]]:
     """Every evaluation of the run: epoch and, per query set, the reported metrics."""
-    from igoas.engine.run_log import METRICS_LOG
+    from igoas.artifacts.run_dir import RunDir
     from igoas.viz.run_logs import read_jsonl
 
-    path = run_dir / METRICS_LOG
+    path = RunDir(run_dir).metrics_log
     curve = []
     for record in read_jsonl(path) if path.is_file() else []:
         sets = {name: {m: float(v[m]) for m in REPORTED_METRICS if m in v}
@@ -93,10 +94,10 @@ def mask_activity(run_dir: Path, iters_per_epoch: int) -> dict[str, Any] | None:
     the share of steps with at least one zeroed map cell, the mean zeroed and hidden
     fractions and each mask-loss term's mean, plus per-epoch means for the figures.
     None for a run without an occlusion mask."""
-    from igoas.engine.run_log import TRAIN_LOG
+    from igoas.artifacts.run_dir import RunDir
     from igoas.viz.run_logs import read_jsonl
 
-    path = run_dir / TRAIN_LOG
+    path = RunDir(run_dir).train_log
     steps = [r for r in (read_jsonl(path) if path.is_file() else []) if "mask_zeroed_cells" in r]
     if not steps:
         return None
@@ -123,7 +124,7 @@ def mask_activity(run_dir: Path, iters_per_epoch: int) -> dict[str, Any] | None:
 def query_scores(checkpoint: Path, dataset: Any, cfg: Any, device: str, precision: str) -> dict[str, dict[str, list]]:
     """Per-query AP and rank-1 hit of the occluded ("query") and holistic queries, rounded
     to 5 decimals (the record stays small; the means are unchanged to 1e-5)."""
-    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.engine.features import embed_samples
     from igoas.evaluation.distance import compute_distance
 

@@ -24,7 +24,9 @@ from igoas.ablation.records import (RUN_RECORD, evaluation_curve, final_metrics,
                                     pretrained_identity, query_scores, read_json, record_path, save_record)
 from igoas.ablation.report import table_document
 from igoas.ablation.statistics import check_criteria, mean_curves, mean_stress, paired_bootstrap, summarize
+from igoas.artifacts.run_dir import RunDir
 from igoas.config import load_config, to_dict
+from igoas.engine.distributed import resolve_device
 from igoas.errors import ConfigError, IgoasError
 from igoas.fileio import atomic_write, write_json
 from igoas.fingerprint import as_json, differences, fingerprint
@@ -92,9 +94,7 @@ class AblationResult:
 # ----------------------------------------------------------------------------- one run
 def _check_same_recipe(run_dir: Path, wanted: dict[str, Any]) -> None:
     """Refuse to continue or reuse a run folder that was trained with another config."""
-    from igoas.engine.trainer import CONFIG_FILE
-
-    saved_file = run_dir / CONFIG_FILE
+    saved_file = RunDir(run_dir).config
     if not saved_file.is_file():
         return
     changes = differences(fingerprint(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True)), wanted)
@@ -105,12 +105,12 @@ def _check_same_recipe(run_dir: Path, wanted: dict[str, Any]) -> None:
 
 def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> float | None:
     """Train (or finish training) one run; seconds spent, or None when it had already finished."""
-    from igoas.engine.trainer import FINAL_METRICS, LAST, train
+    from igoas.engine.trainer import train
 
     _check_same_recipe(run_dir, fingerprint(cfg))
-    if (run_dir / FINAL_METRICS).is_file():
+    if RunDir(run_dir).final_metrics.is_file():
         return None
-    resume = run_dir if (run_dir / LAST).is_file() else None
+    resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
     log(f"{'continuing' if resume else 'training'} {run_dir}")
     started = time.perf_counter()
     result = train(cfg, resume=resume)
@@ -118,12 +118,6 @@ def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> fl
         raise IgoasError(f"{run_dir}: training stopped at iteration {result.iteration} before the last epoch "
                          "(train.stop_after_iters?); run the same study command again to continue it")
     return time.perf_counter() - started
-
-
-def _device(cfg: DictConfig) -> str:
-    if cfg.train.device != "auto":
-        return str(cfg.train.device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _iterations_per_epoch(cfg: DictConfig, dataset: Any) -> int:
@@ -147,35 +141,36 @@ def _extra_evaluations(record: dict[str, Any], checkpoint: Path, dataset: Any, c
 def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: Path, dataset: Any,
              stress: StressSettings, log: Callable[[str], None]) -> dict[str, Any]:
     """Train, score and stress-test one (arm, seed), or read back the record of a finished one."""
-    from igoas.engine.trainer import LAST
     from igoas.robustness import occlusion_stress_test
+
+    last = RunDir(run_dir).last_checkpoint
 
     wanted, stress_settings = fingerprint(cfg), as_json(asdict(stress))
     for candidate in (record_file, run_dir / RUN_RECORD):
         saved = read_json(candidate)
         if matches(saved, wanted, stress_settings):
             log(f"{arm} seed {seed}: finished before, reusing {candidate}")
-            if _extra_evaluations(saved, run_dir / LAST, dataset, cfg, log) or candidate != record_file:
+            if _extra_evaluations(saved, last, dataset, cfg, log) or candidate != record_file:
                 save_record(saved, *dict.fromkeys((record_file, run_dir / RUN_RECORD)))
             return saved
     cfg.train.output_dir = str(run_dir)
     train_seconds = _train_arm(cfg, run_dir, log)
     started = time.perf_counter()
-    device = _device(cfg)
+    device = str(resolve_device(cfg.train.device))
     precision = resolve_precision(cfg.eval.precision, device)
     # Scored like the run's own evaluation, so the stress test's area-0 point is its holistic score.
-    result = occlusion_stress_test({arm: run_dir / LAST}, dataset, stress.areas, stress.positions,
+    result = occlusion_stress_test({arm: last}, dataset, stress.areas, stress.positions,
                                    occluder=stress.occluder, seed=stress.seed, query_set=stress.query_set,
                                    batch_size=stress.batch_size, num_workers=cfg.eval.num_workers, device=device,
                                    metric=cfg.eval.metric, flip=cfg.eval.flip, precision=precision)
     record = {"arm": arm, "seed": seed, "metrics": final_metrics(run_dir), "curve": evaluation_curve(run_dir),
               "mask_activity": mask_activity(run_dir, _iterations_per_epoch(cfg, dataset)),
-              "per_query": query_scores(run_dir / LAST, dataset, cfg, device, precision),
+              "per_query": query_scores(last, dataset, cfg, device, precision),
               "stress": [asdict(r) for r in result.records], "evaluations": {},
               "pretrained": pretrained_identity(cfg.model.pretrained), "train_seconds": train_seconds,
               "stress_seconds": time.perf_counter() - started, "machine": machine(cfg), "config": wanted,
               "stress_settings": stress_settings}
-    _extra_evaluations(record, run_dir / LAST, dataset, cfg, log)
+    _extra_evaluations(record, last, dataset, cfg, log)
     save_record(record, run_dir / RUN_RECORD, record_file)
     scores = "  ".join(f"{name} R1 {m['R1']:.1f} mAP {m['mAP']:.1f}" for name, m in record["metrics"].items())
     log(f"{arm} seed {seed}: {scores}")
@@ -212,7 +207,7 @@ def machine(cfg: DictConfig) -> dict[str, Any]:
     """Where a study ran: device, precisions, CPU, threads, library versions."""
     from igoas.speed import cpu_has_native_bf16
 
-    device = _device(cfg)
+    device = str(resolve_device(cfg.train.device))
     return {"device": device, "train_precision": resolve_precision(cfg.train.precision, device),
             "eval_precision": resolve_precision(cfg.eval.precision, device), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -305,9 +300,7 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     result.files["results"] = write_json(out / "results.json", document)
     result.files["curves"] = plot_study_curves(curves, out / "curves.png")
     result.files["stress"] = plot_robustness([r for arm in arms for r in stress_means[arm]], out / "stress.png")
-    from igoas.engine.trainer import LAST
-
-    first_seed = {arm: out / "runs" / arm / f"seed{seeds_[0]}" / LAST for arm in arms}
+    first_seed = {arm: RunDir(out / "runs" / arm / f"seed{seeds_[0]}").last_checkpoint for arm in arms}
     if all(path.is_file() for path in first_seed.values()):
         result.files["activations"] = plot_activation_figure(
             first_seed, {arm: ARMS[arm].label for arm in arms}, _example_queries(dataset, activation_images),

@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: str | Path | None = None,
              overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run the demo and return what it wrote to `out_dir/metrics.json`."""
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.artifacts.run_dir import RunDir
     from igoas.config import load_config, model_arguments, to_dict
     from igoas.data import build_dataset
-    from igoas.engine.checkpoint import model_from_checkpoint
     from igoas.fileio import write_json
     from igoas.engine.rng import seed_everything
     from igoas.engine.trainer import set_cpu_threads, train
@@ -68,7 +69,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     print(format_table(table))
     figures = _figures(out, trained_results, untrained_results, features)
     document = _document(trained_results, untrained_results, result, figures, cfg)
-    write_json(out / "metrics.json", document)
+    write_json(RunDir(out).final_metrics, document)
     report = _report(out)
     print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
           f"{document['untrained']['mAP']:.1f} % untrained"
@@ -80,17 +81,14 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
 def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Results per query set ("query" = occluded, "holistic") and the embeddings behind them."""
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.engine.distributed import resolve_device
     from igoas.engine.features import embed_dataset, rank_query_sets
 
     device = resolve_device(cfg.train.device)
-    features = embed_dataset(model.to(device), dataset, _preprocess(cfg), cfg.eval, device, cfg.eval.precision)
+    features = embed_dataset(model.to(device), dataset, Preprocess.from_config(cfg), cfg.eval, device,
+                             cfg.eval.precision)
     return rank_query_sets(features, cfg.eval), features
-
-
-def _preprocess(cfg: Any) -> dict[str, Any]:
-    """The input preparation the demo's networks are trained and evaluated with."""
-    return {"height": cfg.data.height, "width": cfg.data.width, "mean": list(cfg.data.mean), "std": list(cfg.data.std)}
 
 
 def _figures(out: Path, trained: dict[str, Any], untrained: dict[str, Any], features: dict[str, Any]) -> list[Path]:
@@ -127,11 +125,12 @@ def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
 
 def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path],
               cfg: Any) -> dict[str, Any]:
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.engine.features import results_document
     from igoas.provenance import evaluation_record
 
     document = results_document(trained, epoch=result.epoch, query_sets_shown_as=SHOWN_AS,
-                                **evaluation_record(cfg, result.last_checkpoint, _preprocess(cfg)))
+                                **evaluation_record(cfg, result.last_checkpoint, Preprocess.from_config(cfg).to_dict()))
     document["untrained"] = results_document(untrained)
     document["figures"] = [str(path) for path in figures]
     return document

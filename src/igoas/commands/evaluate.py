@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_output(checkpoint: Path) -> Path:
     """`RUN/metrics.json` for `RUN/checkpoints/X.pth`, else `X.metrics.json` beside the file."""
-    if checkpoint.parent.name == "checkpoints":
-        return checkpoint.parent.parent / "metrics.json"
-    return checkpoint.with_suffix(".metrics.json")
+    from igoas.artifacts.run_dir import RunDir
+
+    run_dir = RunDir.of_checkpoint(checkpoint)
+    return run_dir.final_metrics if run_dir is not None else checkpoint.with_suffix(".metrics.json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,7 +45,8 @@ def _given_runs(run_dirs: list[str], rows) -> dict[str, Path]:
 def _train(rows, out: Path, root: str | None, overrides: list[str]) -> dict[str, Path]:
     """Train each preset of the table once (continuing a run that was interrupted)."""
     from igoas.config import load_config
-    from igoas.engine.trainer import LAST, train
+    from igoas.artifacts.run_dir import RunDir
+    from igoas.engine.trainer import train
 
     run_dirs = {}
     for preset in dict.fromkeys(row.preset for row in rows):
@@ -55,7 +56,7 @@ def _train(rows, out: Path, root: str | None, overrides: list[str]) -> dict[str,
         if root:
             for name in config.data.targets:
                 config.data.target_options.setdefault(name, {})["root"] = root
-        resume = run_dir if (run_dir / LAST).is_file() else None
+        resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
         train(config, resume=resume)
         run_dirs[preset] = run_dir
     return run_dirs

@@ -143,11 +143,10 @@ def _compare(args: argparse.Namespace) -> list[Path]:
 
 
 def _occlusion(args: argparse.Namespace) -> list[Path]:
-    from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from igoas.preprocess import Preprocess
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.viz import plot_occlusion_methods
 
-    preprocess = Preprocess(args.height, args.width, IMAGENET_MEAN, IMAGENET_STD)
+    preprocess = Preprocess(args.height, args.width)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     epochs = _numbers(args.epochs, "--epochs")
     return [plot_occlusion_methods(preprocess(_image_paths(args)), args.out, methods, epochs, seed=args.seed)]

@@ -111,8 +111,8 @@ def corruption_benchmark(
     num_workers, device, flip, precision, cache_dir, progress, log). `cache_dir` keeps
     corrupted images between runs and checkpoints (per corruption, severity and seed).
     """
-    from igoas.engine.checkpoint import model_from_checkpoint
-    from igoas.preprocess import Preprocess
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.robustness import _labelled
 
     check_settings(corruptions, severities, settings)
@@ -120,7 +120,7 @@ def corruption_benchmark(
     records: list[CorruptionRecord] = []
     for label, checkpoint in labelled.items():
         model, payload = model_from_checkpoint(checkpoint)
-        records += evaluate_corruptions(model, dataset, Preprocess.from_dict(payload.get("preprocess"), label),
+        records += evaluate_corruptions(model, dataset, Preprocess.resolve(payload, label),
                                         corruptions, severities, settings, label=label, **options)
     from igoas.provenance import checkpoint_identity, software_versions
 

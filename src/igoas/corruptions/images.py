@@ -53,7 +53,7 @@ class CorruptedImages(torch.utils.data.Dataset):
 
     def pixels(self, job: Job) -> np.ndarray:
         """The job's H x W x 3 uint8 image: decoded, corrupted (or read back from the cache)."""
-        from igoas.preprocess import load_image
+        from igoas.artifacts.images import load_image
 
         sample = self.samples[job.split][job.index]
         if job.corruption == CLEAN:

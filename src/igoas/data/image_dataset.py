@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from igoas.data.base import Sample
-from igoas.data.transforms import read_image
+from igoas.artifacts.images import read_image
 from igoas.errors import DatasetError
 
 LOG = logging.getLogger(__name__)

@@ -1,86 +1,33 @@
-"""Image decoding and the training / test transforms (torchvision transforms v2).
+"""The training / test transforms (torchvision transforms v2).
 
 The published recipe is resize to 384x128 plus a random horizontal flip; padding with a
 random crop, colour jitter and random erasing exist for the comparison baselines.
-Decoding uses torchvision.io for JPEG and PNG (measured faster than PIL here, see
-benchmarks/dataloading.py) and PIL for the rest (Occluded-ReID's TIFF files).
+Decoding (`read_image`: torchvision.io for JPEG and PNG, measured faster than PIL here,
+see benchmarks/dataloading.py; PIL for the rest) and the resize are those of
+`igoas.artifacts.images`, shared with inference.
 """
 from __future__ import annotations
 
-import functools
-import warnings
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INTERPOLATION = "bilinear"  # recorded in checkpoints' `preprocess`
-TORCHVISION_DECODED = (".jpg", ".jpeg", ".png")
-
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
+from igoas.artifacts.images import resize_image
+from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
 
 
-@functools.cache
-def _torchvision_decoder() -> Callable[[str], torch.Tensor] | None:
-    """torchvision.io's file reader + decoder, or None where this torchvision has none."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-    except ImportError:
-        return None
-    return lambda path: decode_image(read_file(path), mode=ImageReadMode.RGB)
+class Resize:
+    """The transforms' resize step: `igoas.artifacts.images.resize_image`, the resize inference uses too."""
 
+    def __init__(self, height: int, width: int, interpolation: str = INTERPOLATION) -> None:
+        self.size, self.interpolation = (height, width), interpolation
 
-def read_image(path: str, backend: str = "auto") -> torch.Tensor:
-    """Decode an image file to an RGB uint8 tensor (3, H, W), whatever its mode.
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return resize_image(image, *self.size, self.interpolation)
 
-    `backend` is "torchvision", "pil" or "auto": torchvision.io for JPEG and PNG (the
-    faster here), PIL for other formats and wherever torchvision.io is unavailable (its
-    decoders are deprecated since torchvision 0.29; the notice is silenced here because
-    the PIL fallback already covers their removal). Both give the same 8-bit RGB pixels:
-    16-bit images keep their high byte, multi-frame files (animated GIF, multi-page TIFF)
-    their first frame.
-    """
-    decoder = _torchvision_decoder() if backend != "pil" else None
-    if decoder is not None and (backend == "torchvision" or path.lower().endswith(TORCHVISION_DECODED)):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            image = decoder(path)
-        if image.ndim == 4:  # an animated file (e.g. a GIF under a .png name): its frames
-            image = image[0]
-        if image.dtype != torch.uint8:  # 16-bit PNG
-            image = v2.functional.to_dtype(image, torch.uint8, scale=True)
-        return image
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return pil_to_rgb(image)
-
-
-# PIL modes that hold more than 8 bits per sample as integers (16-bit PNG and TIFF).
-_WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def pil_to_rgb(image: PILImage.Image) -> torch.Tensor:
-    """A PIL image as a 3 x H x W uint8 RGB tensor: the one conversion every path uses.
-
-    `convert("RGB")` alone clips 16-bit grey values at 255 (an all-white image) and keeps
-    whatever frame is current, so wide integer modes are scaled to 8 bits first and
-    multi-frame files give their first frame. Palette, grey + alpha, RGBA and CMYK images
-    go through PIL's own conversion (alpha is dropped).
-    """
-    import numpy as np
-    from PIL import Image
-
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
-    if image.mode in _WIDE_INTEGER_MODES:
-        values = np.asarray(image).astype(np.int64)
-        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), mode="L")
-    return v2.functional.pil_to_tensor(image.convert("RGB"))
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, interpolation={self.interpolation})"
 
 
 class NormalizeToFloat:
@@ -134,7 +81,7 @@ def build_transforms(
         from igoas.corruptions.augment import RandomCorruption
 
         steps.append(RandomCorruption(corruption))
-    steps.append(v2.Resize((height, width), antialias=True))
+    steps.append(Resize(height, width))
     if train:
         if pad > 0:
             steps += [v2.Pad(pad), v2.RandomCrop((height, width))]

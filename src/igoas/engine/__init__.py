@@ -1,6 +1,6 @@
 """Training, evaluation of models on datasets, checkpoints and multi-process runs.
 
-Submodules load on first use, so importing one piece (e.g. `igoas.engine.checkpoint`)
+Submodules load on first use, so importing one piece (e.g. `igoas.engine.features`)
 does not pull in the data pipeline or the trainer.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ _EXPORTS = {
     "evaluate_model": "igoas.engine.features",
     "evaluate_datasets": "igoas.engine.features",
     "evaluate_checkpoint": "igoas.engine.features",
-    "save_checkpoint": "igoas.engine.checkpoint",
-    "load_checkpoint": "igoas.engine.checkpoint",
-    "model_from_checkpoint": "igoas.engine.checkpoint",
+    "save_checkpoint": "igoas.artifacts.checkpoint",
+    "load_checkpoint": "igoas.artifacts.checkpoint",
+    "model_from_checkpoint": "igoas.artifacts.checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,11 +79,12 @@ def extract_features(model: nn.Module, loader: Any, device: str | torch.device =
     )
 
 
-def _eval_loader(samples: Sequence[Any], preprocess: Mapping[str, Any], batch_size: int, num_workers: int) -> Any:
+def _eval_loader(samples: Sequence[Any], preprocess: Any, batch_size: int, num_workers: int) -> Any:
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.data import build_test_loader, build_transforms
 
-    transform = build_transforms(preprocess["height"], preprocess["width"], train=False,
-                                 mean=list(preprocess["mean"]), std=list(preprocess["std"]))
+    recipe = Preprocess.resolve(preprocess)
+    transform = build_transforms(recipe.height, recipe.width, train=False, mean=list(recipe.mean), std=list(recipe.std))
     return build_test_loader(list(samples), batch_size=batch_size, workers=num_workers, transform=transform)
 
 
@@ -192,7 +193,7 @@ def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Se
     `train.device` with `eval.precision`, using the checkpoint's own preprocessing.
     """
     from igoas.config import apply_overrides, config_from_dict, load_config, validate
-    from igoas.engine.checkpoint import model_from_checkpoint
+    from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.engine.distributed import resolve_device
     from igoas.speed import resolve_channels_last
 

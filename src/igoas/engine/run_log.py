@@ -4,7 +4,7 @@ The bar is drawn only when stderr is a terminal; elsewhere (Slurm, nohup, CI, `>
 timestamped line written every `train.log_every` iterations,
 `epoch [1/60][20/200] iteration 20/12000 loss ... lr ... img/s eta H:MM:SS`, is the progress.
 
-Files in the run directory:
+Files in the run directory (named by `igoas.artifacts.run_dir.RunDir`):
 - `train.log`: plain text, one line per log interval and every message;
 - `train_log.jsonl`: one JSON object per log interval (epoch (1-based), iteration (global,
   counted from 1), batch (within the epoch), lr, grad_norm, every loss term, the ID-loss
@@ -23,12 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from igoas.artifacts.run_dir import RunDir
 from igoas.progress import format_duration, interactive, stamped
-
-TRAIN_LOG_TEXT = "train.log"
-TRAIN_LOG = "train_log.jsonl"
-METRICS_LOG = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
@@ -60,6 +56,7 @@ class RunLogger:
                  progress_bar: bool = True, resume_step: int | None = None) -> None:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
+        self.files = RunDir(run_dir) if run_dir is not None else None
         self.log_every = log_every
         self.show_bar = progress_bar and enabled and interactive()
         self._epochs = self._iters_per_epoch = 0
@@ -73,10 +70,10 @@ class RunLogger:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
-            truncate_jsonl(run_dir / TRAIN_LOG, lambda record: record.get("iteration", 0) <= resume_step)
-            truncate_jsonl(run_dir / METRICS_LOG, lambda record: record.get("iteration", 0) <= resume_step)
+            truncate_jsonl(self.files.train_log, lambda record: record.get("iteration", 0) <= resume_step)
+            truncate_jsonl(self.files.metrics_log, lambda record: record.get("iteration", 0) <= resume_step)
         if tensorboard:
-            self._writer = _summary_writer(run_dir / TENSORBOARD_DIR, resume_step)
+            self._writer = _summary_writer(self.files.tensorboard, resume_step)
 
     # ------------------------------------------------------------------ messages
     def info(self, message: str) -> None:
@@ -88,7 +85,7 @@ class RunLogger:
             self._bar.write(line, file=sys.stdout)
         else:
             print(line, flush=True)
-        with open(self.run_dir / TRAIN_LOG_TEXT, "a", encoding="utf-8") as handle:
+        with open(self.files.train_log_text, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
     # ------------------------------------------------------------------ training steps
@@ -119,7 +116,7 @@ class RunLogger:
             return
         record = {**record, "images_per_s": round(images_per_s, 2)}
         self._window_start, self._window_images = time.perf_counter(), 0
-        self._append(TRAIN_LOG, record)
+        self._append(self.files.train_log, record)
         per_step = (time.perf_counter() - self._session_start) / max(self._session_steps, 1)
         eta = format_duration(per_step * (total_steps - record["iteration"]))
         self.info(f"epoch [{record['epoch']}/{self._epochs}][{record.get('batch', '-')}/{self._iters_per_epoch}] "
@@ -136,7 +133,7 @@ class RunLogger:
         """One evaluation: per query set, R1/R5/R10/mAP/mINP in percent."""
         if not self.enabled:
             return
-        self._append(METRICS_LOG, {"epoch": epoch, "iteration": iteration, **{k: dict(v) for k, v in results.items()}})
+        self._append(self.files.metrics_log, {"epoch": epoch, "iteration": iteration, **{k: dict(v) for k, v in results.items()}})
         for name, values in results.items():
             self.info(f"epoch {epoch} {name}: " + "  ".join(f"{key} {value:.1f}" for key, value in values.items()))
         self._scalars("eval", dict(results), iteration)
@@ -148,8 +145,8 @@ class RunLogger:
             self._writer = None
 
     # ------------------------------------------------------------------ helpers
-    def _append(self, name: str, record: Mapping[str, Any]) -> None:
-        with open(self.run_dir / name, "a", encoding="utf-8") as handle:
+    def _append(self, path: Path, record: Mapping[str, Any]) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _scalars(self, prefix: str, record: Mapping[str, Any], step: int) -> None:

@@ -26,8 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, model_arguments, to_dict, validate
+from igoas.artifacts.checkpoint import checkpoint_payload, load_checkpoint, load_model_state, save_checkpoint
+from igoas.artifacts.preprocess import Preprocess
+from igoas.artifacts.run_dir import RunDir
 from igoas.fileio import atomic_write, write_json
-from igoas.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
@@ -36,18 +38,11 @@ from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everythi
 from igoas.engine.run_log import RunLogger
 from igoas.data import build_dataset, build_train_loader, build_transforms
 from igoas.data.check import ensure_trainable
-from igoas.data.transforms import INTERPOLATION
 from igoas.errors import CheckpointError, ConfigError, IgoasError
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
 from igoas.model.osm import mask_activity
 from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, set_tf32, to_memory_format
-
-LAST = "checkpoints/last.pth"
-BEST = "checkpoints/best.pth"
-CONFIG_FILE = "config.yaml"
-FINAL_METRICS = "metrics.json"
-
 
 class TrainingDiverged(IgoasError):
     """The loss became NaN or infinite; the run stopped without saving the bad state."""
@@ -71,11 +66,11 @@ class TrainResult:
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.run_dir / LAST
+        return RunDir(self.run_dir).last_checkpoint
 
     @property
     def best_checkpoint(self) -> Path | None:
-        path = self.run_dir / BEST
+        path = RunDir(self.run_dir).best_checkpoint
         return path if path.is_file() else None
 
 
@@ -87,9 +82,10 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
     `key=value` strings applied last."""
     payload = None
     if resume is not None:
-        payload = load_checkpoint(Path(resume) / LAST)
+        last = RunDir(resume).last_checkpoint
+        payload = load_checkpoint(last)
         if config is None:
-            config = _saved_config(payload, Path(resume) / LAST)
+            config = _saved_config(payload, last)
     cfg = apply_overrides(_as_config(config), overrides)
     if resume is not None:
         cfg.train.output_dir = str(resume)
@@ -144,6 +140,7 @@ class _Run:
     def __init__(self, cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | None) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.run_dir = Path(cfg.train.output_dir)
+        self.files = RunDir(self.run_dir)
         self.device = ctx.device
         self.precision = resolve_precision(cfg.train.precision, self.device)
         set_tf32(self.device, self.precision)  # backward passes follow the training precision too
@@ -206,7 +203,7 @@ class _Run:
         return to_memory_format(model, self.channels_last)
 
     def _restore(self, payload: dict[str, Any]) -> list[str]:
-        source = str(self.run_dir / LAST)
+        source = str(self.files.last_checkpoint)
         load_model_state(self.model, payload["model"], source)
         missing = [key for key in ("optimizer", "scheduler", "rng", "sampler") if payload.get(key) is None]
         if missing:
@@ -249,7 +246,7 @@ class _Run:
         cfg = self.cfg
         total = cfg.train.epochs * self.iters_per_epoch
         if self.ctx.is_main:
-            atomic_write(self.run_dir / CONFIG_FILE, lambda handle: handle.write(OmegaConf.to_yaml(cfg).encode()))
+            atomic_write(self.files.config, lambda handle: handle.write(OmegaConf.to_yaml(cfg).encode()))
             self.log.info(f"run {self.run_dir}: {cfg.model.name} ({cfg.model.backbone}) on {cfg.data.dataset}, "
                           f"{len(self.dataset.train)} training images, {self.iters_per_epoch} iterations/epoch, "
                           f"{self.ctx.world_size} process(es) on {self.device}, precision {self.precision}")
@@ -350,7 +347,7 @@ class _Run:
 
     def _diverged(self, losses: Any, what: str, value: float | None = None) -> None:
         terms = ", ".join(f"{name} {term.item():.4g}" for name, term in losses.terms.items())
-        last = self.run_dir / LAST
+        last = self.files.last_checkpoint
         kept = (f"the last good checkpoint is {last}" if last.is_file()
                 else "no checkpoint was written yet (set train.checkpoint_every_iters to save within epochs)")
         value = losses.total.item() if value is None else value
@@ -379,24 +376,14 @@ class _Run:
         if not self.best or self.metrics[main]["mAP"] > self.best["mAP"]:
             self.best = {"epoch": self.epoch, "iteration": self.iteration, "query_set": main,
                          "mAP": self.metrics[main]["mAP"], "metrics": self.metrics}
-            save_checkpoint(self.run_dir / BEST, self._payload(training_state=False))
-            self.log.info(f"new best {main} mAP {self.best['mAP']:.2f} at epoch {self.epoch}: {self.run_dir / BEST}")
+            save_checkpoint(self.files.best_checkpoint, self._payload(training_state=False))
+            self.log.info(f"new best {main} mAP {self.best['mAP']:.2f} at epoch {self.epoch}: {self.files.best_checkpoint}")
 
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, training_state: bool) -> dict[str, Any]:
         model = unwrap(self.model)
-        payload: dict[str, Any] = {
-            "model_spec": model.spec,
-            "model": model.state_dict(),
-            "preprocess": self._preprocess(),
-            "config": to_dict(self.cfg),
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "iteration": self.iteration,
-            "metrics": self.metrics,
-            "best": self.best,
-            "source": None,
-        }
+        payload = checkpoint_payload(model, self._preprocess(), config=to_dict(self.cfg), epoch=self.epoch,
+                                     iteration=self.iteration, metrics=self.metrics, batch=self.batch, best=self.best)
         if training_state:
             payload.update({
                 "optimizer": self.optimizer.state_dict(),
@@ -409,14 +396,12 @@ class _Run:
             })
         return payload
 
-    def _preprocess(self) -> dict[str, Any]:
-        data = self.cfg.data
-        return {"height": data.height, "width": data.width, "mean": list(data.mean), "std": list(data.std),
-                "interpolation": INTERPOLATION}
+    def _preprocess(self) -> Preprocess:
+        return Preprocess.from_config(self.cfg)
 
     def _save_last(self) -> None:
         if self.ctx.is_main:
-            save_checkpoint(self.run_dir / LAST, self._payload(training_state=True))
+            save_checkpoint(self.files.last_checkpoint, self._payload(training_state=True))
         barrier(self.ctx)
 
     def _write_final_metrics(self) -> None:
@@ -425,8 +410,8 @@ class _Run:
         from igoas.provenance import evaluation_record
 
         summary = results_document(self.last_results, epoch=self.epoch, best=self.best,
-                                   **evaluation_record(self.cfg, self.run_dir / LAST, self._preprocess()))
-        write_json(self.run_dir / FINAL_METRICS, summary)
+                                   **evaluation_record(self.cfg, self.files.last_checkpoint, self._preprocess().to_dict()))
+        write_json(self.files.final_metrics, summary)
 
     def _result(self, finished: bool) -> TrainResult:
         return TrainResult(run_dir=self.run_dir, epoch=self.epoch, iteration=self.iteration, finished=finished,

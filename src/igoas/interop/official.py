@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from igoas.fileio import atomic_write
-from igoas.engine.checkpoint import load_checkpoint, read_torch_file, save_checkpoint
+from igoas.artifacts.checkpoint import checkpoint_payload, load_checkpoint, read_torch_file, save_checkpoint
+from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from igoas.errors import CheckpointError, IgoasError
 
 logger = logging.getLogger(__name__)
@@ -279,11 +280,7 @@ def _num_identities(state: Mapping[str, Tensor], path: Path) -> int:
 
 def official_preprocess() -> dict[str, Any]:
     """The evaluation input of the published recipe: 384x128, ImageNet mean/std, bilinear resize."""
-    from igoas.data import IMAGENET_MEAN, IMAGENET_STD
-
-    height, width = OFFICIAL_INPUT_SIZE
-    return {"height": height, "width": width, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "interpolation": OFFICIAL_INTERPOLATION}
+    return Preprocess(*OFFICIAL_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_INTERPOLATION).to_dict()
 
 
 def import_official(path: PathLike, *, out: PathLike | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -303,19 +300,8 @@ def import_official(path: PathLike, *, out: PathLike | None = None) -> tuple[nn.
     model = official_network(num_classes)
     model.load_state_dict(renamed, strict=True)
     model.eval()
-    payload = {
-        "model_spec": model.spec,
-        "model": model.state_dict(),
-        "preprocess": official_preprocess(),
-        "config": None,
-        "epoch": record["epoch"],
-        "iteration": None,
-        "metrics": {},
-        "optimizer": None,
-        "scheduler": None,
-        "occlusion_state": None,
-        "source": record,
-    }
+    payload = checkpoint_payload(model, official_preprocess(), epoch=record["epoch"], iteration=None, source=record,
+                                 optimizer=None, scheduler=None, occlusion_state=None)
     if out is not None:
         _write(out, lambda: save_checkpoint(out, payload))
     return model, payload

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from igoas.config import IMAGENET_WEIGHTS, weights_name
 from igoas.errors import CheckpointError
 from igoas.model.backbone import BACKBONES
 
@@ -23,20 +24,6 @@ from igoas.model.backbone import BACKBONES
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
 # torchvision weight sets selectable by name; `True` is an alias of the first (the authors').
-IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
-PRETRAINED_TRUE = IMAGENET_WEIGHTS[0]
-
-
-def weights_name(pretrained: bool | str | Path | None) -> str | None:
-    """The torchvision weight-set name `pretrained` asks for (`True` -> `imagenet1k_v1`),
-    or None when it is `False`/None or a file path."""
-    if pretrained is True:
-        return PRETRAINED_TRUE
-    if isinstance(pretrained, str) and pretrained.lower() in IMAGENET_WEIGHTS:
-        return pretrained.lower()
-    return None
-
-
 def load_pretrained(trunk: nn.Module, backbone: str, pretrained: bool | str | Path | None) -> None:
     """Fill `trunk` (a torchvision ResNet) with ImageNet weights; no-op for `False`."""
     if pretrained is False or pretrained is None:

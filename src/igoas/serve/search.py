@@ -17,7 +17,7 @@ import torch
 from igoas.errors import IgoasError
 from igoas.extraction import ImageList
 from igoas.inference import ReIDModel
-from igoas.preprocess import ImageInput
+from igoas.artifacts.images import ImageInput
 from igoas.retrieval import GalleryIndex
 from igoas.serve.gallery import Ranking, load_gallery, rank
 from igoas.serve.render import image_uri, overlay_uris

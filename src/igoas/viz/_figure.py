@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from igoas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from igoas.errors import IgoasError
 
 DEFAULT_DPI = 100
@@ -141,10 +141,8 @@ def framed(image: np.ndarray, colour: Sequence[float], thickness: int) -> np.nda
 
 def read_image(path: PathLike, width: int, height: int) -> np.ndarray:
     """An image file resized to width x height, as H x W x 3 floats in [0, 1]."""
-    from torchvision.transforms.v2 import functional as TF
+    from igoas.artifacts.images import image_to_tensor, resize_image
 
-    from igoas.preprocess import image_to_tensor
-
-    tensor = TF.resize(image_to_tensor(path), [height, width], antialias=True)
+    tensor = resize_image(image_to_tensor(path), height, width)
     scale = 255.0 if tensor.dtype == torch.uint8 else 1.0
     return tensor.permute(1, 2, 0).float().numpy() / scale

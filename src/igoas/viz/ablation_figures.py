@@ -42,8 +42,8 @@ def plot_activation_figure(checkpoints: Mapping[str, Path], labels: Mapping[str,
                            out_path: PathLike) -> Path:
     """Paper Fig. 9 style: for each image, the global-branch activation map of every
     method, then the suppression-branch map (label + " S") of the methods that have one."""
-    from igoas.engine.checkpoint import model_from_checkpoint
-    from igoas.preprocess import Preprocess
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
     from igoas.viz.activations import activation_maps, plot_activation_comparison
 
     global_maps: dict[str, torch.Tensor] = {}
@@ -51,7 +51,7 @@ def plot_activation_figure(checkpoints: Mapping[str, Path], labels: Mapping[str,
     images = preprocess = None
     for arm, checkpoint in checkpoints.items():
         model, payload = model_from_checkpoint(checkpoint)
-        preprocess = Preprocess.from_dict(payload.get("preprocess"), str(checkpoint))
+        preprocess = Preprocess.resolve(payload, str(checkpoint))
         images = preprocess(list(image_paths))
         maps = activation_maps(model, images)
         global_maps[labels[arm]] = maps["global"]

@@ -64,7 +64,7 @@ def plot_corruption_samples(image: Any, out_path: PathLike, corruptions: Sequenc
                             columns: int = 7, dpi: int = DEFAULT_DPI) -> Path:
     """One image (path, or H x W x 3 uint8 array) clean and under every corruption at `severity`."""
     from igoas.corruptions import CORRUPTIONS, corrupt
-    from igoas.preprocess import image_to_tensor
+    from igoas.artifacts.images import image_to_tensor
 
     pixels = image_to_tensor(image)
     if pixels.dtype != np.uint8 and pixels.is_floating_point():

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
+from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
 from igoas.viz._figure import PathLike
 from igoas.viz.run_logs import RunLogs, flatten, load_run_logs
 
-REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
 # Folders of a run whose images are not figures for people (event files, caches).
 SKIPPED_DIRS = {"tensorboard", "checkpoints", "__pycache__"}
@@ -50,7 +50,7 @@ def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Pa
     from igoas.viz.curves import plot_training_curves
 
     logs = load_run_logs(run_dir)
-    out_path = Path(out_path) if out_path is not None else logs.run_dir / REPORT_NAME
+    out_path = Path(out_path) if out_path is not None else RunDir(logs.run_dir).report
     if not (logs.train or logs.metrics or logs.final_metrics):
         raise IgoasError(f"{logs.run_dir}: no train_log.jsonl, metrics.jsonl or metrics.json to report on; pass a run "
                          "directory written by `igoas train` or `igoas eval`")

@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
 from igoas.viz._figure import PathLike
-
-TRAIN_LOG = "train_log.jsonl"
-METRICS_LOG = "metrics.jsonl"
-FINAL_METRICS = "metrics.json"
-CONFIG = "config.yaml"
 
 
 @dataclass
@@ -61,19 +57,19 @@ def load_run_logs(run_dir: PathLike) -> RunLogs:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise IgoasError(f"{run_dir}: no such run directory; pass the folder `igoas train` wrote (its --out)")
-    logs = RunLogs(run_dir)
-    if (run_dir / TRAIN_LOG).is_file():
-        logs.train = read_jsonl(run_dir / TRAIN_LOG)
-    if (run_dir / METRICS_LOG).is_file():
-        logs.metrics = read_jsonl(run_dir / METRICS_LOG)
-    if (run_dir / FINAL_METRICS).is_file():
+    logs, files = RunLogs(run_dir), RunDir(run_dir)
+    if files.train_log.is_file():
+        logs.train = read_jsonl(files.train_log)
+    if files.metrics_log.is_file():
+        logs.metrics = read_jsonl(files.metrics_log)
+    if files.final_metrics.is_file():
         try:
-            final = json.loads((run_dir / FINAL_METRICS).read_text(encoding="utf-8"))
+            final = json.loads(files.final_metrics.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise IgoasError(f"{run_dir / FINAL_METRICS}: not valid JSON ({err.msg}); re-run `igoas eval`") from None
+            raise IgoasError(f"{files.final_metrics}: not valid JSON ({err.msg}); re-run `igoas eval`") from None
         logs.final_metrics = final if isinstance(final, dict) else None
-    if (run_dir / CONFIG).is_file():
-        logs.config_text = (run_dir / CONFIG).read_text(encoding="utf-8")
+    if files.config.is_file():
+        logs.config_text = files.config.read_text(encoding="utf-8")
     return logs
 
 

@@ -1,0 +1,116 @@
+"""`Preprocess`: the input recipe a model was evaluated with (size, mean/std, interpolation).
+
+The recipe travels inside every checkpoint (`preprocess` entry) and exported file, so a
+user never has to know the input size or the mean/std. `Preprocess.resolve` derives it
+from whatever is at hand (a checkpoint, a run config, a `ReIDModel`), the way timm's
+`resolve_data_config` derives input settings from a model. The record and the constants
+import without torch (config.py reads its defaults from here); the pixel work lives in
+`igoas.artifacts.images` and is loaded when first used.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from igoas.errors import CheckpointError, IgoasError
+
+if TYPE_CHECKING:
+    import torch
+
+    from igoas.artifacts.images import ImageInput
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATION = "bilinear"  # the resize of the data pipeline, recorded in checkpoints' `preprocess`
+INTERPOLATION_NAMES = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize to the network's input size, scale to [0, 1], subtract mean and divide by std."""
+
+    height: int
+    width: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = INTERPOLATION
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATION_NAMES:
+            raise IgoasError(
+                f"unknown interpolation {self.interpolation!r}; choose one of {list(INTERPOLATION_NAMES)}"
+            )
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any] | None, source: str = "checkpoint") -> "Preprocess":
+        """Read a checkpoint's `preprocess` entry, naming the source when it is missing or malformed."""
+        if not isinstance(entry, Mapping):
+            raise CheckpointError(
+                f"{source}: no 'preprocess' entry (input size, mean, std), so the model cannot be used for "
+                "inference safely; re-save it with igoas, or build Preprocess(height, width, mean, std) yourself"
+            )
+        try:
+            return cls(
+                height=int(entry["height"]),
+                width=int(entry["width"]),
+                mean=tuple(float(v) for v in entry["mean"]),
+                std=tuple(float(v) for v in entry["std"]),
+                interpolation=str(entry.get("interpolation", INTERPOLATION)),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{source}: malformed 'preprocess' entry {dict(entry)!r} ({err!r}); it needs height, width, "
+                "mean (3 values), std (3 values) and optionally interpolation"
+            ) from None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Preprocess":
+        """The evaluation input of a run config (its `data` section): what training records."""
+        data = cfg.data
+        return cls(int(data.height), int(data.width), tuple(float(v) for v in data.mean),
+                   tuple(float(v) for v in data.std), INTERPOLATION)
+
+    @classmethod
+    def resolve(cls, source: Any, name: str = "checkpoint") -> "Preprocess":
+        """The recipe of `source`: a Preprocess, a model carrying one (`preprocess_config`), a
+        checkpoint payload (its `preprocess` entry) or a run config (its `data` section)."""
+        if isinstance(source, cls):
+            return source
+        if isinstance(getattr(source, "preprocess_config", None), cls):
+            return source.preprocess_config
+        if hasattr(source, "data"):
+            return cls.from_config(source)
+        if isinstance(source, Mapping) and "height" in source:
+            return cls.from_dict(source, name)
+        return cls.from_dict(source.get("preprocess") if isinstance(source, Mapping) else None, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain-dict form stored in checkpoints and exported files."""
+        entry = asdict(self)
+        entry["mean"], entry["std"] = list(self.mean), list(self.std)
+        return entry
+
+    def resize(self, image: "ImageInput") -> "torch.Tensor":
+        """One image resized to the input size, as a 3 x H x W float tensor in [0, 1] (not normalised)."""
+        from igoas.artifacts.images import image_to_tensor, resize_image, to_unit_float
+
+        return to_unit_float(resize_image(image_to_tensor(image), self.height, self.width, self.interpolation))
+
+    def normalize(self, batch: "torch.Tensor") -> "torch.Tensor":
+        """Subtract the mean and divide by the std, per channel, of a B x 3 x H x W batch in [0, 1]."""
+        import torch
+
+        mean = torch.tensor(self.mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+        return (batch - mean) / std
+
+    def __call__(self, images: "ImageInput | Sequence[ImageInput]") -> "torch.Tensor":
+        """Any accepted input (one image, a batch or a list) as a normalised B x 3 x H x W float32 batch."""
+        import torch
+
+        from igoas.artifacts.images import split_images
+
+        items = split_images(images)
+        if not items:
+            return torch.empty(0, 3, self.height, self.width)
+        return self.normalize(torch.stack([self.resize(item) for item in items]))
