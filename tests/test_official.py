@@ -333,6 +333,7 @@ def test_cli_import_and_export(
     assert main(["import-official", str(official_file), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "702 identities" in printed and "epoch 60" in printed and str(out) in printed
+    assert "expects 384x128 (height x width) RGB input" in printed
     assert load_checkpoint(out)["source"]["format"] == "torchreid"
 
     exported = tmp_path / "model-best.pth.tar"

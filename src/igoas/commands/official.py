@@ -21,4 +21,8 @@ def run(args: argparse.Namespace) -> int:
     if source["rank1"] is not None:
         details.append(f"stored rank-1 {source['rank1']:.1%}")
     print(f"imported {args.checkpoint} ({', '.join(details)}) -> {args.out}")
+    preprocess = payload["preprocess"]
+    print(f"the imported model expects {preprocess['height']}x{preprocess['width']} (height x width) RGB input, "
+          f"{preprocess.get('interpolation', 'bilinear')} resize, mean {preprocess['mean']}, std {preprocess['std']} "
+          "(stored in the checkpoint; igoas eval, extract and search apply it)")
     return 0
