@@ -146,3 +146,113 @@ def test_published_preset_evaluates_at_the_logged_epochs() -> None:
     # the logged 120-epoch run: every evaluation it printed, and nothing else
     assert [e for e in range(1, 121) if evaluation_due(e, 120, 4, 10)] == list(OCCLUDED_DUKE_TRAJECTORY)
     assert load_config().eval.also_every == 0
+
+
+# ------------------------------------------------------------------ 4. DataParallel replicas
+def _tiny_igoas(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("igoas", 4, backbone="resnet18").train()
+
+
+def test_published_presets_run_two_replicas() -> None:
+    for preset in PUBLISHED:
+        assert load_config(preset).train.replicas == 2
+    assert load_config().train.replicas == 1 and load_config("synthetic_demo").train.replicas == 1
+
+
+def test_replicas_are_dataparallel_replicas() -> None:
+    """Each half: its own occlusion draw and BatchNorm batch; running statistics from half 0;
+    outputs gathered along the batch."""
+    import copy
+
+    from igoas.engine.replicas import replica_generators, replicated_forward
+
+    model, images = _tiny_igoas(), torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+    first, second = copy.deepcopy(model), copy.deepcopy(model)
+    generators = replica_generators(torch.Generator().manual_seed(5), 2)
+    expected = [first(images[:2], 12.0, replica_generators(torch.Generator().manual_seed(5), 2)[0]),
+                second(images[2:], 12.0, replica_generators(torch.Generator().manual_seed(5), 2)[1])]
+    output = replicated_forward(model, images, 12.0, generators)
+    for head in output.logits:
+        assert torch.equal(output.logits[head], torch.cat([e.logits[head] for e in expected])), head
+    assert torch.equal(output.visible_mask, torch.cat([e.visible_mask for e in expected]))
+    rectangles = [model.occlusion.rectangle(64, 32, 12.0, g) for g in replica_generators(torch.Generator().manual_seed(5), 2)]
+    assert rectangles[0] != rectangles[1], "both replicas drew the same rectangle"
+    assert torch.equal(output.attention, torch.cat([e.attention for e in expected]))
+    for (name, kept), (_, replica0) in zip(model.named_buffers(), first.named_buffers()):
+        assert torch.equal(kept, replica0), name  # replica 1's statistics are dropped
+    assert not torch.equal(model.layer1[0].bn1.running_mean, second.layer1[0].bn1.running_mean)
+    # the gathered loss back-propagates into both replicas' computations
+    from igoas.losses import compute_losses
+
+    compute_losses(output, torch.tensor([0, 1, 2, 3])).total.backward()
+    assert model.stem[0].weight.grad is not None and torch.isfinite(model.stem[0].weight.grad).all()
+
+
+def test_replica_draws_depend_only_on_the_shared_generator() -> None:
+    from igoas.engine.replicas import replica_generators
+
+    a = [torch.rand(3, generator=g) for g in replica_generators(torch.Generator().manual_seed(2), 2)]
+    b = [torch.rand(3, generator=g) for g in replica_generators(torch.Generator().manual_seed(2), 2)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], a[1])
+
+
+def test_replicas_configuration_errors() -> None:
+    from igoas.engine.replicas import check_replicas
+
+    assert check_replicas(2, 1) == 2 and check_replicas(2, 2) == 1 and check_replicas(1, 4) == 1
+    with pytest.raises(ConfigError, match="start 2 processes"):
+        check_replicas(2, 4)
+    with pytest.raises(ConfigError, match="multiple of train.replicas"):
+        load_config("occluded_duke_igoas", ["data.batch_size=63"])
+    with pytest.raises(ConfigError, match="train.replicas"):
+        load_config("occluded_duke_igoas", ["train.replicas=0"])
+
+
+def test_replicas_keep_frozen_layers_frozen_during_fixbase() -> None:
+    from igoas.engine.optim import open_layers
+    from igoas.engine.replicas import replica_generators, replicated_forward
+    from igoas.losses import compute_losses
+
+    model = _tiny_igoas()
+    open_layers(model, list(model.fixbase_modules))
+    frozen_stats = model.layer2[0].bn1.running_mean.clone()
+    output = replicated_forward(model, torch.randn(4, 3, 64, 32), 0.0, replica_generators(torch.Generator(), 2))
+    compute_losses(output, torch.tensor([0, 1, 2, 3])).total.backward()
+    assert torch.equal(model.layer2[0].bn1.running_mean, frozen_stats)
+    assert model.layer2[0].conv1.weight.grad is None and model.global_reduction[0].weight.grad is not None
+
+
+def test_published_training_forward_with_two_replicas_is_pinned() -> None:
+    """The published preset's network (ResNet-50), loss and replicas on a tiny seeded input.
+    The values were computed once from this implementation; a change that moves any of
+    them changes what the published preset trains, and must be deliberate."""
+    from igoas.config import model_arguments
+    from igoas.engine.replicas import replica_generators, replicated_forward
+    from igoas.losses import LossConfig, compute_losses
+    from igoas.occlusion import Rectangle
+
+    cfg = load_config("occluded_duke_igoas")
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, pretrained=False, **model_arguments(cfg.model)).train()
+    images = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+
+    def generators() -> list[torch.Generator]:
+        return replica_generators(torch.Generator().manual_seed(cfg.train.seed), cfg.train.replicas)
+
+    assert [model.occlusion.rectangle(64, 32, 10.0, g) for g in generators()] == [
+        Rectangle(top=32, left=0, height=15, width=20), Rectangle(top=13, left=7, height=16, width=18)]
+    output = replicated_forward(model, images, 10.0, generators())
+    losses = compute_losses(output, torch.tensor([0, 1, 2, 3]), LossConfig(**to_dict(cfg.loss)))
+    assert losses.total.item() == pytest.approx(1.5257035493850708, rel=1e-4)
+    assert {name: term.item() for name, term in losses.terms.items()} == pytest.approx(
+        {"id_global": 1.3938850164413452, "id_suppression": 1.4765510559082031, "id_concat": 1.3683375120162964,
+         "mask_suppression": 0.005294774658977985, "mask_global": 0.10532544553279877}, rel=1e-4)
+    assert output.logits["concat"][:, :2].flatten().tolist() == pytest.approx(
+        [-0.3243502974510193, -0.29352596402168274, 0.2321118712425232, 0.2672002911567688,
+         0.12222381681203842, 0.10637925565242767, -0.2133529782295227, -0.12413401156663895], rel=1e-4, abs=1e-6)
+    # replica 0's BatchNorm statistics are the ones kept
+    assert model.global_reduction[1].running_mean.sum().item() == pytest.approx(1.6432077884674072, rel=1e-4)
+    assert model.layer1[0].bn1.running_var.sum().item() == pytest.approx(63.8167610168457, rel=1e-4)
+    losses.total.backward()
+    assert model.stem[0].weight.grad.norm().item() == pytest.approx(4307.201171875, rel=1e-3)

@@ -130,7 +130,10 @@ class TrainConfig:
     precision: str = "auto"  # "auto", "fp32", "tf32", "bf16", "fp16" (see igoas.speed)
     channels_last: Any = "auto"  # true, false or "auto"
     cpu_threads: Optional[int] = None  # compute threads on CPU (null: torch's default)
-    sync_batchnorm: bool = True  # distributed runs normalise over the global batch
+    sync_batchnorm: bool = True  # distributed runs normalise over the global batch (with replicas: 1)
+    # N > 1: nn.DataParallel's semantics over N replicas (own occlusion draw and BatchNorm
+    # batch per replica, replica 0's running statistics); see igoas.engine.replicas
+    replicas: int = 1
     output_dir: str = "runs/igoas"
     log_every: int = 20  # iterations between log records
     checkpoint_every_iters: int = 0  # also save last.pth every N iterations (0: at epoch ends only)
@@ -348,6 +351,11 @@ def validate(config: DictConfig) -> None:
         raise ConfigError(f"optim.betas needs two values, got {list(config.optim.betas)}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be positive or null, got {config.optim.grad_clip}")
+    if config.train.replicas < 1:
+        raise ConfigError(f"train.replicas must be 1 or more, got {config.train.replicas}")
+    if config.data.batch_size % config.train.replicas:
+        raise ConfigError(f"data.batch_size={config.data.batch_size} must be a multiple of train.replicas="
+                          f"{config.train.replicas} (each replica takes an equal share, as DataParallel's 64 = 2 x 32)")
     if config.train.cpu_threads is not None and config.train.cpu_threads <= 0:
         raise ConfigError(f"train.cpu_threads must be positive or null, got {config.train.cpu_threads}")
     if config.train.stop_after_iters is not None and config.train.stop_after_iters <= 0:

@@ -34,6 +34,7 @@ from igoas.engine.distributed import (DistributedContext, any_across, average_ac
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
 from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
+from igoas.engine.replicas import check_replicas, replica_generators, replicated_forward
 from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
 from igoas.engine.run_log import RunLogger
 from igoas.data import build_dataset, build_train_loader, build_transforms
@@ -147,6 +148,7 @@ class _Run:
         self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
         use_deterministic_kernels(cfg.train.deterministic)
         set_cpu_threads(cfg.train.cpu_threads)
+        self.local_replicas = check_replicas(cfg.train.replicas, ctx.world_size)  # DataParallel replicas per process
         self.dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
         self.targets = eval_datasets(cfg, self.dataset)
         ensure_trainable(self.dataset, self.targets)
@@ -197,7 +199,7 @@ class _Run:
     def _build_model(self, pretrained: bool | str) -> nn.Module:
         cfg = self.cfg.model
         model = build_model(num_classes=self.dataset.num_train_pids, pretrained=pretrained, **model_arguments(cfg))
-        if self.cfg.train.sync_batchnorm:
+        if self.cfg.train.sync_batchnorm and self.cfg.train.replicas == 1:  # replicas normalise on their own
             model = convert_sync_batchnorm(model, self.ctx)
         model.to(self.device)
         return to_memory_format(model, self.channels_last)
@@ -309,7 +311,7 @@ class _Run:
         images = to_memory_format(batch["image"].to(self.device, non_blocking=True), self.channels_last)
         labels = batch["pid"].to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
-            output = self._wrapped(images, progress, self.occlusion_generator)
+            output = self._forward(images, progress)
         losses = compute_losses(output, labels, self.loss_config, reduce=self.reduce)
         if any_across(not bool(torch.isfinite(losses.total)), self.ctx):
             self._diverged(losses, "loss")
@@ -329,6 +331,17 @@ class _Run:
         if self.cfg.model.occlusion != "none":
             record.update(mask_activity(output.visible_mask))
         return record
+
+    def _forward(self, images: torch.Tensor, progress: float) -> Any:
+        """The training forward: one model over the (process's share of the) batch, or
+        DataParallel's replicas (`train.replicas`, see igoas.engine.replicas)."""
+        replicas = self.cfg.train.replicas
+        if replicas == 1:
+            return self._wrapped(images, progress, self.occlusion_generator)
+        generators = replica_generators(self.occlusion_generator, replicas)
+        local = self.local_replicas
+        mine = generators[self.ctx.rank * local:(self.ctx.rank + 1) * local]
+        return replicated_forward(self._wrapped, images, progress, mine)
 
     def _clip_and_check(self, losses: Any) -> float | None:
         """Clip the gradient norm if asked; stop on non-finite gradients, which would
