@@ -134,6 +134,31 @@ def test_partial_reid_queries_are_the_authors_folder() -> None:
     assert to_dict(cfg.data.target_options)["partial_reid"] == {"query_folder": "occluded_body_images"}
 
 
+# ------------------------------------------------------------------ 6. comparison methods as coded
+def test_comparison_presets_use_the_authors_variants() -> None:
+    erasing = _occlusion_of("occluded_duke_random_erasing")
+    assert (erasing.colour.fill, erasing.colour.normalized_value, erasing.mask) == (
+        "normalized", (0.4914, 0.4822, 0.4465), "all_visible")
+    assert (erasing.probability, erasing.area_range, erasing.min_aspect) == (1.0, (0.25, 0.5), 0.5)
+    batch = _occlusion_of("occluded_duke_batch_random_erasing")
+    assert (batch.colour.fill, batch.colour.normalized_value) == ("normalized", (0.4914, 0.4822, 0.4465))
+    assert (batch.area_range, batch.min_aspect) == ((0.25, 0.5), 0.25)
+    fixed = _occlusion_of("occluded_duke_igo_fixed")
+    assert fixed.area_range == (0.25, 0.333) and fixed.fill == "normalized"
+
+
+def test_authors_single_image_erasing_gives_no_mask_loss() -> None:
+    from igoas.losses import compute_losses
+
+    torch.manual_seed(0)
+    model = build_model("igoas", 4, backbone="resnet18", occlusion="random_erasing",
+                        occlusion_options={"fill": "normalized", "mask": "all_visible"}).train()
+    output = model(torch.randn(4, 3, 64, 32), 0.0, torch.Generator().manual_seed(0))
+    terms = compute_losses(output, torch.tensor([0, 1, 2, 3])).terms
+    assert terms["mask_suppression"].item() == 0.0 and terms["mask_global"].item() == 0.0
+    assert model.occlusion.last_occluded_fraction > 0.2  # the images were erased all the same
+
+
 # ------------------------------------------------------------------ 7. evaluation schedule
 def test_published_preset_evaluates_at_the_logged_epochs() -> None:
     from igoas.engine.trainer import evaluation_due
