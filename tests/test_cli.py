@@ -120,13 +120,21 @@ def test_every_option_and_subcommand_has_help() -> None:
      "figures are written as .png, .jpg, .jpeg, .pdf, .svg"),
     (["viz", "report", "run", "--out", "report.png"], "name it .html"),
     (["search", "query", "missing.index", "q.jpg", "--draw", "ranked.bmp"], "figures are written as"),
+    # outputs that could not be written at the end are refused first
+    (["eval", "--weights", "missing.pth", "--out", "a_folder"], "exists and is not a file"),
+    (["extract", "missing.pth", "missing_dir", "--out", "a_file/features.npz"], "a_file is a file"),
+    (["import-official", "missing.pth.tar", "--out", "a_file/x.pth"], "a_file is a file"),
+    (["robustness", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out", "a_file"], "is not a folder"),
+    (["viz", "distances", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out-dir", "a_file"],
+     "is not a folder"),
 ])
 def test_arguments_are_checked_before_any_work(argv: list[str], message: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    if "features.npz" in argv:
-        (tmp_path / "features.npz").write_bytes(b"PK\x03\x04")
+    (tmp_path / "features.npz").write_bytes(b"PK\x03\x04")
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and "re-download" not in err

@@ -44,6 +44,26 @@ def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Path:
     return folder
 
 
+def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Refuse, before any work, an output that could not be written at the end: a folder
+    where a file is wanted (or the reverse), a file standing where a parent folder must be,
+    or a parent folder this user cannot write into."""
+    from igoas.errors import IgoasError
+
+    path = Path(path)
+    if path.is_dir() != folder and path.exists():
+        wanted = "a folder" if folder else "a file"
+        raise IgoasError(f"{path}: exists and is not {wanted}; choose another output path")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise IgoasError(f"{path}: {existing} is a file, so no folder can be made there; choose another output path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise IgoasError(f"{path}: {existing} is not writable by this user; choose another output path")
+    return path
+
+
 TEMPORARY_SUFFIX = ".tmp"
 
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from igoas.fileio import check_output
+
+    check_output(args.out, folder=True)
     run_demo(args.out, quick=args.quick, data_dir=args.data, overrides=args.overrides)
     return 0
 

@@ -26,7 +26,7 @@ def default_output(checkpoint: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.fileio import write_json
+    from igoas.fileio import check_output, write_json
     from igoas.engine.features import evaluate_checkpoint, results_document
     from igoas.evaluation import format_table
     from igoas.provenance import evaluation_record
@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
     config, overrides = split_config_and_overrides(args.config, args.overrides)
     if args.rerank:
         overrides.append("eval.rerank=true")
+    out = check_output(args.out if args.out else default_output(Path(args.weights)))
     results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides)
     print(format_table(results))
     document = results_document(results, epoch=payload.get("epoch"),
                                 **evaluation_record(cfg, args.weights, payload.get("preprocess")))
-    out = Path(args.out) if args.out else default_output(Path(args.weights))
     write_json(out, document)
     print(f"metrics written to {out}")
     return 0

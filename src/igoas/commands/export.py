@@ -19,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from igoas.export import export_model
+    from igoas.fileio import check_output
 
+    if args.out:
+        check_output(args.out)
     result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,
                           check_batch_sizes=args.check_batch_sizes, tolerance=args.tolerance)
     check = result.check

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from igoas.inference import ReIDModel
     from igoas.retrieval.features_file import check_features_path
 
-    check_features_path(args.out)  # before any image is listed or embedded
+    from igoas.fileio import check_output
+
+    check_output(check_features_path(args.out))  # before any image is listed or embedded
     images = dataset_images(args.dataset, args.source, args.split) if args.dataset else folder_images(args.source)
     model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
     features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.workers,

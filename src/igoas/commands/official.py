@@ -11,8 +11,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from igoas.fileio import check_output
     from igoas.interop.official import import_official
 
+    check_output(args.out)
     _, payload = import_official(args.checkpoint, out=args.out)
     source = payload["source"]
     details = [f"{len(payload['model'])} tensors", f"{payload['model_spec']['num_classes']} identities"]

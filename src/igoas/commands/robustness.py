@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from igoas.data import build_dataset
     from igoas.robustness import occlusion_stress_test, parse_areas, write_stress_test
 
+    from igoas.fileio import check_output
+
+    check_output(args.out, folder=True)
     checkpoints = _labelled_checkpoints(args)
     dataset = build_dataset(args.dataset, args.root)
     if args.suite == "corruptions":

@@ -39,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from igoas.fileio import check_output
     from igoas.retrieval import GalleryIndex
 
+    check_output(args.index)
     names = ("nlist", "nprobe", "m", "ef_construction", "ef_search")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     index = GalleryIndex.build(args.features, kind=args.kind, **options)
@@ -59,8 +61,10 @@ def _query(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.features):
         raise IgoasError("give the queries either as images (IMAGE ...) or as a features file (--features FILE)")
     if args.draw:
+        from igoas.fileio import check_output
         from igoas.viz._figure import figure_format
 
+        check_output(args.draw)
         figure_format(args.draw)
     index = GalleryIndex.load(args.index)
     paths, pids, camids, embeddings = (_saved_queries(args, index) if args.features else _embedded_queries(args, index))

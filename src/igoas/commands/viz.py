@@ -218,9 +218,12 @@ FEATURES_SUFFIXES = (".npz", ".safetensors")
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse what would fail only after the models ran: an output suffix igoas does not
     write, or `viz cmc` inputs it cannot draw a curve from."""
+    from igoas.fileio import check_output
     from igoas.viz._figure import figure_format
 
     out = getattr(args, "out", None)
+    if out or getattr(args, "out_dir", None):
+        check_output(out or args.out_dir, folder=bool(getattr(args, "per_query", False)) or not out)
     if args.figure == "report":
         if out and Path(out).suffix.lower() not in (".html", ".htm"):
             raise IgoasError(f"--out {out}: the report is an HTML page; name it .html")
