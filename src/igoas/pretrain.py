@@ -132,7 +132,7 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
         check_disjoint_identities(Path(cfg.data.root))
     resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
     log(f"{'continuing' if resume else 'starting'} synthetic pretraining in {run_dir}")
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
     if not result.finished:
         raise IgoasError(f"pretraining stopped at iteration {result.iteration}; run the same command again to "
                          "continue it")

@@ -113,7 +113,7 @@ def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> fl
     resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
     log(f"{'continuing' if resume else 'training'} {run_dir}")
     started = time.perf_counter()
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
     if not result.finished:
         raise IgoasError(f"{run_dir}: training stopped at iteration {result.iteration} before the last epoch "
                          "(train.stop_after_iters?); run the same study command again to continue it")

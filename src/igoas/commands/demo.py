@@ -63,7 +63,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
     print(f"[demo] training {cfg.model.name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) "
           f"for {cfg.train.epochs} epochs")
-    result = train(cfg)
+    result = train(cfg, overwrite=True)  # the demo folder is the demo's own: a re-run replaces it
     model, _ = model_from_checkpoint(result.last_checkpoint)
     trained_results, features = _evaluate(model, dataset, cfg)
 

@@ -14,15 +14,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, metavar="CKPT", help="igoas checkpoint (.pth)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (eval.k1/k2/lambda_value)")
     parser.add_argument("--out", metavar="JSON",
-                        help="where to write the metrics (default: metrics.json in the checkpoint's run directory)")
+                        help="where to write the metrics (default: eval_NAME.json in the checkpoint's run "
+                             "directory for checkpoints/NAME.pth, else NAME.eval.json beside the file)")
 
 
 def default_output(checkpoint: Path) -> Path:
-    """`RUN/metrics.json` for `RUN/checkpoints/X.pth`, else `X.metrics.json` beside the file."""
+    """`RUN/eval_X.json` for `RUN/checkpoints/X.pth`, else `X.eval.json` beside the file: never the
+    training's own `metrics.json`, whose best-epoch record would be lost."""
     from igoas.artifacts.run_dir import RunDir
 
     run_dir = RunDir.of_checkpoint(checkpoint)
-    return run_dir.final_metrics if run_dir is not None else checkpoint.with_suffix(".metrics.json")
+    return run_dir.root / f"eval_{checkpoint.stem}.json" if run_dir is not None else checkpoint.with_suffix(".eval.json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,6 +57,6 @@ def _train(rows, out: Path, root: str | None, overrides: list[str]) -> dict[str,
             for name in config.data.targets:
                 config.data.target_options.setdefault(name, {})["root"] = root
         resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
-        train(config, resume=resume)
+        train(config, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
         run_dirs[preset] = run_dir
     return run_dirs

@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from checkpoints/last.pth (its saved config, plus overrides)")
     parser.add_argument("--out", metavar="DIR", help="run directory (same as train.output_dir=DIR)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run files (checkpoints, logs, metrics) of a non-empty run directory")
     parser.add_argument("--presets", action="store_true", help="list the shipped presets and exit")
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if config is None:
             raise ConfigError("give a config file or preset (e.g. `igoas train occluded_duke_igoas`) or --resume RUN_DIR")
-        result = train(load_config(config, overrides))
+        result = train(load_config(config, overrides), overwrite=args.overwrite)
     state = "finished" if result.finished else "stopped early (resumable)"
     print(f"{state} at epoch {result.epoch}, iteration {result.iteration}; run directory: {result.run_dir}")
     for name, values in result.metrics.items():

@@ -76,6 +76,9 @@ class EpochSampler(Sampler[int]):
         if not same_setup:
             LOG.warning("sampler state saved with another sampler, world size or dataset size; "
                         "restarting epoch %d from its beginning", self.epoch)
+        if self.epoch < 0 or (same_setup and not 0 <= int(state["consumed"]) <= self.num_samples):
+            raise ValueError(f"sampler position out of range: epoch {self.epoch}, {state['consumed']} of "
+                             f"{self.num_samples} samples consumed")
         self._skip = int(state["consumed"]) if same_setup else 0
         self._consumed = self._skip
 

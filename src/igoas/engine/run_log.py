@@ -48,12 +48,14 @@ class RunLogger:
     """Progress bar and log files of one run.
 
     `resume_step` (the global iteration a resumed run starts from) removes log records and
-    TensorBoard events written after that point by the interrupted run, so the logs read
-    like one uninterrupted run.
+    TensorBoard events written after that point by the interrupted run, and
+    `resume_text_bytes` (train.log's size at that checkpoint) its plain-text lines, so the
+    logs read like one uninterrupted run.
     """
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, log_every: int = 20, tensorboard: bool = True,
-                 progress_bar: bool = True, resume_step: int | None = None) -> None:
+                 progress_bar: bool = True, resume_step: int | None = None,
+                 resume_text_bytes: int | None = None) -> None:
         self.enabled = enabled and run_dir is not None
         self.run_dir = run_dir
         self.files = RunDir(run_dir) if run_dir is not None else None
@@ -72,6 +74,10 @@ class RunLogger:
         if resume_step is not None:
             truncate_jsonl(self.files.train_log, lambda record: record.get("iteration", 0) <= resume_step)
             truncate_jsonl(self.files.metrics_log, lambda record: record.get("iteration", 0) <= resume_step)
+            if isinstance(resume_text_bytes, int) and 0 <= resume_text_bytes < self.text_size():
+                # train.log as it stood at the checkpoint: the lines after it are written again
+                with open(self.files.train_log_text, "r+b") as handle:
+                    handle.truncate(resume_text_bytes)
         if tensorboard:
             self._writer = _summary_writer(self.files.tensorboard, resume_step)
 
@@ -87,6 +93,11 @@ class RunLogger:
             print(line, flush=True)
         with open(self.files.train_log_text, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+    def text_size(self) -> int:
+        """Bytes of train.log so far (saved with checkpoints, so a resume can cut what followed)."""
+        path = self.files.train_log_text if self.files is not None else None
+        return path.stat().st_size if path is not None and path.is_file() else 0
 
     # ------------------------------------------------------------------ training steps
     def start_epoch(self, epoch: int, epochs: int, iters_per_epoch: int, start_iteration: int = 0) -> None:

@@ -28,13 +28,15 @@ from torch import nn
 from igoas.config import RunConfig, apply_overrides, config_from_dict, load_config, model_arguments, to_dict, validate
 from igoas.artifacts.checkpoint import checkpoint_payload, load_checkpoint, load_model_state, save_checkpoint
 from igoas.artifacts.preprocess import Preprocess
-from igoas.artifacts.run_dir import RunDir
+from igoas.artifacts.run_dir import RunDir, claim_run_folder
 from igoas.fileio import atomic_write, write_json
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
 from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
 from igoas.engine.replicas import check_replicas, replica_generators, replicated_forward
+from igoas.engine.resume import (changed_settings, check_position, nonfinite_tensors, optimiser_settings,
+                                 reapply_settings, sync_learning_rates)
 from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
 from igoas.engine.run_log import RunLogger
 from igoas.data import build_dataset, build_train_loader, build_transforms
@@ -76,11 +78,14 @@ class TrainResult:
 
 
 def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
-          resume: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+          resume: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = (),
+          overwrite: bool = False) -> TrainResult:
     """Train a model as `config` describes (a config object, a plain dict, a YAML path or
     a preset name), or continue the run in `resume` (a run directory) from its last
     checkpoint, with its saved config unless `config` is given. `overrides` are dotted
-    `key=value` strings applied last."""
+    `key=value` strings applied last; on resume they take effect or are refused by name
+    (`igoas.engine.resume`). A fresh run refuses a non-empty folder unless `overwrite`,
+    and a folder another live run holds is refused either way (`igoas.engine.run_folder`)."""
     payload = None
     if resume is not None:
         last = RunDir(resume).last_checkpoint
@@ -88,16 +93,21 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
         if config is None:
             config = _saved_config(payload, last)
     cfg = apply_overrides(_as_config(config), overrides)
+    changes: list[str] = []
     if resume is not None:
         cfg.train.output_dir = str(resume)
         # The stop that ended the interrupted run is behind us; a later one still applies.
-        if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= int(payload["iteration"]):
+        if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= _saved_iteration(payload, resume):
             cfg.train.stop_after_iters = None
+        if isinstance(payload.get("config"), Mapping):
+            changes = changed_settings(payload["config"], to_dict(cfg), str(resume))
     validate(cfg)
     joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed(cfg.train.device)
     try:
-        return _Run(cfg, ctx, payload).run()
+        with claim_run_folder(cfg.train.output_dir, resume=resume is not None, overwrite=overwrite,
+                              enabled=ctx.is_main) as cleaned:
+            return _Run(cfg, ctx, payload, [f"resume: {change}" for change in changes] + cleaned).run()
     finally:
         if not joined_before:  # a process group the caller set up stays theirs
             shutdown(ctx)
@@ -129,6 +139,14 @@ def _as_config(config: Any) -> DictConfig:
     return load_config(config)
 
 
+def _saved_iteration(payload: Mapping[str, Any], resume: str | os.PathLike[str]) -> int:
+    try:
+        return int(payload["iteration"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{RunDir(resume).last_checkpoint}: its 'iteration' entry is missing or not a number; "
+                              "the checkpoint is damaged") from None
+
+
 def _saved_config(payload: Mapping[str, Any], source: Path) -> DictConfig:
     if not isinstance(payload.get("config"), Mapping):
         raise CheckpointError(f"{source}: holds no run config, so the run cannot be resumed from it")
@@ -138,7 +156,8 @@ def _saved_config(payload: Mapping[str, Any], source: Path) -> DictConfig:
 class _Run:
     """The state of one training run: model, optimiser, data, logs, and the loop over them."""
 
-    def __init__(self, cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | None) -> None:
+    def __init__(self, cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | None,
+                 notes: list[str] | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.run_dir = Path(cfg.train.output_dir)
         self.files = RunDir(self.run_dir)
@@ -172,10 +191,12 @@ class _Run:
         self.metrics: dict[str, dict[str, float]] = {}
         self.last_results: dict[str, Any] = {}
         self.best: dict[str, Any] = {}
-        self._resume_notes = self._restore(payload) if payload is not None else []
+        restored = [f"resume: {note}" for note in self._restore(payload)] if payload is not None else []
+        self._notes = restored + list(notes or [])
         self.log = RunLogger(self.run_dir, enabled=ctx.is_main, log_every=cfg.train.log_every,
                              tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar,
-                             resume_step=self.iteration if payload is not None else None)
+                             resume_step=self.iteration if payload is not None else None,
+                             resume_text_bytes=payload.get("train_log_bytes") if payload is not None else None)
         self._trainable_phase: str | None = None
         self._wrapped: nn.Module = self.model
 
@@ -211,21 +232,30 @@ class _Run:
         if missing:
             raise CheckpointError(f"{source}: lacks {', '.join(missing)}, so training cannot continue exactly from "
                                   "it; it holds weights only (use it with `igoas eval` or as model.pretrained)")
-        try:
-            self.optimizer.load_state_dict(payload["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{source}: optimiser state does not fit this model/optimiser ({err})") from None
-        self.scheduler.load_state_dict(payload["scheduler"])
+        saved_world = int(payload.get("world_size", 1))
+        self.epoch, self.batch, self.iteration = check_position(
+            payload, self.cfg.train.epochs, self.iters_per_epoch, saved_world == self.ctx.world_size, source)
+        fresh = optimiser_settings(self.optimizer)
+        states = [("optimiser", self.optimizer, "optimizer"), ("scheduler", self.scheduler, "scheduler"),
+                  ("sampler", self.loader.sampler, "sampler")]
         if payload.get("grad_scaler"):
-            self.scaler.load_state_dict(payload["grad_scaler"])
-        self.loader.sampler.load_state_dict(payload["sampler"])
+            states.append(("grad scaler", self.scaler, "grad_scaler"))
         if payload.get("occlusion_state"):
-            unwrap(self.model).occlusion.load_state_dict(payload["occlusion_state"])
-        self.epoch, self.batch, self.iteration = int(payload["epoch"]), int(payload["batch"]), int(payload["iteration"])
+            states.append(("occlusion", unwrap(self.model).occlusion, "occlusion_state"))
+        for what, target, key in states:
+            try:
+                target.load_state_dict(payload[key])
+            except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
+                raise CheckpointError(f"{source}: its {what} state is damaged or does not fit this run ({err}); "
+                                      "resume from another checkpoint or start a new run from its weights") from None
+        reapply_settings(self.optimizer, self.scheduler, fresh)
         self.metrics = dict(payload.get("metrics") or {})
         self.best = dict(payload.get("best") or {})
-        notes = restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
-        saved_world = int(payload.get("world_size", 1))
+        try:
+            notes = restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
+            raise CheckpointError(f"{source}: its random-number state is damaged ({err}); an exact resume is "
+                                  "impossible: resume from another checkpoint or start a new run") from None
         if saved_world != self.ctx.world_size:
             notes.append(f"checkpoint written by {saved_world} process(es), continuing with {self.ctx.world_size}: "
                          "the data order after this point differs from an uninterrupted run")
@@ -239,8 +269,7 @@ class _Run:
         done, self.batch = self.batch, 0
         self.iteration -= done
         self.scheduler.last_epoch = self.iteration
-        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
-            group["lr"] = base * factor(self.iteration)
+        sync_learning_rates(self.optimizer, self.scheduler)
         return f"epoch {self.epoch + 1} restarts from its first batch ({done} batches of it are run again)"
 
     # ------------------------------------------------------------------ the loop
@@ -252,8 +281,8 @@ class _Run:
             self.log.info(f"run {self.run_dir}: {cfg.model.name} ({cfg.model.backbone}) on {cfg.data.dataset}, "
                           f"{len(self.dataset.train)} training images, {self.iters_per_epoch} iterations/epoch, "
                           f"{self.ctx.world_size} process(es) on {self.device}, precision {self.precision}")
-            for note in self._resume_notes:
-                self.log.info(f"resume: {note}")
+            for note in self._notes:
+                self.log.info(note)
         try:
             while self.epoch < cfg.train.epochs:
                 if not self._train_epoch(total):
@@ -376,6 +405,7 @@ class _Run:
         return evaluation_due(self.epoch, self.cfg.train.epochs, self.cfg.eval.every, self.cfg.eval.also_every)
 
     def _evaluate(self) -> None:
+        self._check_finite()
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
         with torch.random.fork_rng(devices=[]):
             results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(),
@@ -406,13 +436,29 @@ class _Run:
                 "rng": capture_rng_state({"occlusion": self.occlusion_generator}),
                 "occlusion_state": model.occlusion.state_dict(),
                 "world_size": self.ctx.world_size,
+                "train_log_bytes": self.log.text_size(),
             })
         return payload
 
     def _preprocess(self) -> Preprocess:
         return Preprocess.from_config(self.cfg)
 
+    def _check_finite(self) -> None:
+        """Stop before a checkpoint or evaluation when any weight or buffer holds NaN or Inf
+        (BatchNorm running statistics overflow without any gradient doing so)."""
+        bad = nonfinite_tensors(unwrap(self.model))
+        if any_across(bool(bad), self.ctx):
+            last = self.files.last_checkpoint
+            kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written"
+            message = (f"non-finite values in {len(bad)} weight/buffer tensor(s) ({', '.join(bad[:4])}"
+                       f"{', ...' if len(bad) > 4 else ''}) at epoch {self.epoch}, iteration {self.iteration}; "
+                       f"nothing was saved, {kept}. Lower optim.lr or set optim.grad_clip, then continue with "
+                       f"`igoas train --resume {self.run_dir} optim.lr=...`")
+            self.log.info(message)
+            raise TrainingDiverged(message)
+
     def _save_last(self) -> None:
+        self._check_finite()
         if self.ctx.is_main:
             save_checkpoint(self.files.last_checkpoint, self._payload(training_state=True))
         barrier(self.ctx)
