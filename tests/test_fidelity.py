@@ -281,3 +281,26 @@ def test_published_training_forward_with_two_replicas_is_pinned() -> None:
     assert model.layer1[0].bn1.running_var.sum().item() == pytest.approx(63.8167610168457, rel=1e-4)
     losses.total.backward()
     assert model.stem[0].weight.grad.norm().item() == pytest.approx(4307.201171875, rel=1e-3)
+
+
+def test_gather_joins_replica_outputs_like_dataparallel() -> None:
+    from dataclasses import dataclass, field
+
+    from igoas.engine.replicas import gather
+
+    @dataclass
+    class Out:
+        batch: torch.Tensor
+        heads: dict
+        scalar: torch.Tensor
+        ratio: float
+        flag: bool
+        parts: list = field(default_factory=list)
+
+    a = Out(torch.zeros(2, 3), {"g": torch.zeros(2)}, torch.tensor(1.0), 0.2, True, [torch.zeros(2), 1])
+    b = Out(torch.ones(2, 3), {"g": torch.ones(2)}, torch.tensor(3.0), 0.4, True, [torch.ones(2), 3])
+    joined = gather([a, b])
+    assert torch.equal(joined.batch, torch.cat([a.batch, b.batch])) and joined.heads["g"].tolist() == [0, 0, 1, 1]
+    assert joined.scalar.item() == 2.0 and joined.ratio == pytest.approx(0.3) and joined.flag is True
+    assert joined.parts[0].tolist() == [0, 0, 1, 1] and joined.parts[1] == 2
+    assert gather([a]) is a

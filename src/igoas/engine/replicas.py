@@ -72,8 +72,9 @@ def replicated_forward(model: nn.Module, images: Tensor, progress: float,
 
 def gather(outputs: Sequence[Any]) -> Any:
     """Concatenate per-replica training outputs along the batch, as DataParallel's gather:
-    tensors (and dicts of tensors) are joined; scalars (such as the occluded fraction) are
-    averaged; flags must agree and are kept."""
+    batch tensors are joined (0-d tensors and plain numbers, such as the occluded fraction,
+    averaged), dicts and sequences element by element; flags and other values are the
+    first replica's."""
     if len(outputs) == 1:
         return outputs[0]
     first = outputs[0]
@@ -90,8 +91,8 @@ def _join(values: list[Any]) -> Any:
         return torch.stack(values).mean(dim=0) if first.dim() == 0 else torch.cat(values)
     if isinstance(first, dict):
         return {key: _join([value[key] for value in values]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_join(list(items)) for items in zip(*values))
     if isinstance(first, bool) or not isinstance(first, (int, float)):
-        if any(value != first for value in values[1:]):
-            raise ValueError(f"replicas disagree on {first!r}")
         return first
     return sum(values) / len(values)
