@@ -57,3 +57,13 @@ def test_extraction_off_a_terminal_has_no_carriage_returns(tiny_checkpoint: Path
     captured = capsys.readouterr()
     assert "\r" not in captured.out + captured.err
     assert re.search(STAMP + r"embedding batches \[\d+/\d+\] eta", captured.err)
+
+
+def test_track_counts_weighted_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    batches = [[0] * 16, [0] * 16, [0] * 8]
+    assert list(track(batches, 40, "corruptions model images", lines=2, size=len)) == batches
+    lines = log.getvalue().splitlines()
+    assert [line.split("] ", 1)[1].split(" eta")[0] for line in lines] == [
+        "corruptions model images [32/40]", "corruptions model images [40/40]"]

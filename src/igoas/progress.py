@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Iterable, Iterator, TypeVar
+from typing import IO, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -32,21 +32,27 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def track(items: Iterable[T], total: int, description: str, enabled: bool = True, lines: int = 10) -> Iterator[T]:
-    """Yield `items`, showing progress: a bar on a terminal, else about `lines` timestamped lines."""
+def track(items: Iterable[T], total: int, description: str, enabled: bool = True, lines: int = 10,
+          size: Callable[[T], int] | None = None) -> Iterator[T]:
+    """Yield `items`, showing progress towards `total`: a bar on a terminal, else about
+    `lines` timestamped lines. Each item counts 1, or `size(item)` (e.g. a batch's images)."""
     if not enabled:
         yield from items
         return
     if interactive():
         from tqdm import tqdm
 
-        yield from tqdm(items, total=total, desc=description, leave=False, file=sys.stderr)
+        with tqdm(total=total, desc=description, leave=False, file=sys.stderr) as bar:
+            for item in items:
+                yield item
+                bar.update(1 if size is None else size(item))
         return
-    every = max(1, -(-total // max(lines, 1)))
-    start = time.perf_counter()
-    done = 0
-    for done, item in enumerate(items, start=1):
+    step = max(1, -(-total // max(lines, 1)))
+    start, done, shown = time.perf_counter(), 0, 0
+    for item in items:
         yield item
-        if done % every == 0 or done == total:
+        done += 1 if size is None else size(item)
+        if done >= shown + step or done == total:
+            shown = done
             eta = (time.perf_counter() - start) / done * max(total - done, 0)
             print(stamped(f"{description} [{done}/{total}] eta {format_duration(eta)}"), file=sys.stderr, flush=True)

@@ -278,13 +278,11 @@ def _take(batches: Iterator[dict[str, Any]], count: int, batch_size: int) -> Ite
 
 
 def _counted(loader: Any, total: int, label: str, progress: bool) -> Iterator[dict[str, Any]]:
-    """The loader's batches, advancing a progress bar (images, with the time left) as they arrive."""
-    from tqdm import tqdm
+    """The loader's batches, counting their images towards `total` with the time left (a bar
+    on a terminal, timestamped lines in a log)."""
+    from igoas.progress import track
 
-    with tqdm(total=total, unit="img", desc=f"corruptions {label}", disable=not progress, leave=False) as bar:
-        for batch in loader:
-            bar.update(len(batch["index"]))
-            yield batch
+    yield from track(loader, total, f"corruptions {label} images", progress, size=lambda batch: len(batch["index"]))
 
 
 def _single_threaded_worker(worker_id: int) -> None:
