@@ -8,7 +8,10 @@ the same uint8 images, preprocessing included; speeds are reported as ratios aga
 measured in the same run, with the lowest cosine similarity of each path's embeddings to
 fp32's. Goal: the fastest path whose cosine is >= 0.999 runs >= 2x fp32.
 
-    python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3] [--checkpoint CKPT]
+    python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3] [--checkpoint CKPT] [--device cuda]
+
+On CUDA the onnxruntime path is left out (it would run on the CPU) and the fastest path is
+bf16 autocast (fp16 where the GPU lacks bf16) with channels_last.
 
 Prints one JSON line. Without --checkpoint the weights are random (no download) with
 BatchNorm statistics calibrated on the inputs; speed does not depend on the weights, but
@@ -92,7 +95,9 @@ def main() -> None:
                         help="threads for every path (default: PyTorch's and onnxruntime's own defaults); "
                              "1 gives steadier numbers on a machine shared with other jobs")
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (its own input size) instead of random weights")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
+    cuda = torch.device(args.device).type == "cuda"
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,11 +111,11 @@ def main() -> None:
     images = torch.randint(0, 256, (args.images, 3, preprocess.height, preprocess.width), dtype=torch.uint8)
     if not args.checkpoint:
         calibrate_batchnorm(network, preprocess(images[: args.batch_size]))
-    fp32 = ReIDModel(network, preprocess, precision="fp32", channels_last=False)
+    fp32 = ReIDModel(network, preprocess, precision="fp32", channels_last=False, device=args.device)
     # its own copy: channels_last converts a model's weights in place, which would change the fp32 path
-    fastest = ReIDModel(copy.deepcopy(network), preprocess, precision="auto", channels_last="auto")
+    fastest = ReIDModel(copy.deepcopy(network), preprocess, precision="auto", channels_last="auto", device=args.device)
     # fp32 numerics with the channels_last memory format: the fast path for when bf16 is not accurate enough
-    fp32_cl = ReIDModel(copy.deepcopy(network), preprocess, precision="fp32", channels_last=True)
+    fp32_cl = ReIDModel(copy.deepcopy(network), preprocess, precision="fp32", channels_last=True, device=args.device)
     paths = {
         "pytorch_fp32": lambda x: fp32.embed(x, batch_size=args.batch_size),
         "pytorch_fp32_channels_last": lambda x: fp32_cl.embed(x, batch_size=args.batch_size),
@@ -118,7 +123,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         threads = args.threads or torch.get_num_threads()
-        paths["onnxruntime"] = onnx_embedder(fp32, Path(folder), args.batch_size, threads)
+        if not cuda:
+            paths["onnxruntime"] = onnx_embedder(fp32, Path(folder), args.batch_size, threads)
         speeds, cosines, reference = {}, {}, None
         for name, embed in paths.items():
             speeds[name], embeddings = images_per_second(embed, images, args.repeats)
@@ -130,6 +136,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "inference",
         "model": f"{fp32.spec.get('name')} {fp32.spec.get('backbone')}",
+        "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
         "weights": args.checkpoint or "random, BatchNorm calibrated",
         "input": f"{preprocess.height}x{preprocess.width}",
         "images": args.images,

@@ -105,6 +105,18 @@ def to_memory_format(tensor_or_model: torch.Tensor | nn.Module, channels_last: b
     return tensor_or_model.contiguous(memory_format=torch.channels_last)
 
 
+def compile_network(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """Compile every top-level child of an igoas network in place (`torch.compile`); returns it.
+
+    Per child rather than the whole network: the occlusion draws each batch's rectangle as
+    Python numbers, which a whole-network graph would specialise on and recompile for at
+    every new position; the children hold all the computation and see tensors only.
+    """
+    for child in model.children():
+        child.compile(backend=backend)
+    return model
+
+
 def grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
     """Loss scaling, enabled only for fp16 (bf16 has fp32's range and needs none)."""
     resolved = resolve_precision(precision, device)
