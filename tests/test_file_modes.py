@@ -50,6 +50,9 @@ def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask
                             pids=np.array([1, 2]), camids=np.array([0, 1]), metadata={})
         save_features(out / "features.npz", features)
         save_features(out / "features.safetensors", features)
+        from igoas.retrieval import GalleryIndex
+
+        GalleryIndex.build(features).save(out / "index" / "gallery.faiss")
         plot_cmc_curves({"run": np.linspace(0.5, 1.0, 20)}, out / "figures" / "cmc.png")
         staged = temporary_folder(out, ".staging-")
         (staged / "inside.txt").write_text("x")
@@ -70,5 +73,8 @@ def test_a_training_run_and_a_rendered_dataset_follow_the_umask(tmp_path: Path, 
             "train.epochs=1", "train.fixbase_epochs=0", "train.device=cpu", "train.precision=fp32",
             "train.progress_bar=false", f"train.output_dir={tmp_path / 'run'}", "eval.every=1",
             "eval.num_workers=0"]))
+        from igoas.viz import write_html_report
+
+        write_html_report(tmp_path / "run")
     assert_modes(tmp_path / "data", mask)
     assert_modes(tmp_path / "run", mask)
