@@ -220,7 +220,7 @@ def _fake_run(run_dir: Path) -> None:
 def test_training_curves_and_report(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _fake_run(run_dir)
-    assert size_of(plot_training_curves(run_dir, tmp_path / "curves.png")) == (1000, 700)
+    assert size_of(plot_training_curves(run_dir, tmp_path / "curves.png")) == (1200, 700)
     (run_dir / "robustness").mkdir()
     plot_cmc_curves({"a": np.linspace(0.5, 1, 20)}, run_dir / "robustness" / "extra.png")
 

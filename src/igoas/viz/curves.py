@@ -49,25 +49,29 @@ def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_ra
 
 # Panel of the training-curves figure -> which flattened train-log keys it shows, judged
 # by the key's words ("loss/id_global" -> loss, id, global) so "iteration" is no "ratio".
+# The mask-loss terms get their own panel: beside the ID losses they would be invisible.
 TRAINING_PANELS: dict[str, Callable[[set[str]], bool]] = {
-    "losses": lambda words: any(word.startswith("loss") for word in words),
+    "identity losses": lambda words: any(word.startswith("loss") for word in words) and "mask" not in words,
+    "mask losses (OSM)": lambda words: any(word.startswith("loss") for word in words) and "mask" in words,
     "learning rate": lambda words: bool(words & {"lr", "learning"}),
-    "ID weights and occluded area": lambda words: bool(words & {"weight", "weights", "ratio", "area"}),
+    "ID-loss weights": lambda words: bool(words & {"weight", "weights"}),
+    "occlusion: IGO area, stage-4 mask": lambda words: bool(words & {"ratio", "area", "zeroed", "hidden"}),
 }
 EVALUATION_METRICS = ("R1", "mAP")
 
 
-def plot_training_curves(run_dir: PathLike, out_path: PathLike, *, size: tuple[int, int] = (1000, 700),
+def plot_training_curves(run_dir: PathLike, out_path: PathLike, *, size: tuple[int, int] = (1200, 700),
                          dpi: int = DEFAULT_DPI) -> Path:
-    """Four panels from a run's logs: loss terms, learning rate, ID weights with the IGO
-    area ratio (all against iteration, from `train_log.jsonl`), and R1/mAP of every query
-    set against epoch (from `metrics.jsonl`)."""
+    """Six panels from a run's logs: identity losses, OSM mask losses, learning rate, ID
+    weights, the occlusion (IGO area ratio, share of stage-4 map cells the mask zeroes,
+    hidden share of the map) (all against iteration, from `train_log.jsonl`), and R1/mAP
+    of every query set against epoch (from `metrics.jsonl`)."""
     logs = load_run_logs(run_dir)
     if not logs.train and not logs.metrics:
         raise IgoasError(f"{run_dir}: neither train_log.jsonl nor metrics.jsonl is there (or both are empty); "
                          "training curves need a run directory written by `igoas train`")
     figure = new_figure(*size, dpi=dpi)
-    panels = figure.subplots(2, 2).ravel()
+    panels = figure.subplots(2, 3).ravel()
     steps = _training_steps(logs.train)
     columns = series(logs.train)
     for axes, (title, wanted) in zip(panels, TRAINING_PANELS.items()):
@@ -77,7 +81,7 @@ def plot_training_curves(run_dir: PathLike, out_path: PathLike, *, size: tuple[i
         _finish(axes, title, "iteration", keys)
         if title == "learning rate" and keys and all(v > 0 for key in keys for _, v in columns[key]):
             axes.set_yscale("log")
-    _plot_evaluation(panels[3], logs.metrics)
+    _plot_evaluation(panels[len(TRAINING_PANELS)], logs.metrics)
     figure.tight_layout()
     return save_figure(figure, out_path)
 
