@@ -12,7 +12,8 @@ import torch
 
 from igoas.cli import main
 from igoas.corruptions import CORRUPTIONS, corrupt, random_corruption
-from igoas.corruptions.benchmark import SETTINGS, _groups, corruption_benchmark, mean_corrupted_map, summary_of
+from igoas.corruptions.benchmark import (SETTINGS, _groups, corruption_benchmark, corruption_summary,
+                                         mean_corrupted_map, summary_of)
 from igoas.corruptions.images import CLEAN, RANDOM, CorruptedImages, Job
 from igoas.corruptions.rain import RAIN_TYPES, SEVERITY_RAIN_TYPE, rain
 from igoas.errors import ConfigError
@@ -147,6 +148,8 @@ def test_benchmark_identical_twice_and_summarised(benchmark, dataset, tiny_check
     assert (summary["query"]["worst"]["corruption"], summary["query"]["worst"]["mAP"]) == (worst.corruption, worst.mAP)
     assert summary["random"]["mAP"] == first[-1].mAP and summary["clean"]["mAP"] == first[0].mAP
     assert mean_corrupted_map(summary) == summary["query"]["mean"]["mAP"]
+    direct = corruption_summary(str(tiny_checkpoint), dataset, None, FEW, [1, 3], seed=5, progress=False)
+    assert set(direct) == {"clean", "query"} and direct["query"] == summary["query"], "one model, the same summary"
 
 
 def test_outputs(benchmark, dataset, tmp_path: Path) -> None:

@@ -144,6 +144,23 @@ def _library_version() -> str | None:
         return None
 
 
+def corruption_summary(model: Any, dataset: Any, preprocess: Any = None, corruptions: Sequence[str] = CORRUPTIONS,
+                       severities: Sequence[int] = SEVERITIES, settings: Sequence[str] = ("query",),
+                       **options: Any) -> dict[str, Any]:
+    """`summary_of` one model: a loaded network with its `Preprocess`, or a checkpoint (path or
+    payload, whose own preprocessing is used). Its "mean corrupted mAP" is
+    `mean_corrupted_map(summary)`; `options` are those of `evaluate_corruptions`."""
+    if not isinstance(model, torch.nn.Module):
+        from igoas.engine.checkpoint import model_from_checkpoint
+        from igoas.preprocess import Preprocess
+
+        model, payload = model_from_checkpoint(model)
+        preprocess = preprocess or Preprocess.from_dict(payload.get("preprocess"))
+    if preprocess is None:
+        raise ConfigError("corruption_summary of a loaded network needs its Preprocess (input size, mean, std)")
+    return summary_of(evaluate_corruptions(model, dataset, preprocess, corruptions, severities, settings, **options))
+
+
 def evaluate_corruptions(
     model: torch.nn.Module,
     dataset: Any,
