@@ -150,14 +150,13 @@ def corruption_summary(model: Any, dataset: Any, preprocess: Any = None, corrupt
     """`summary_of` one model: a loaded network with its `Preprocess`, or a checkpoint (path or
     payload, whose own preprocessing is used). Its "mean corrupted mAP" is
     `mean_corrupted_map(summary)`; `options` are those of `evaluate_corruptions`."""
-    if not isinstance(model, torch.nn.Module):
-        from igoas.engine.checkpoint import model_from_checkpoint
-        from igoas.preprocess import Preprocess
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.artifacts.preprocess import Preprocess
 
-        model, payload = model_from_checkpoint(model)
-        preprocess = preprocess or Preprocess.from_dict(payload.get("preprocess"))
-    if preprocess is None:
-        raise ConfigError("corruption_summary of a loaded network needs its Preprocess (input size, mean, std)")
+    source = model
+    if not isinstance(model, torch.nn.Module):
+        model, source = model_from_checkpoint(model)
+    preprocess = Preprocess.resolve(preprocess if preprocess is not None else source)
     return summary_of(evaluate_corruptions(model, dataset, preprocess, corruptions, severities, settings, **options))
 
 
