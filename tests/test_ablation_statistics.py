@@ -79,3 +79,15 @@ def test_criteria_pass_and_fail() -> None:
     failed = check_criteria(runs, ["baseline", "igoas"], [1, 2], epochs=20)
     assert not any(entry["passed"] for entry in failed.values())
     assert plateau_gain([{"epoch": 20, "holistic": {"mAP": 1.0}}], 20) is None  # no early point
+
+
+def test_records_stay_valid_when_options_are_added_not_when_values_change() -> None:
+    from igoas.ablation.records import matches
+
+    saved = {"config": {"optim": {"lr": 0.1}, "eval": {"every": 2}}, "stress_settings": {"areas": [0, 30]}}
+    grown = {"optim": {"lr": 0.1}, "eval": {"every": 2, "also_every": 0}}  # an option added since
+    assert matches(saved, grown, {"areas": [0, 30]})
+    assert not matches(saved, {"optim": {"lr": 0.2}, "eval": {"every": 2}}, {"areas": [0, 30]})
+    assert not matches(saved, {"optim": {"lr": 0.1}}, {"areas": [0, 30]})  # a setting gone is a change
+    assert not matches(saved, grown, {"areas": [0, 45]})
+    assert not matches({**saved, "config": {}}, grown, {"areas": [0, 30]})

@@ -45,6 +45,17 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """`key: old -> new` for every dotted key whose value differs."""
+    """`key: old -> new` for every dotted key whose value differs.
+
+    A key the old config lacks is an option added to igoas since it was saved, whose
+    default keeps the earlier behaviour: not a difference, so records and runs made before
+    an option existed stay valid.
+    """
     a, b = _flat(old), _flat(new)
-    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+            if key in a and a.get(key) != b.get(key)]
+
+
+def same_recipe(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True when a run saved with fingerprint `old` learned what `new` describes."""
+    return not differences(old, new)

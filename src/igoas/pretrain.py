@@ -26,7 +26,7 @@ from torch import nn
 
 from igoas.errors import ConfigError, DatasetError, IgoasError
 from igoas.fileio import atomic_write, write_json
-from igoas.fingerprint import differences, fingerprint
+from igoas.fingerprint import differences, fingerprint, same_recipe
 
 PRESET = "synthetic_pretrain"
 TRUNK_FILE = "trunk.pth"
@@ -114,7 +114,9 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     cfg = load_config(preset, [f"data.root={out / 'data'}", *overrides, f"train.output_dir={run_dir}"])
     wanted = fingerprint(cfg)
     record = _read_record(out)
-    if record is not None and record.get("config") == wanted and (out / TRUNK_FILE).is_file():
+    saved_config = record.get("config") if record is not None else None
+    if isinstance(saved_config, dict) and saved_config and same_recipe(saved_config, wanted) \
+            and (out / TRUNK_FILE).is_file():
         log(f"pretrained trunk {out / TRUNK_FILE} is up to date, reusing it")
         return PretrainResult(out / TRUNK_FILE, run_dir, True, record.get("metrics", {}), record.get("seconds"))
     saved = RunDir(run_dir).config

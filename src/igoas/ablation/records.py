@@ -20,6 +20,7 @@ import numpy as np
 from igoas.ablation.statistics import per_query_scores
 from igoas.errors import IgoasError
 from igoas.fileio import write_json
+from igoas.fingerprint import same_recipe
 from igoas.robustness import REPORTED_METRICS
 
 RUN_RECORD = "ablation_run.json"
@@ -41,8 +42,8 @@ def record_path(records_dir: Path, arm: str, seed: int) -> Path:
 
 def matches(record: Any, fingerprint: Mapping[str, Any], stress: Mapping[str, Any]) -> bool:
     """True when `record` was made with this recipe and stress test."""
-    return (isinstance(record, dict) and record.get("config") == fingerprint
-            and record.get("stress_settings") == stress)
+    return (isinstance(record, dict) and isinstance(record.get("config"), dict) and bool(record["config"])
+            and same_recipe(record["config"], fingerprint) and record.get("stress_settings") == stress)
 
 
 def file_sha256(path: str | Path) -> str:

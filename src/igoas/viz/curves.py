@@ -51,7 +51,7 @@ def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_ra
 # by the key's words ("loss/id_global" -> loss, id, global) so "iteration" is no "ratio".
 # The mask-loss terms get their own panel: beside the ID losses they would be invisible.
 TRAINING_PANELS: dict[str, Callable[[set[str]], bool]] = {
-    "identity losses": lambda words: any(word.startswith("loss") for word in words) and "mask" not in words,
+    "total and identity losses": lambda words: any(word.startswith("loss") for word in words) and "mask" not in words,
     "mask losses (OSM)": lambda words: any(word.startswith("loss") for word in words) and "mask" in words,
     "learning rate": lambda words: bool(words & {"lr", "learning"}),
     "ID-loss weights": lambda words: bool(words & {"weight", "weights"}),
