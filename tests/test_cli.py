@@ -96,6 +96,7 @@ def test_dir_lists_the_lazy_public_names() -> None:
     listed = dir(igoas)
     assert set(igoas.__all__) <= set(listed)
     assert "build_model" in listed and "__version__" in listed
+    assert not {"importlib", "annotations", "Any"} & set(listed), "module internals are not API"
 
 
 def test_every_option_and_subcommand_has_help() -> None:

@@ -43,5 +43,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    """The lazy public names too, so `dir(igoas)` and tab completion show the API."""
-    return sorted(set(globals()) | set(__all__))
+    """The public API (lazy names included) and the module's dunders, so `dir(igoas)` and
+    tab completion show what to use, not the helpers this file imports."""
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})
