@@ -15,7 +15,7 @@ import torch
 from igoas.cli import main
 from igoas.config import load_config
 from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
-from igoas.engine.features import extract_features
+from igoas.engine.embedding import embed
 from igoas.engine.optim import lr_factor, open_layers
 from igoas.engine.rng import capture_rng_state, restore_rng_state
 from igoas.engine.trainer import TrainingDiverged, train
@@ -258,21 +258,18 @@ def test_pickled_training_state_is_plain(finished_run: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- features and eval
-def test_extract_features_with_and_without_flip(synthetic_root: Path, tiny_checkpoint: Path) -> None:
-    from igoas.data import build_dataset, build_test_loader, build_transforms
+def test_embed_with_and_without_flip(synthetic_root: Path, tiny_checkpoint: Path) -> None:
+    from igoas.data import build_dataset
 
     model, payload = model_from_checkpoint(tiny_checkpoint)
-    pre = payload["preprocess"]
     samples = build_dataset("synthetic", synthetic_root).query[:5]
-    loader = build_test_loader(samples, batch_size=2, workers=0,
-                               transform=build_transforms(pre["height"], pre["width"], train=False))
-    plain = extract_features(model, loader)
-    flipped = extract_features(model, loader, flip=True)
-    assert plain.features.shape == (5, 1024) and plain.paths == [s.path for s in samples]
+    plain = embed(model, samples, payload, batch_size=2)
+    flipped = embed(model, samples, payload, batch_size=2, flip=True)
+    assert plain.embeddings.shape == (5, 1024) and plain.paths == [s.path for s in samples]
     assert np.array_equal(plain.pids, [s.pid for s in samples])
-    halves = flipped.features.view(5, 2, 512).norm(dim=2)
-    assert torch.allclose(halves, torch.ones_like(halves), atol=1e-5)
-    assert not torch.allclose(plain.features, flipped.features)
+    halves = np.linalg.norm(flipped.embeddings.reshape(5, 2, 512), axis=2)
+    np.testing.assert_allclose(halves, np.ones_like(halves), atol=1e-5)
+    assert not np.allclose(plain.embeddings, flipped.embeddings)
 
 
 def test_eval_command_reproduces_the_training_evaluation(finished_run: Path, tmp_path: Path,

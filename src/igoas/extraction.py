@@ -102,7 +102,7 @@ def extract(
         paths=result.paths,
         pids=np.asarray(images.pids, dtype=np.int64)[kept],
         camids=np.asarray(images.camids, dtype=np.int64)[kept],
-        bad_paths=list(result.bad),
+        bad_paths=result.bad_paths,
         metadata={
             # absolute, so `igoas search query` finds the model from any working directory
             "checkpoint": _absolute_if_file(model.source),

@@ -8,7 +8,6 @@ product equals cosine similarity (what the FAISS gallery index relies on).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
@@ -16,35 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from igoas import speed
-from igoas.errors import CheckpointError, IgoasError
+from igoas.engine.embedding import Runtime, embed
+from igoas.errors import CheckpointError
+from igoas.retrieval.features_file import Features
 from igoas.artifacts.images import ImageInput, split_images
 from igoas.artifacts.preprocess import Preprocess
-
-
-@dataclass
-class FileEmbeddings:
-    """Embeddings of the readable files (in input order) and, per unreadable file, why it failed."""
-
-    embeddings: np.ndarray
-    paths: list[str]
-    bad: dict[str, str]
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    """Paths -> (path, resized image or None, reason): a bad file becomes a record, not an exception."""
-
-    def __init__(self, paths: list[str], preprocess: Preprocess) -> None:
-        self.paths, self.preprocess = paths, preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
-        path = self.paths[index]
-        try:
-            return path, self.preprocess.resize(path), ""
-        except IgoasError as err:
-            return path, None, str(err)
 
 
 class ReIDModel:
@@ -63,13 +38,25 @@ class ReIDModel:
         channels_last: bool | str = "auto",
         source: str | None = None,
     ) -> None:
-        self.device = torch.device(device)
-        self.precision = speed.resolve_precision(precision, self.device)
-        self.channels_last = speed.resolve_channels_last(channels_last, self.device, self.precision)
+        device = torch.device(device)
+        precision = speed.resolve_precision(precision, device)
+        self.runtime = Runtime(device, precision, speed.resolve_channels_last(channels_last, device, precision))
         self.preprocess_config = preprocess
         self.source = source
-        self.network = speed.to_memory_format(network.eval().to(self.device), self.channels_last)
+        self.network = speed.to_memory_format(network.eval().to(device), self.runtime.channels_last)
         self._embedding_dim: int | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    @property
+    def channels_last(self) -> bool:
+        return self.runtime.channels_last
 
     @classmethod
     def from_checkpoint(
@@ -133,8 +120,8 @@ class ReIDModel:
     def embedding_dim(self) -> int:
         """Length of one embedding (1024 for IGOAS, 512 for the baseline), found by one tiny forward."""
         if self._embedding_dim is None:
-            probe = torch.zeros(1, 3, self.preprocess_config.height, self.preprocess_config.width)
-            self._embedding_dim = int(self._forward(probe).shape[1])
+            probe = torch.zeros(3, self.preprocess_config.height, self.preprocess_config.width)
+            self._embedding_dim = int(self.embed(probe).shape[1])
         return self._embedding_dim
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
@@ -158,13 +145,9 @@ class ReIDModel:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
-        items = split_images(images)
-        chunks = [
-            self._forward(self.preprocess_config(items[start : start + batch_size]))
-            for start in range(0, len(items), batch_size)
-        ]
-        embeddings = torch.cat(chunks) if chunks else torch.empty(0, self.embedding_dim)
-        return embeddings.numpy() if output == "numpy" else embeddings
+        rows = self._unit_rows(embed(self.network, split_images(images), self.preprocess_config, self.runtime,
+                                     batch_size=batch_size))
+        return rows.numpy() if output == "numpy" else rows
 
     def embed_files(
         self,
@@ -172,38 +155,23 @@ class ReIDModel:
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool = False,
-    ) -> FileEmbeddings:
+    ) -> Features:
         """Embed image files, skipping (and reporting) the ones that cannot be read.
 
         Unlike `embed`, a missing, corrupt or non-image file is not fatal here: it is left
-        out and listed with the reason, so one bad file never loses a long extraction.
-        `num_workers` > 0 decodes images in background processes while the network runs.
+        out and listed in `bad_paths`, with the reason in `bad` (path -> reason), so one
+        bad file never loses a long extraction. `num_workers` > 0 decodes images in
+        background processes while the network runs.
         """
-        from igoas.progress import track
+        features = embed(self.network, [str(p) for p in paths], self.preprocess_config, self.runtime,
+                         batch_size=batch_size, num_workers=num_workers, on_error="skip", progress=progress)
+        features.embeddings = self._unit_rows(features).numpy()
+        return features
 
-        loader = torch.utils.data.DataLoader(
-            _ImageFiles([str(p) for p in paths], self.preprocess_config),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=list,
-        )
-        chunks, good, bad = [], [], {}
-        for batch in track(loader, len(loader), "embedding batches", enabled=progress):
-            images = [(path, image) for path, image, _ in batch if image is not None]
-            bad.update({path: reason for path, image, reason in batch if image is None})
-            if images:
-                chunks.append(self._forward(self.preprocess_config.normalize(torch.stack([i for _, i in images]))))
-                good.extend(path for path, _ in images)
-        embeddings = torch.cat(chunks).numpy() if chunks else np.empty((0, self.embedding_dim), np.float32)
-        return FileEmbeddings(embeddings, good, bad)
-
-    @torch.inference_mode()
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Network forward on a preprocessed batch: float32, unit length, on the CPU."""
-        batch = speed.to_memory_format(batch.to(self.device, non_blocking=True), self.channels_last)
-        with speed.autocast(self.device, self.precision):
-            features = self.network(batch)
-        return F.normalize(features.float(), dim=1).cpu()
+    @staticmethod
+    def _unit_rows(features: Features) -> torch.Tensor:
+        """Rows scaled to unit length, so inner product equals cosine similarity."""
+        return F.normalize(torch.from_numpy(features.embeddings), dim=1)
 
     def __repr__(self) -> str:
         size = f"{self.preprocess_config.height}x{self.preprocess_config.width}"

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from igoas.artifacts.images import load_image
 from igoas.errors import ConfigError, IgoasError
 
 DEFAULT_AREAS = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0)
@@ -274,9 +275,9 @@ def occlude(pixels: torch.Tensor, area_percent: float, position: str, occluder: 
 class OccludedImages(torch.utils.data.Dataset):
     """Samples resized by a checkpoint's `Preprocess`, occluded in pixel space, then normalised.
 
-    Items are the dicts `extract_features` reads (image, pid, camid, path, index) plus
-    `occluded_pixels`, the number of pixels the occluder covers. Area 0 gives exactly the
-    plain preprocessing, which is how the gallery is read.
+    Items are the prepared dicts `embed` reads (image, pid, camid, path, index) plus
+    `occluded_pixels`, the number of pixels the occluder covers. Pixels outside the
+    occluder (all of them at area 0) are exactly those evaluation feeds the network.
     """
 
     def __init__(self, samples: Sequence[Any], preprocess: Any, area_percent: float = 0.0, position: str = "top",
@@ -291,11 +292,16 @@ class OccludedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        pixels = self.preprocess.resize(sample.path)
+        decoded = load_image(sample.path)
+        image = self.preprocess.prepare(decoded)  # the visible pixels: exactly as evaluation reads them
+        pixels = self.preprocess.resize(decoded)
         occluded, mask = occlude(pixels, self.area_percent, self.position, self.occluder,
                                  query_rng(self.seed, index, self.position, self.area_percent), self.fill)
-        return {"image": self.preprocess.normalize(occluded[None])[0], "pid": sample.pid, "camid": sample.camid,
-                "path": str(sample.path), "index": index, "occluded_pixels": int(mask.sum())}
+        covered = int(mask.sum())
+        if covered:
+            image = torch.where(torch.from_numpy(mask), self.preprocess.normalize(occluded[None])[0], image)
+        return {"image": image, "pid": sample.pid, "camid": sample.camid, "path": str(sample.path), "index": index,
+                "occluded_pixels": covered}
 
 
 # ----------------------------------------------------------------------------- the test
@@ -364,27 +370,26 @@ def occlusion_stress_test(
     """
     from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.artifacts.preprocess import Preprocess
-    from igoas.engine.features import extract_features
+    from igoas.speed import resolve_precision
+    from igoas.engine.embedding import Runtime, embed
     from igoas.evaluation import evaluate_features
 
     labelled = _labelled(checkpoints)
     queries = query_samples(dataset, query_set)
     areas, positions = [float(a) for a in areas], list(positions)
     _check_settings(areas, positions, occluder, fill)
+    runtime = Runtime(torch.device(device), resolve_precision(precision, device), channels_last)
 
     def features(model: torch.nn.Module, samples: Sequence[Any], preprocess: Preprocess, area: float,
                  position: str) -> tuple[Any, float]:
         images = OccludedImages(samples, preprocess, area, position, occluder, seed, fill)
-        loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        extracted = extract_features(model, loader, device=device, flip=flip, precision=precision,
-                                     channels_last=channels_last)
+        extracted = embed(model, images, runtime=runtime, flip=flip, batch_size=batch_size, num_workers=num_workers)
         covered = occluded_pixel_count(area, preprocess.height, preprocess.width)
         return extracted, 100.0 * covered / (preprocess.height * preprocess.width)
 
     records: list[StressRecord] = []
     for label, checkpoint in labelled.items():
         model, payload = model_from_checkpoint(checkpoint)
-        model.to(device)
         preprocess = Preprocess.resolve(payload, label)
         gallery, _ = features(model, dataset.gallery, preprocess, 0.0, positions[0])
         clean: tuple[dict[str, float], float] | None = None
@@ -394,7 +399,7 @@ def occlusion_stress_test(
                     scores, covered = clean
                 else:
                     query, covered = features(model, queries, preprocess, area, position)
-                    result = evaluate_features(query.features, gallery.features, query.pids, gallery.pids,
+                    result = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids,
                                                query.camids, gallery.camids, metric=metric)
                     scores = result.to_dict()
                     if area == 0.0:

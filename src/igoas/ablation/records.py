@@ -126,18 +126,19 @@ def query_scores(checkpoint: Path, dataset: Any, cfg: Any, device: str, precisio
     """Per-query AP and rank-1 hit of the occluded ("query") and holistic queries, rounded
     to 5 decimals (the record stays small; the means are unchanged to 1e-5)."""
     from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.engine.embedding import Runtime
     from igoas.engine.features import embed_samples
     from igoas.evaluation.distance import compute_distance
 
     model, payload = model_from_checkpoint(checkpoint)
-    model.to(device)
+    runtime = Runtime.resolve(device, precision)
     sets = {"gallery": dataset.gallery, "query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
-    features = {name: embed_samples(model, samples, payload["preprocess"], cfg.eval, device, precision)
+    features = {name: embed_samples(model, samples, payload, cfg.eval, runtime)
                 for name, samples in sets.items() if name == "gallery" or name in PER_QUERY_SETS}
     gallery = features.pop("gallery")
     scores = {}
     for name, queries in features.items():
-        distances = compute_distance(queries.features, gallery.features, metric=cfg.eval.metric)
+        distances = compute_distance(queries.embeddings, gallery.embeddings, metric=cfg.eval.metric)
         values = per_query_scores(distances, queries.pids, gallery.pids, queries.camids, gallery.camids)
         scores[name] = {key: [round(v, 5) for v in series] for key, series in values.items()}
     return scores

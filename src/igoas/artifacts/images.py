@@ -118,6 +118,31 @@ def to_unit_float(image: torch.Tensor) -> torch.Tensor:
     return image.to(torch.float32).clamp_(0.0, 1.0)
 
 
+class NormalizeToFloat:
+    """uint8 image -> float32 (x / 255 - mean) / std in one fused multiply-add.
+
+    Equal to v2.ToDtype(scale=True) followed by v2.Normalize, but about three times
+    cheaper: the float conversion and normalisation dominate the cost of a 384x128 sample.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.bias = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_t
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, image.as_subclass(torch.Tensor).to(torch.float32), self.scale)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale.flatten().tolist()}, bias={self.bias.flatten().tolist()})"
+
+
+@functools.lru_cache(maxsize=8)
+def normalizer(mean: tuple[float, ...], std: tuple[float, ...]) -> NormalizeToFloat:
+    """The uint8 normalisation of one mean/std pair, built once."""
+    return NormalizeToFloat(mean, std)
+
+
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Decode an image file to a 3 x H x W uint8 tensor, raising IgoasError that names the file.
 

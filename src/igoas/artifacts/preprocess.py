@@ -96,6 +96,21 @@ class Preprocess:
 
         return to_unit_float(resize_image(image_to_tensor(image), self.height, self.width, self.interpolation))
 
+    def prepare(self, image: "torch.Tensor") -> "torch.Tensor":
+        """A decoded 3 x H x W image (uint8, or float in [0, 1]) as normalised network input.
+
+        uint8 goes through the evaluation transforms' own arithmetic (`NormalizeToFloat`),
+        so every entry point gives the network the very values evaluation gives it.
+        """
+        import torch
+
+        from igoas.artifacts.images import normalizer, resize_image, to_unit_float
+
+        resized = resize_image(image, self.height, self.width, self.interpolation)
+        if resized.dtype == torch.uint8:
+            return normalizer(self.mean, self.std)(resized)
+        return self.normalize(to_unit_float(resized)[None])[0]
+
     def normalize(self, batch: "torch.Tensor") -> "torch.Tensor":
         """Subtract the mean and divide by the std, per channel, of a B x 3 x H x W batch in [0, 1]."""
         import torch
@@ -108,9 +123,9 @@ class Preprocess:
         """Any accepted input (one image, a batch or a list) as a normalised B x 3 x H x W float32 batch."""
         import torch
 
-        from igoas.artifacts.images import split_images
+        from igoas.artifacts.images import image_to_tensor, split_images
 
         items = split_images(images)
         if not items:
             return torch.empty(0, 3, self.height, self.width)
-        return self.normalize(torch.stack([self.resize(item) for item in items]))
+        return torch.stack([self.prepare(image_to_tensor(item)) for item in items])

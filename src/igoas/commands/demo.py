@@ -84,13 +84,10 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
 def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Results per query set ("query" = occluded, "holistic") and the embeddings behind them."""
-    from igoas.artifacts.preprocess import Preprocess
-    from igoas.engine.distributed import resolve_device
+    from igoas.engine.embedding import Runtime
     from igoas.engine.features import embed_dataset, rank_query_sets
 
-    device = resolve_device(cfg.train.device)
-    features = embed_dataset(model.to(device), dataset, Preprocess.from_config(cfg), cfg.eval, device,
-                             cfg.eval.precision)
+    features = embed_dataset(model, dataset, cfg, cfg.eval, Runtime.resolve(cfg.train.device, cfg.eval.precision))
     return rank_query_sets(features, cfg.eval), features
 
 
@@ -120,7 +117,7 @@ def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
     queries, gallery = features["query"], features["gallery"]
     # queries spread over the whole set, not just its first identities
     rows = np.unique(np.linspace(0, len(queries) - 1, RANKED_QUERIES).round().astype(int))
-    distances = compute_distance(queries.features[rows], gallery.features)
+    distances = compute_distance(queries.embeddings[rows], gallery.embeddings)
     lists = RankedLists.from_distances(distances, [queries.paths[i] for i in rows], queries.pids[rows],
                                        queries.camids[rows], gallery.paths, gallery.pids, gallery.camids, topk=10)
     return lists.plot(out / "figures" / "ranked_lists.png")[0]

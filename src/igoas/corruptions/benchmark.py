@@ -186,7 +186,8 @@ def evaluate_corruptions(
     `num_workers` processes corrupt in parallel; `cache_dir` keeps corrupted images (per
     corruption, severity and seed); `progress` shows a bar with the remaining time.
     """
-    from igoas.engine.features import extract_features
+    from igoas.engine.embedding import Runtime, embed
+    from igoas.speed import resolve_precision
     from igoas.evaluation import evaluate_features
     from igoas.robustness import query_samples
 
@@ -200,20 +201,19 @@ def evaluate_corruptions(
     loader = torch.utils.data.DataLoader(images, batch_sampler=_GroupBatches([len(j) for j in groups.values()],
                                                                              batch_size),
                                          num_workers=num_workers, worker_init_fn=_single_threaded_worker)
-    model.to(device)
+    runtime = Runtime(torch.device(device), resolve_precision(precision, device))
     batches = _counted(loader, len(images), label, progress)
     remaining = iter(groups.items())
 
-    def embed(expected: GroupKey) -> Any:
+    def embed_group(expected: GroupKey) -> Any:
         key, jobs = next(remaining)
         assert key == expected, (key, expected)  # _groups and the scoring below walk the same order
-        return extract_features(model, _take(batches, len(jobs), batch_size), device=device, flip=flip,
-                                precision=precision)
+        return embed(model, _take(batches, len(jobs), batch_size), runtime=runtime, flip=flip)
 
     records: list[CorruptionRecord] = []
 
     def score(setting: str, corruption: str, severity: int, query: Any, gallery: Any) -> None:
-        scores = evaluate_features(query.features, gallery.features, query.pids, gallery.pids, query.camids,
+        scores = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
                                    gallery.camids, metric=metric).to_dict()
         records.append(CorruptionRecord(label, setting, corruption, severity, num_queries=len(query),
                                         **{m: float(scores[m]) for m in METRICS}))
@@ -225,17 +225,17 @@ def evaluate_corruptions(
         split, corruption, severity = key
         if split == "gallery":
             continue  # embedded with its query group below
-        query = embed(key)
+        query = embed_group(key)
         if corruption == CLEAN:
-            clean_gallery = embed(("gallery", CLEAN, 0))
+            clean_gallery = embed_group(("gallery", CLEAN, 0))
             score(CLEAN, CLEAN, 0, query, clean_gallery)
         elif corruption == RANDOM:
-            score(RANDOM, RANDOM, 0, query, embed(("gallery", RANDOM, 0)))
+            score(RANDOM, RANDOM, 0, query, embed_group(("gallery", RANDOM, 0)))
         else:
             if "query" in settings:
                 score("query", corruption, severity, query, clean_gallery)
             if "both" in settings:
-                score("both", corruption, severity, query, embed(("gallery", corruption, severity)))
+                score("both", corruption, severity, query, embed_group(("gallery", corruption, severity)))
     return records
 
 

@@ -33,7 +33,7 @@ class Job:
 
 
 class CorruptedImages(torch.utils.data.Dataset):
-    """`jobs` over `samples[split]`, as the dicts `extract_features` reads (image, pid, camid, path, index)."""
+    """`jobs` over `samples[split]`, as the dicts `embed` reads as prepared items (image, pid, camid, path, index)."""
 
     def __init__(self, samples: Mapping[str, Sequence[Any]], jobs: Sequence[Job], preprocess: Any, seed: int = 0,
                  cache_dir: str | Path | None = None, corruptions: Sequence[str] | None = None) -> None:
@@ -48,7 +48,7 @@ class CorruptedImages(torch.utils.data.Dataset):
         job = self.jobs[item]
         sample = self.samples[job.split][job.index]
         pixels = self.pixels(job)
-        image = self.preprocess.normalize(self.preprocess.resize(pixels)[None])[0]
+        image = self.preprocess(pixels)[0]  # uint8 pixels, prepared exactly as evaluation prepares them
         return {"image": image, "pid": sample.pid, "camid": sample.camid, "path": str(sample.path), "index": job.index}
 
     def pixels(self, job: Job) -> np.ndarray:

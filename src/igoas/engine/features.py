@@ -1,127 +1,47 @@
 """Embeddings of a dataset split, and the evaluation of a model on a dataset's query sets.
 
-Used by training (periodic evaluation), `igoas eval`, the demo and the tools built on
-them (extract, robustness, ablation). In a distributed run every process embeds its own
-contiguous share of the images and the shares are gathered, in order, before ranking.
+Used by training (periodic evaluation), `igoas eval`, the demo and the ablation; the
+embedding itself is `igoas.engine.embedding.embed`. In a distributed run every process
+embeds its own contiguous share of the images and the shares are gathered, in order,
+before ranking.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from igoas.config import EvalConfig
-from igoas.engine.distributed import DistributedContext, gather_rows, shard
+from igoas.engine.embedding import Runtime, embed
 from igoas.errors import ConfigError, IgoasError
 from igoas.evaluation import RankResult, evaluate_features
-from igoas.evaluation.distance import average_flip_features
-from igoas.speed import autocast, to_memory_format
-
-
-@dataclass
-class ExtractedFeatures:
-    """One embedding per image (float32, N x D) with the image's identity, camera and path."""
-
-    features: Tensor
-    pids: np.ndarray
-    camids: np.ndarray
-    paths: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
+from igoas.retrieval.features_file import Features
 
 _DEFAULT_EVAL = EvalConfig()
 
 
-def _embed(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
-    features = model(images)
-    if flip:
-        # IGOAS embeddings are two unit-norm halves (one per branch), the baseline's one.
-        parts = 2 if getattr(model, "suppression", False) else 1
-        features = average_flip_features(features, model(torch.flip(images, dims=[3])), parts=parts)
-    return features
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, loader: Any, device: str | torch.device = "cpu", flip: bool = False,
-                     precision: str = "fp32", channels_last: bool = False) -> ExtractedFeatures:
-    """Run `model` in eval mode over `loader` (items: dict with image, pid, camid, path).
-
-    `flip` averages each embedding with that of the mirrored image. Every submodule is put
-    back in the mode it was in (a fixbase epoch keeps its frozen layers in eval mode).
-    """
-    device = torch.device(device)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    chunks, pids, camids, paths = [], [], [], []
-    try:
-        for batch in loader:
-            images = to_memory_format(batch["image"].to(device, non_blocking=True), channels_last)
-            with autocast(device, precision):
-                features = _embed(model, images, flip)
-            chunks.append(features.float().cpu())
-            pids.append(np.asarray(batch["pid"]))
-            camids.append(np.asarray(batch["camid"]))
-            paths.extend(str(path) for path in batch["path"])
-    finally:
-        for module, training in modes:
-            module.training = training
-    dim = getattr(model, "feature_dim", 0)
-    return ExtractedFeatures(
-        features=torch.cat(chunks) if chunks else torch.empty(0, dim),
-        pids=np.concatenate(pids) if pids else np.empty(0, dtype=np.int64),
-        camids=np.concatenate(camids) if camids else np.empty(0, dtype=np.int64),
-        paths=paths,
-    )
-
-
-def _eval_loader(samples: Sequence[Any], preprocess: Any, batch_size: int, num_workers: int) -> Any:
-    from igoas.artifacts.preprocess import Preprocess
-    from igoas.data import build_test_loader, build_transforms
-
-    recipe = Preprocess.resolve(preprocess)
-    transform = build_transforms(recipe.height, recipe.width, train=False, mean=list(recipe.mean), std=list(recipe.std))
-    return build_test_loader(list(samples), batch_size=batch_size, workers=num_workers, transform=transform)
-
-
-def embed_samples(model: nn.Module, samples: Sequence[Any], preprocess: Mapping[str, Any],
-                  eval_config: Any = None, device: str | torch.device = "cpu", precision: str = "fp32",
-                  channels_last: bool = False, ctx: DistributedContext | None = None) -> ExtractedFeatures:
-    """Embeddings of `samples` (each process embeds its share in a distributed run; all
-    processes get every row, in order)."""
+def embed_samples(model: nn.Module, samples: Sequence[Any], preprocess: Any, eval_config: Any = None,
+                  runtime: Runtime | None = None) -> Features:
+    """`embed` with the batch size, workers and flip of an `eval` config section."""
     eval_config = eval_config or _DEFAULT_EVAL
-    ctx = ctx or DistributedContext(device=torch.device(device))
-    samples = list(samples)
-    part = samples[shard(len(samples), ctx)] if ctx.enabled else samples
-    loader = _eval_loader(part, preprocess, eval_config.batch_size, eval_config.num_workers)
-    extracted = extract_features(model, loader, device, eval_config.flip, precision, channels_last)
-    if ctx.enabled:
-        extracted = ExtractedFeatures(gather_rows(extracted.features, ctx),
-                                      np.array([s.pid for s in samples]), np.array([s.camid for s in samples]),
-                                      [s.path for s in samples])
-    return extracted
+    return embed(model, samples, preprocess, runtime, flip=eval_config.flip, batch_size=eval_config.batch_size,
+                 num_workers=eval_config.num_workers)
 
 
-def embed_dataset(model: nn.Module, dataset: Any, preprocess: Mapping[str, Any], eval_config: Any = None,
-                  device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
-                  ctx: DistributedContext | None = None) -> dict[str, ExtractedFeatures]:
+def embed_dataset(model: nn.Module, dataset: Any, preprocess: Any, eval_config: Any = None,
+                  runtime: Runtime | None = None) -> dict[str, Features]:
     """Embeddings of the gallery ("gallery"), the main queries ("query") and every extra
     query set of `dataset` (e.g. "holistic")."""
     splits = {"gallery": dataset.gallery, "query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
-    return {name: embed_samples(model, samples, preprocess, eval_config, device, precision, channels_last, ctx)
-            for name, samples in splits.items()}
+    return {name: embed_samples(model, samples, preprocess, eval_config, runtime) for name, samples in splits.items()}
 
 
-def rank_query_sets(features: Mapping[str, ExtractedFeatures], eval_config: Any = None) -> dict[str, RankResult]:
+def rank_query_sets(features: Mapping[str, Features], eval_config: Any = None) -> dict[str, RankResult]:
     """CMC/mAP/mINP of every query set in `features` against its "gallery" entry."""
     eval_config = eval_config or _DEFAULT_EVAL
     gallery = features["gallery"]
     return {name: evaluate_features(
-                queries.features, gallery.features, queries.pids, gallery.pids, queries.camids, gallery.camids,
+                queries.embeddings, gallery.embeddings, queries.pids, gallery.pids, queries.camids, gallery.camids,
                 metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
                 rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
                 query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha,
@@ -129,21 +49,20 @@ def rank_query_sets(features: Mapping[str, ExtractedFeatures], eval_config: Any 
             for name, queries in features.items() if name != "gallery"}
 
 
-def evaluate_model(model: nn.Module, dataset: Any, eval_config: Any = None, preprocess: Mapping[str, Any] | None = None,
-                   device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False,
-                   ctx: DistributedContext | None = None) -> dict[str, RankResult]:
+def evaluate_model(model: nn.Module, dataset: Any, eval_config: Any = None, preprocess: Any = None,
+                   runtime: Runtime | None = None) -> dict[str, RankResult]:
     """Rank the gallery for the main query set (key "query") and every extra query set of
     `dataset` (e.g. "holistic"), sharing one pass over the gallery.
 
     `preprocess` (height, width, mean, std) is the input preparation the model expects,
-    e.g. a checkpoint's `preprocess` entry. In a distributed run (`ctx`) every process
-    embeds its share; only the main process ranks (the others get {}).
+    e.g. a checkpoint's `preprocess` entry. In a distributed run (`runtime.ctx`) every
+    process embeds its share; only the main process ranks (the others get {}).
     """
     if preprocess is None:
         raise IgoasError("evaluate_model needs the input preprocessing: pass preprocess={height, width, mean, std} "
                          "(a checkpoint's 'preprocess' entry)")
-    features = embed_dataset(model, dataset, preprocess, eval_config, device, precision, channels_last, ctx)
-    if ctx is not None and not ctx.is_main:
+    features = embed_dataset(model, dataset, preprocess, eval_config, runtime)
+    if runtime is not None and runtime.ctx is not None and not runtime.ctx.is_main:
         return {}
     return rank_query_sets(features, eval_config)
 
@@ -172,13 +91,11 @@ def eval_datasets(cfg: Any, train_dataset: Any = None) -> dict[str, Any]:
 
 
 def evaluate_datasets(model: nn.Module, datasets: Mapping[str, Any], eval_config: Any = None,
-                      preprocess: Mapping[str, Any] | None = None, device: str | torch.device = "cpu",
-                      precision: str = "fp32", channels_last: bool = False, ctx: DistributedContext | None = None,
-                      ) -> dict[str, RankResult]:
+                      preprocess: Any = None, runtime: Runtime | None = None) -> dict[str, RankResult]:
     """`evaluate_model` on each dataset; with several, result names become "dataset/query set"."""
     results: dict[str, RankResult] = {}
     for name, dataset in datasets.items():
-        found = evaluate_model(model, dataset, eval_config, preprocess, device, precision, channels_last, ctx)
+        found = evaluate_model(model, dataset, eval_config, preprocess, runtime)
         prefix = f"{name}/" if len(datasets) > 1 else ""
         results.update({prefix + key: value for key, value in found.items()})
     return results
@@ -194,8 +111,6 @@ def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Se
     """
     from igoas.config import apply_overrides, config_from_dict, load_config, validate
     from igoas.artifacts.checkpoint import model_from_checkpoint
-    from igoas.engine.distributed import resolve_device
-    from igoas.speed import resolve_channels_last
 
     model, payload = model_from_checkpoint(checkpoint)
     if config is None:
@@ -208,12 +123,8 @@ def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Se
     validate(cfg)
     if not payload.get("preprocess"):
         raise ConfigError(f"{checkpoint}: no 'preprocess' entry (input size, mean, std); re-save it with igoas")
-    device = resolve_device(cfg.train.device)
-    precision = cfg.eval.precision
-    channels_last = resolve_channels_last(cfg.train.channels_last, device, precision)
-    model = to_memory_format(model.to(device), channels_last)
-    results = evaluate_datasets(model, eval_datasets(cfg), cfg.eval, payload["preprocess"], device, precision,
-                                channels_last)
+    runtime = Runtime.resolve(cfg.train.device, cfg.eval.precision, cfg.train.channels_last)
+    results = evaluate_datasets(model, eval_datasets(cfg), cfg.eval, payload, runtime)
     return results, payload, cfg
 
 

@@ -32,6 +32,7 @@ from igoas.artifacts.run_dir import RunDir, claim_run_folder
 from igoas.fileio import atomic_write, write_json
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
                                       convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
+from igoas.engine.embedding import Runtime
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
 from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
 from igoas.engine.replicas import check_replicas, replica_generators, replicated_forward
@@ -408,8 +409,9 @@ class _Run:
         self._check_finite()
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
         with torch.random.fork_rng(devices=[]):
-            results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(),
-                                        self.device, self.cfg.eval.precision, self.channels_last, self.ctx)
+            runtime = Runtime(self.device, resolve_precision(self.cfg.eval.precision, self.device), self.channels_last,
+                              self.ctx)
+            results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
         if not self.ctx.is_main:
             return
         self.last_results = results

@@ -51,6 +51,12 @@ class Features:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def bad(self) -> dict[str, str]:
+        """Each unreadable file with the reason it failed (`metadata["bad_reasons"]`)."""
+        reasons = self.metadata.get("bad_reasons") or {}
+        return {path: str(reasons.get(path, "")) for path in self.bad_paths}
+
 
 def save_features(path: str | os.PathLike, features: Features) -> Path:
     """Write `features` atomically; the suffix (.safetensors or .npz) picks the container."""

@@ -1,0 +1,174 @@
+"""`embed(model, samples, preprocess, runtime)`: the one way igoas turns images into embeddings.
+
+Evaluation during training, `igoas eval`, `extract`, `viz`, the stress test, the
+corruption benchmark, the ablation, the demo and `ReIDModel` all call it, so the same
+images give the same embeddings whichever entry point asks. Images are decoded, resized
+and normalised by the checkpoint's `Preprocess` (the very arithmetic of the evaluation
+transforms), and the forward runs under `speed.inference_context`. Where the network
+runs is one `Runtime` value: device, precision, memory format and the distributed
+context (each process embeds its contiguous share; every process gets all rows).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from igoas.artifacts.images import image_to_tensor
+from igoas.artifacts.preprocess import Preprocess
+from igoas.engine.distributed import DistributedContext, gather_rows, resolve_device, shard
+from igoas.errors import IgoasError
+from igoas.evaluation.distance import average_flip_features
+from igoas.retrieval.features_file import Features
+from igoas.speed import (inference_context, prepare_model_for_inference, resolve_channels_last, resolve_precision,
+                         to_memory_format)
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a network runs: device, precision ("fp32", "tf32", "bf16", "fp16"),
+    channels_last, and the processes sharing the work (None: this process alone)."""
+
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    channels_last: bool = False
+    ctx: DistributedContext | None = None
+
+    @classmethod
+    def resolve(cls, device: str | torch.device = "auto", precision: str = "fp32",
+                channels_last: bool | str = False, ctx: DistributedContext | None = None) -> "Runtime":
+        """Settle "auto" choices for this machine (device names as `train.device`)."""
+        device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        precision = resolve_precision(precision, device)
+        return cls(device, precision, resolve_channels_last(channels_last, device, precision), ctx)
+
+    @property
+    def distributed(self) -> bool:
+        return self.ctx is not None and self.ctx.enabled
+
+
+class _Images(torch.utils.data.Dataset):
+    """Samples (path, pid, camid), paths or in-memory images -> normalised network input.
+
+    An unreadable file raises (policy "fail") or comes back as None with the reason
+    (policy "skip"), so one bad file never loses a long extraction.
+    """
+
+    def __init__(self, items: Sequence[Any], preprocess: Preprocess, on_error: str) -> None:
+        self.items, self.preprocess, self.on_error = items, preprocess, on_error
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        source = getattr(item, "path", item)
+        path = str(source) if isinstance(source, (str, os.PathLike)) else f"<image {index}>"
+        try:
+            image = self.preprocess.prepare(image_to_tensor(source))
+        except IgoasError as err:
+            if self.on_error == "fail":
+                raise
+            return {"path": path, "error": str(err)}
+        return {"image": image, "pid": getattr(item, "pid", -1), "camid": getattr(item, "camid", -1), "path": path}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    loaded = [item for item in items if "error" not in item]
+    return {
+        "image": torch.stack([item["image"] for item in loaded]) if loaded else None,
+        "pid": [item["pid"] for item in loaded],
+        "camid": [item["camid"] for item in loaded],
+        "path": [item["path"] for item in loaded],
+        "bad": {item["path"]: item["error"] for item in items if "error" in item},
+    }
+
+
+def _batches(samples: Any, preprocess: Preprocess | None, runtime: Runtime, batch_size: int, num_workers: int,
+             on_error: str) -> tuple[Iterable[Any], int]:
+    """Batches of this process's share of `samples`, and how many items the share holds."""
+    prepared = isinstance(samples, torch.utils.data.Dataset) or not isinstance(samples, Sequence)
+    if prepared and runtime.distributed:
+        raise IgoasError("a distributed embedding takes a list of samples, not prepared items")
+    if isinstance(samples, torch.utils.data.Dataset):
+        loader = torch.utils.data.DataLoader(samples, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return loader, len(samples)
+    if prepared:
+        return samples, -1  # ready batches (dicts with image, pid, camid, path)
+    if preprocess is None:
+        raise IgoasError("embed needs the input preprocessing for a list of samples (a checkpoint's Preprocess)")
+    items = list(samples)
+    part = items[shard(len(items), runtime.ctx)] if runtime.distributed else items
+    loader = torch.utils.data.DataLoader(_Images(part, preprocess, on_error), batch_size=batch_size,
+                                         num_workers=num_workers, collate_fn=_collate)
+    return loader, len(part)
+
+
+def _forward(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
+    features = model(images)
+    if flip:
+        # IGOAS embeddings are two unit-norm halves (one per branch), the baseline's one.
+        parts = 2 if getattr(model, "suppression", False) else 1
+        features = average_flip_features(features, model(torch.flip(images, dims=[3])), parts=parts)
+    return features
+
+
+def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, runtime: Runtime | None = None, *,
+          flip: bool = False, batch_size: int = 128, num_workers: int = 0, on_error: str = "fail",
+          progress: bool = False) -> Features:
+    """Embeddings of `samples` in input order: the network's eval output (float32), with the
+    path, identity and camera (-1 when unknown) of each row.
+
+    `samples` is a list of dataset samples (path, pid, camid), image paths or in-memory
+    images (PIL, arrays, tensors), prepared by `preprocess` (a `Preprocess`, a checkpoint
+    payload or a run config); or a Dataset / an iterable of batches that already yields
+    prepared items (dicts with image, pid, camid, path), as the stress tests build them.
+    `flip` averages each embedding with that of the mirrored image. `on_error="skip"`
+    leaves unreadable files out: they are listed in `bad_paths`, with the reasons in
+    `metadata["bad_reasons"]`. The model is moved to the runtime's device and run in eval
+    mode; every submodule is put back in the mode it was in (a fixbase epoch keeps its
+    frozen layers in eval mode).
+    """
+    from tqdm import tqdm
+
+    runtime = runtime or Runtime()
+    if on_error not in ON_ERROR:
+        raise IgoasError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    recipe = Preprocess.resolve(preprocess) if preprocess is not None else None
+    loader, count = _batches(samples, recipe, runtime, batch_size, num_workers, on_error)
+    modes = [(module, module.training) for module in model.modules()]
+    prepare_model_for_inference(model.to(runtime.device), runtime.precision, runtime.channels_last, runtime.device)
+    chunks, pids, camids, paths, bad = [], [], [], [], {}
+    try:
+        with inference_context(runtime.device, runtime.precision):
+            bar = tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False,
+                       total=None if count < 0 else -(-count // batch_size))
+            for batch in bar:
+                bad.update(batch.get("bad", {}))
+                if batch["image"] is None:
+                    continue
+                images = to_memory_format(batch["image"].to(runtime.device, non_blocking=True), runtime.channels_last)
+                chunks.append(_forward(model, images, flip).float().cpu())
+                pids.append(np.asarray(batch["pid"]))
+                camids.append(np.asarray(batch["camid"]))
+                paths.extend(str(path) for path in batch["path"])
+    finally:
+        for module, training in modes:
+            module.training = training
+    rows = torch.cat(chunks) if chunks else torch.empty(0, getattr(model, "feature_dim", 0))
+    if runtime.distributed:
+        everything = list(samples)
+        rows = gather_rows(rows, runtime.ctx)
+        paths = [str(getattr(s, "path", s)) for s in everything]
+        pids = [np.array([getattr(s, "pid", -1) for s in everything])]
+        camids = [np.array([getattr(s, "camid", -1) for s in everything])]
+    return Features(rows.numpy(), paths, np.concatenate(pids) if pids else np.empty(0, np.int64),
+                    np.concatenate(camids) if camids else np.empty(0, np.int64), bad_paths=list(bad),
+                    metadata={"bad_reasons": bad} if bad else {})

@@ -1,0 +1,91 @@
+"""One embedding path: every entry point gives the same embeddings for the same images."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
+from igoas.artifacts.preprocess import Preprocess
+from igoas.engine.embedding import Runtime, embed
+from igoas.errors import IgoasError
+
+
+@pytest.fixture(scope="module")
+def samples(synthetic_root: Path) -> list:
+    from igoas.data import build_dataset
+
+    dataset = build_dataset("synthetic", synthetic_root)
+    return dataset.query[:4] + dataset.gallery[:3]
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return torch.nn.functional.normalize(torch.from_numpy(np.asarray(rows)), dim=1).numpy()
+
+
+def test_every_entry_point_gives_identical_embeddings(tiny_checkpoint: Path, samples: list, tmp_path: Path) -> None:
+    from igoas.config import EvalConfig
+    from igoas.engine.features import embed_dataset
+    from igoas.extraction import ImageList, extract
+    from igoas.inference import ReIDModel
+    from igoas.robustness import OccludedImages
+
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    reference = embed(model, samples, payload)
+    paths = [s.path for s in samples]
+    assert reference.paths == paths and list(reference.pids) == [s.pid for s in samples]
+
+    # evaluation (training, `igoas eval`, the demo, the ablation): embed_dataset / embed_samples
+    evaluated = embed_dataset(model, SimpleNamespace(gallery=samples, query=samples[:2]), payload, EvalConfig())
+    np.testing.assert_array_equal(evaluated["gallery"].embeddings, reference.embeddings)
+    # the stress test reads its clean images through its own dataset of prepared items
+    preprocess = Preprocess.resolve(payload)
+    stressed = embed(model, OccludedImages(samples, preprocess, 0.0), runtime=Runtime())
+    np.testing.assert_array_equal(stressed.embeddings, reference.embeddings)
+    # the Python API, `igoas extract` and the figures (which embed through extract): unit rows of the same
+    reid = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32", channels_last=False)
+    np.testing.assert_array_equal(reid.embed(paths), _unit(reference.embeddings))
+    images = ImageList(paths=paths, pids=[s.pid for s in samples], camids=[s.camid for s in samples], description="x")
+    extracted = extract(reid, images, out=tmp_path / "f.npz")
+    np.testing.assert_array_equal(extracted.embeddings, _unit(reference.embeddings))
+    np.testing.assert_array_equal(extracted.pids, reference.pids)
+
+
+def test_preprocess_of_any_input_matches_the_evaluation_transform(samples: list, tiny_checkpoint: Path) -> None:
+    from igoas.artifacts.images import load_image
+    from igoas.data import build_transforms
+
+    preprocess = Preprocess.resolve(load_checkpoint(tiny_checkpoint))
+    transform = build_transforms(preprocess.height, preprocess.width, train=False)
+    for sample in samples[:3]:
+        expected = transform(load_image(sample.path)).as_subclass(torch.Tensor)
+        assert torch.equal(preprocess([sample.path])[0], expected)
+        assert torch.equal(preprocess(load_image(sample.path).numpy().transpose(1, 2, 0))[0], expected)
+
+
+def test_unreadable_files_fail_or_are_reported(tiny_checkpoint: Path, samples: list, tmp_path: Path) -> None:
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(IgoasError, match="broken.jpg"):
+        embed(model, [samples[0].path, str(broken)], payload)
+    kept = embed(model, [samples[0].path, str(broken)], payload, on_error="skip")
+    assert kept.paths == [samples[0].path] and kept.bad_paths == [str(broken)]
+    assert "not a readable image" in kept.bad[str(broken)]
+    with pytest.raises(IgoasError, match="on_error"):
+        embed(model, [samples[0].path], payload, on_error="ignore")
+
+
+def test_embedding_restores_training_mode_and_resolves_the_runtime(tiny_checkpoint: Path, samples: list) -> None:
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    model.train()
+    next(iter(model.children())).eval()  # a fixbase epoch keeps some layers in eval mode
+    modes = {name: module.training for name, module in model.named_modules()}
+    embed(model, samples[:2], payload)
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    runtime = Runtime.resolve("cpu", "auto", "auto")
+    assert runtime.device == torch.device("cpu") and runtime.precision in ("fp32", "bf16")
+    assert not runtime.distributed
