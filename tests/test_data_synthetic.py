@@ -11,7 +11,7 @@ from PIL import Image
 
 from igoas.cli import main
 from igoas.data import OCCLUDER_KINDS, build_dataset, draw_occluder, render_synthetic
-from igoas.data.synthetic.occluders import occlude
+from igoas.data.synthetic.occluders import place_occluder
 from igoas.errors import ConfigError, DatasetError
 
 IMAGE_SIZE = (64, 32)  # small frames keep the tests fast; the default is 128x64
@@ -117,7 +117,7 @@ def test_occlude_hides_the_requested_range_of_a_body() -> None:
     mask[10:120, 20:44] = True
     mask[30:70, 12:52] = True  # arms
     for seed in range(12):
-        placed = occlude(mask, np.random.default_rng(seed))
+        placed = place_occluder(mask, np.random.default_rng(seed))
         assert 0.2 <= placed.fraction <= 0.6 and placed.kind in OCCLUDER_KINDS
 
 

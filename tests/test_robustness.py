@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from igoas.cli import main
 from igoas.errors import ConfigError
-from igoas.robustness import (POSITIONS, OccludedImages, occlude, occluded_pixel_count, occlusion_mask,
-                              occlusion_stress_test, parse_areas, query_rng, write_stress_test)
+from igoas.commands.robustness import parse_areas
+from igoas.occluder_painting import POSITIONS, occluded_pixel_count, occlusion_mask, query_rng
+from igoas.occluder_painting import paint_occluder
+from igoas.robustness import OccludedImages, occlusion_stress_test, write_stress_test
 
 
 def test_pixel_count_rounds_half_up() -> None:
@@ -62,7 +64,7 @@ def test_random_position_is_one_block_that_moves_with_the_seed() -> None:
 def test_area_zero_leaves_the_image_untouched() -> None:
     pixels = torch.rand(3, 16, 8)
     for occluder in ("rectangle", "shapes"):
-        occluded, mask = occlude(pixels, 0.0, "random", occluder, np.random.default_rng(0))
+        occluded, mask = paint_occluder(pixels, 0.0, "random", occluder, np.random.default_rng(0))
         assert torch.equal(occluded, pixels) and not mask.any()
 
 
@@ -71,7 +73,7 @@ def test_only_the_masked_pixels_change(occluder: str) -> None:
     pixels = torch.rand(3, 64, 32)
     for position in POSITIONS:
         for area in (3.0, 30.0, 60.0):
-            occluded, mask = occlude(pixels, area, position, occluder, query_rng(0, 1, position, area))
+            occluded, mask = paint_occluder(pixels, area, position, occluder, query_rng(0, 1, position, area))
             assert int(mask.sum()) == occluded_pixel_count(area, 64, 32)
             changed = (occluded != pixels).any(dim=0).numpy()
             assert not (changed & ~mask).any()
@@ -83,7 +85,7 @@ def test_unknown_settings_are_named() -> None:
     with pytest.raises(ConfigError, match="position"):
         occlusion_mask(8, 8, 10, "middle", np.random.default_rng(0))
     with pytest.raises(ConfigError, match="occluder"):
-        occlude(torch.rand(3, 8, 8), 10, "top", "smoke")
+        paint_occluder(torch.rand(3, 8, 8), 10, "top", "smoke")
     assert parse_areas("0,10,...,60") == [0, 10, 20, 30, 40, 50, 60]
     assert parse_areas("5, 7.5") == [5.0, 7.5]
     with pytest.raises(ConfigError, match="cannot read areas"):

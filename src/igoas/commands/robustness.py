@@ -9,10 +9,14 @@ corruption_samples.png. Both print their table and write to --out.
 from __future__ import annotations
 
 import argparse
+import math
+
+from igoas.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.robustness import DEFAULT_AREAS, DEFAULT_POSITIONS, FILLS, OCCLUDERS
+    from igoas.occluder_painting import FILLS, OCCLUDERS
+    from igoas.robustness import DEFAULT_AREAS, DEFAULT_POSITIONS
 
     from igoas.corruptions import CORRUPTIONS, SEVERITIES
     from igoas.corruptions.benchmark import SETTINGS
@@ -53,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from igoas.data import build_dataset
-    from igoas.robustness import occlusion_stress_test, parse_areas, write_stress_test
+    from igoas.robustness import occlusion_stress_test, write_stress_test
 
     from igoas.fileio import check_output
 
@@ -90,7 +94,7 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
     from igoas.corruptions.benchmark import corruption_benchmark
     from igoas.corruptions.report import markdown_table, write_corruption_benchmark
     from igoas.errors import ConfigError
-    from igoas.robustness import query_samples
+    from igoas.data import query_samples
 
     names = list(CORRUPTIONS) if args.corruptions.strip() == "all" else _items(args.corruptions)
     try:
@@ -110,3 +114,20 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
 
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_areas(text: str) -> list[float]:
+    """"0,10,20" -> [0, 10, 20]; "0,10,...,60" expands the step of the first two values up to the last."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        if "..." in parts:
+            if parts.index("...") != 2 or len(parts) != 4:
+                raise ValueError
+            first, second, last = float(parts[0]), float(parts[1]), float(parts[3])
+            step = second - first
+            if step <= 0:
+                raise ValueError
+            return [first + i * step for i in range(int(math.floor((last - first) / step + 1e-9)) + 1)]
+        return [float(part) for part in parts]
+    except ValueError:
+        raise ConfigError(f"cannot read areas {text!r}: give percentages like '0,10,20' or '0,10,...,60'") from None

@@ -264,7 +264,7 @@ def _build_dataset(args: argparse.Namespace) -> Any:
 
 
 def _query_samples(dataset: Any, query_set: str) -> list[Any]:
-    from igoas.robustness import query_samples
+    from igoas.data import query_samples
 
     return query_samples(dataset, query_set)
 

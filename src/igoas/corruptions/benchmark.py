@@ -189,7 +189,7 @@ def evaluate_corruptions(
     from igoas.engine.embedding import Runtime, embed
     from igoas.speed import resolve_precision
     from igoas.evaluation import evaluate_features
-    from igoas.robustness import query_samples
+    from igoas.data import query_samples
 
     corruptions, severities, settings = list(corruptions), [int(s) for s in severities], list(settings)
     check_settings(corruptions, severities, settings)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from igoas.data.base import ReIDDataset, Sample, UnparsedFile, combine_train_sets, relabel
+from igoas.data.base import ReIDDataset, Sample, UnparsedFile, combine_train_sets, query_samples, relabel
 from igoas.data.cuhk03 import PUBLISHED as _CUHK03_PUBLISHED
 from igoas.data.cuhk03 import cuhk03_np
 from igoas.data.custom import custom
@@ -77,7 +77,7 @@ _LAZY = {
 
 __all__ = sorted([
     "DATASETS", "PUBLISHED_STATISTICS", "OCCLUDER_KINDS", "ReIDDataset", "Sample", "UnparsedFile",
-    "build_dataset", "combine_train_sets", "draw_occluder", "published_statistics", "relabel",
+    "build_dataset", "combine_train_sets", "draw_occluder", "published_statistics", "query_samples", "relabel",
     "render_synthetic", "TrainSampler", *_LAZY,
 ])
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from igoas.errors import DatasetError
 
@@ -294,3 +295,18 @@ def read_cross_set(name: str, folder: Path, query_dir: Path, gallery_dir: Path, 
     return ReIDDataset(name=name, root=str(folder), train=[], query=make_samples(query, camid=0),
                        gallery=make_samples(gallery, camid=1), protocol_info=dict(protocol_info or CROSS_SET),
                        unparsed_files=bad + bad_gallery)
+
+
+def query_samples(dataset: Any, query_set: str) -> list[Sample]:
+    """The samples of `query_set`: "query" or the name of one of the dataset's extra query sets."""
+    if query_set == "query":
+        samples = list(dataset.query)
+    else:
+        extra = dict(getattr(dataset, "extra_queries", {}) or {})
+        if query_set not in extra:
+            raise DatasetError(f"dataset {getattr(dataset, 'name', '')!r} has no query set {query_set!r}; "
+                              f"choose from {['query'] + sorted(extra)}")
+        samples = list(extra[query_set])
+    if not samples:
+        raise DatasetError(f"dataset {getattr(dataset, 'name', '')!r}: the {query_set!r} set is empty")
+    return samples

@@ -80,7 +80,7 @@ class SearchService:
     def search(self, image: ImageInput, topk: int = 10, pid: int = -1, camid: int = -1,
                occlusion: Occlusion | None = None, rerank: bool = False) -> SearchOutcome:
         """Rank the gallery for one query image (a path, PIL image, array or tensor)."""
-        from igoas.robustness import occlude, query_rng
+        from igoas.occluder_painting import paint_occluder, query_rng
 
         if topk < 1:
             raise IgoasError(f"top-K must be at least 1, got {topk}")
@@ -88,7 +88,7 @@ class SearchService:
         shown = clean
         if occlusion is not None:
             rng = query_rng(OCCLUSION_SEED, 0, occlusion.position, occlusion.area)
-            shown, _ = occlude(clean, occlusion.area, occlusion.position, "rectangle", rng=rng)
+            shown, _ = paint_occluder(clean, occlusion.area, occlusion.position, "rectangle", rng=rng)
         with self._lock:
             embeddings = self.model.embed(torch.stack([shown, clean] if occlusion is not None else [shown]))
             ranking = rank(self.gallery, embeddings[0], topk, pid, camid, rerank)

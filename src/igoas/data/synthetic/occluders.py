@@ -2,7 +2,7 @@
 they stand in front of a person.
 
 `draw_occluder` is public: the occlusion stress test pastes the same shapes onto real
-query images. `occlude` places one occluder in front of a rendered person so that it
+query images. `place_occluder` places one occluder in front of a rendered person so that it
 hides a chosen fraction of the body, at the positions occluders take in street footage:
 objects on the ground hide the lower body, poles, trees and passers-by hide a side.
 """
@@ -202,7 +202,7 @@ def _layout(kind: str, bbox: tuple[int, int, int, int], canvas: tuple[int, int],
     return lambda s: (int(start + (pcx - start) * s - width / 2), int(bottom - height), int(width), int(height))
 
 
-def occlude(person_mask: np.ndarray, rng: np.random.Generator, low: float = 0.2, high: float = 0.6,
+def place_occluder(person_mask: np.ndarray, rng: np.random.Generator, low: float = 0.2, high: float = 0.6,
             kinds: tuple[str, ...] = OCCLUDER_KINDS) -> Occlusion:
     """Place an occluder hiding a random fraction in [low, high] of the person's body.
 

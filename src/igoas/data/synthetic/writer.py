@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from igoas.data.synthetic.appearance import VIEWPOINTS, Identity, draw_person, sample_identity
-from igoas.data.synthetic.occluders import occlude
+from igoas.data.synthetic.occluders import place_occluder
 from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, make_cameras
 from igoas.errors import ConfigError, DatasetError
 from igoas.fileio import temporary_folder
@@ -151,7 +151,7 @@ def render_frame(spec: FrameSpec, ident: Identity, camera: Camera, image_size: t
     holistic = apply_camera(scene, camera, (width, height), np.random.default_rng(camera_seed))
     if not spec.occluded:
         return holistic, None, record
-    occlusion = occlude(np.asarray(person)[..., 3] > 127, rng)
+    occlusion = place_occluder(np.asarray(person)[..., 3] > 127, rng)
     shape = Image.fromarray(occlusion.rgba, "RGBA")
     scene.paste(shape, occlusion.box[:2], shape)
     record.update(occluder=occlusion.kind, occluded_fraction=round(occlusion.fraction, 4))
