@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from igoas.cli import main
-from igoas.commands.train import split_config_and_overrides
+from igoas.commands.arguments import split_config_and_overrides
 from igoas.config import config_from_dict, load_config, preset_names, to_dict
 from igoas.errors import ConfigError
 

@@ -30,6 +30,7 @@ _EXPORTS = {
     "occlusion_stress_test": "igoas.robustness",
     "write_html_report": "igoas.viz",
     "run_ablation": "igoas.ablation",
+    "run_demo": "igoas.demo",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -64,6 +64,36 @@ def _named_images(paths: list[str], description: str) -> ImageList:
     )
 
 
+def sample_images(samples: Sequence[Any], description: str) -> ImageList:
+    """Dataset samples (path, pid, camid) as an ImageList."""
+    return ImageList(paths=[s.path for s in samples], pids=[s.pid for s in samples],
+                     camids=[s.camid for s in samples], description=description)
+
+
+def query_and_gallery(model: ReIDModel | str | os.PathLike, dataset: Any, query_set: str = "query",
+                      queries: Sequence[Any] | None = None, batch_size: int = 64,
+                      num_workers: int = 0) -> tuple[Features, Features]:
+    """Unit-length features of a dataset's query set (or of chosen `queries`) and of its
+    gallery: what ranked lists, distance distributions and CMC curves of a checkpoint use."""
+    from igoas.data import query_samples
+
+    chosen = list(queries) if queries is not None else query_samples(dataset, query_set)
+    return (extract(model, sample_images(chosen, f"{len(chosen)} {query_set} images"), batch_size=batch_size,
+                    num_workers=num_workers),
+            extract(model, sample_images(dataset.gallery, "gallery"), batch_size=batch_size, num_workers=num_workers))
+
+
+def checkpoint_cmc(model: ReIDModel | str | os.PathLike, dataset: Any, query_set: str = "query",
+                   max_rank: int = 50, batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
+    """The CMC curve (fractions, rank 1 first) of a checkpoint on one query set of `dataset`."""
+    from igoas.evaluation import evaluate_features
+
+    query, gallery = query_and_gallery(model, dataset, query_set, batch_size=batch_size, num_workers=num_workers)
+    result = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
+                               gallery.camids, max_rank=max_rank)
+    return np.asarray(result.cmc)
+
+
 def dataset_images(name: str, root: str | os.PathLike, split: str = "query", **options: object) -> ImageList:
     """One split of a dataset: `train`, `query`, `gallery` or an extra query set (`query:NAME` or `NAME`)."""
     from igoas.data import build_dataset
@@ -73,12 +103,7 @@ def dataset_images(name: str, root: str | os.PathLike, split: str = "query", **o
     samples = splits.get(split, splits.get(f"query:{split}"))
     if samples is None:
         raise IgoasError(f"dataset {name} at {root} has no split {split!r}; choose one of {sorted(splits)}")
-    return ImageList(
-        paths=[s.path for s in samples],
-        pids=[s.pid for s in samples],
-        camids=[s.camid for s in samples],
-        description=f"{name} {split} split at {root}",
-    )
+    return sample_images(samples, f"{name} {split} split at {root}")
 
 
 def extract(

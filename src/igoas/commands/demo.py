@@ -1,20 +1,7 @@
-"""`igoas demo [--out DIR] [--quick]`: the whole pipeline on the embedded synthetic dataset.
-
-Renders the synthetic occluded-pedestrian set (cached), measures an untrained network,
-trains IGOAS with a CPU-sized preset, evaluates the occluded and the holistic queries,
-prints the comparison and writes a report folder: the run (config, checkpoints, logs,
-TensorBoard events), `metrics.json`, CMC and ranked-list figures and `report.html`.
-"""
+"""`igoas demo [--out DIR] [--quick]`: the whole pipeline on the embedded synthetic dataset (`igoas.demo`)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any, Sequence
-
-PRESET, QUICK_PRESET = "synthetic_demo", "synthetic_demo_quick"
-RANKED_QUERIES = 6  # rows of the ranked-list figure
-# What the synthetic set's query sets are, for people reading the table and the figures.
-SHOWN_AS = {"query": "occluded queries", "holistic": "holistic queries"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,120 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from igoas.demo import run_demo
     from igoas.fileio import check_output
 
     check_output(args.out, folder=True)
     run_demo(args.out, quick=args.quick, data_dir=args.data, overrides=args.overrides)
     return 0
-
-
-def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: str | Path | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run the demo and return what it wrote to `out_dir/metrics.json`."""
-    from igoas.artifacts.checkpoint import model_from_checkpoint
-    from igoas.artifacts.run_dir import RunDir
-    from igoas.config import load_config, model_arguments, to_dict
-    from igoas.data import build_dataset
-    from igoas.fileio import write_json
-    from igoas.engine.rng import seed_everything
-    from igoas.engine.trainer import set_cpu_threads, train
-    from igoas.evaluation import format_table
-    from igoas.model import build_model
-
-    out = Path(out_dir)
-    settings = [f"train.output_dir={out}"] + ([f"data.root={data_dir}"] if data_dir else []) + list(overrides)
-    cfg = load_config(QUICK_PRESET if quick else PRESET, settings)
-    set_cpu_threads(cfg.train.cpu_threads)
-    print(f"[demo] synthetic occluded pedestrians in {cfg.data.root} (rendered on first use, then cached)")
-    dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
-    print(f"[demo] {len(dataset.train)} training images of {dataset.num_train_pids} identities; "
-          f"{len(dataset.query)} occluded queries, their holistic twins, {len(dataset.gallery)} gallery images")
-
-    # The reference: the network the run starts from (same architecture, seed and initialisation).
-    seed_everything(cfg.train.seed)
-    untrained = build_model(num_classes=dataset.num_train_pids, pretrained=False, **model_arguments(cfg.model))
-    untrained_results, _ = _evaluate(untrained, dataset, cfg)
-
-    print(f"[demo] training {cfg.model.name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) "
-          f"for {cfg.train.epochs} epochs")
-    result = train(cfg, overwrite=True)  # the demo folder is the demo's own: a re-run replaces it
-    model, _ = model_from_checkpoint(result.last_checkpoint)
-    trained_results, features = _evaluate(model, dataset, cfg)
-
-    table = {f"{SHOWN_AS.get(name, name)}, trained": value for name, value in trained_results.items()}
-    table.update({f"{SHOWN_AS.get(name, name)}, untrained": value for name, value in untrained_results.items()})
-    print(format_table(table))
-    figures = _figures(out, trained_results, untrained_results, features)
-    document = _document(trained_results, untrained_results, result, figures, cfg)
-    write_json(RunDir(out).final_metrics, document)
-    report = _report(out)
-    print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
-          f"{document['untrained']['mAP']:.1f} % untrained"
-          + (f" (--quick: a smoke test on {len(dataset.query)} queries, not a result)" if quick else ""))
-    print(f"[demo] report folder {out}: metrics.json, {', '.join(str(p.relative_to(out)) for p in figures)}"
-          + (f", {report.relative_to(out)}" if report else "") + f"; TensorBoard: tensorboard --logdir {out}")
-    return document
-
-
-def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Results per query set ("query" = occluded, "holistic") and the embeddings behind them."""
-    from igoas.engine.embedding import Runtime
-    from igoas.engine.features import embed_dataset, rank_query_sets
-
-    features = embed_dataset(model, dataset, cfg, cfg.eval, Runtime.resolve(cfg.train.device, cfg.eval.precision))
-    return rank_query_sets(features, cfg.eval), features
-
-
-def _figures(out: Path, trained: dict[str, Any], untrained: dict[str, Any], features: dict[str, Any]) -> list[Path]:
-    """CMC curves of every query set (trained and untrained) and the occluded queries' ranked lists."""
-    try:
-        return [_cmc_figure(out, trained, untrained), _ranked_list_figure(out, features)]
-    except ImportError as err:  # matplotlib is optional
-        print(f"[demo] figures skipped: {err} (pip install matplotlib)")
-        return []
-
-
-def _cmc_figure(out: Path, trained: dict[str, Any], untrained: dict[str, Any]) -> Path:
-    from igoas.viz import plot_cmc_curves
-
-    curves = {f"{SHOWN_AS.get(name, name)}, trained": r.cmc for name, r in trained.items()}
-    curves.update({f"{SHOWN_AS.get(name, name)}, untrained": r.cmc for name, r in untrained.items()})
-    return plot_cmc_curves(curves, out / "figures" / "cmc.png")
-
-
-def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
-    import numpy as np
-
-    from igoas.evaluation import compute_distance
-    from igoas.viz import RankedLists
-
-    queries, gallery = features["query"], features["gallery"]
-    # queries spread over the whole set, not just its first identities
-    rows = np.unique(np.linspace(0, len(queries) - 1, RANKED_QUERIES).round().astype(int))
-    distances = compute_distance(queries.embeddings[rows], gallery.embeddings)
-    lists = RankedLists.from_distances(distances, [queries.paths[i] for i in rows], queries.pids[rows],
-                                       queries.camids[rows], gallery.paths, gallery.pids, gallery.camids, topk=10)
-    return lists.plot(out / "figures" / "ranked_lists.png")[0]
-
-
-def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path],
-              cfg: Any) -> dict[str, Any]:
-    from igoas.artifacts.preprocess import Preprocess
-    from igoas.engine.features import results_document
-    from igoas.provenance import evaluation_record
-
-    document = results_document(trained, epoch=result.epoch, query_sets_shown_as=SHOWN_AS,
-                                **evaluation_record(cfg, result.last_checkpoint, Preprocess.from_config(cfg).to_dict()))
-    document["untrained"] = results_document(untrained)
-    document["figures"] = [str(path) for path in figures]
-    return document
-
-
-def _report(out: Path) -> Path | None:
-    try:
-        from igoas.viz import write_html_report
-
-        return write_html_report(out)
-    except ImportError as err:
-        print(f"[demo] HTML report skipped: {err}")
-        return None

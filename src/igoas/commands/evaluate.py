@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from igoas.commands.train import split_config_and_overrides
+from igoas.commands.arguments import split_config_and_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

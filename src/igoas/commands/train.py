@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.commands.arguments import split_config_and_overrides
 from igoas.errors import ConfigError
 
 
@@ -16,13 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run files (checkpoints, logs, metrics) of a non-empty run directory")
     parser.add_argument("--presets", action="store_true", help="list the shipped presets and exit")
-
-
-def split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
-    """argparse puts a leading `key=value` in the CONFIG slot; move it back to the overrides."""
-    if config is not None and "=" in config:
-        return None, [config, *overrides]
-    return config, list(overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -153,13 +153,15 @@ def _occlusion(args: argparse.Namespace) -> list[Path]:
 
 
 def _ranked(args: argparse.Namespace) -> list[Path]:
+    from igoas.data import query_samples
     from igoas.evaluation.distance import compute_distance
+    from igoas.extraction import query_and_gallery
     from igoas.viz import RankedLists
 
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
-    queries = _evenly_spaced(_query_samples(dataset, args.query_set), args.num_queries)
-    query, gallery = _features(model, queries, args), _features(model, dataset.gallery, args)
+    queries = _evenly_spaced(query_samples(dataset, args.query_set), args.num_queries)
+    query, gallery = query_and_gallery(model, dataset, args.query_set, queries, args.batch_size, args.workers)
     distances = compute_distance(query.embeddings, gallery.embeddings, args.metric)
     lists = RankedLists.from_distances(distances, query.paths, query.pids, query.camids, gallery.paths, gallery.pids,
                                        gallery.camids, args.topk)
@@ -182,12 +184,13 @@ def _curves(args: argparse.Namespace) -> list[Path]:
 
 
 def _distances(args: argparse.Namespace) -> list[Path]:
+    from igoas.extraction import query_and_gallery
     from igoas.viz import plot_distance_distributions, plot_roc, roc_curve, sampled_pair_distances
 
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
-    query = _features(model, _query_samples(dataset, args.query_set), args)
-    gallery = _features(model, dataset.gallery, args)
+    query, gallery = query_and_gallery(model, dataset, args.query_set, batch_size=args.batch_size,
+                                       num_workers=args.workers)
     positive, negative = sampled_pair_distances(query.embeddings, gallery.embeddings, query.pids, gallery.pids,
                                                 query.camids, gallery.camids, args.metric, args.max_negatives)
     roc = roc_curve(positive, negative)
@@ -263,12 +266,6 @@ def _build_dataset(args: argparse.Namespace) -> Any:
     return build_dataset(args.dataset, args.root)
 
 
-def _query_samples(dataset: Any, query_set: str) -> list[Any]:
-    from igoas.data import query_samples
-
-    return query_samples(dataset, query_set)
-
-
 def _image_paths(args: argparse.Namespace) -> list[str]:
     """The images a figure draws: --images, else --num evenly spaced ones of the dataset split."""
     from igoas.extraction import path_images
@@ -293,14 +290,6 @@ def _evenly_spaced(samples: Sequence[Any], count: int) -> list[Any]:
     return [samples[i] for i in indices]
 
 
-def _features(model: Any, samples: Sequence[Any], args: argparse.Namespace) -> Any:
-    from igoas.extraction import ImageList, extract
-
-    images = ImageList(paths=[s.path for s in samples], pids=[s.pid for s in samples],
-                       camids=[s.camid for s in samples], description=f"{len(samples)} images")
-    return extract(model, images, batch_size=args.batch_size, num_workers=args.workers)
-
-
 def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
     """A CMC curve from an evaluation JSON file, or by evaluating a checkpoint on --dataset."""
     path = Path(source)
@@ -317,15 +306,10 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
             raise IgoasError(f"{path}: no 'cmc' list for query set {args.query_set!r}; pass the metrics.json "
                              "`igoas eval` writes, or a checkpoint with --dataset/--root")
         return np.asarray(entry["cmc"], dtype=np.float64)
-    from igoas.evaluation import evaluate_features
+    from igoas.extraction import checkpoint_cmc
 
-    model = _model(source, args)
-    dataset = _build_dataset(args)
-    query = _features(model, _query_samples(dataset, args.query_set), args)
-    gallery = _features(model, dataset.gallery, args)
-    result = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
-                               gallery.camids, max_rank=args.max_rank)
-    return np.asarray(result.cmc)
+    return checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
+                          args.batch_size, args.workers)
 
 
 def _labels(text: str | None, sources: Sequence[str]) -> list[str]:
