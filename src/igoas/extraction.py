@@ -135,6 +135,7 @@ def extract(
             "model_spec": model.spec,
             "preprocess": model.preprocess_config.to_dict(),
             "precision": model.precision,
+            "backend": model.backend,
             "source": images.description,
             "bad_reasons": result.bad,
         },

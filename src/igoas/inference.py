@@ -26,7 +26,10 @@ class ReIDModel:
     """An eval-mode network with its preprocessing, device and precision settled once.
 
     The network given to the constructor is put in eval mode and moved/converted in place
-    (like `module.to`); pass a copy to keep the original as it was.
+    (like `module.to`); pass a copy to keep the original as it was. `backend` is
+    "pytorch" (default), "openvino" (the network compiled by OpenVINO for the CPU, at
+    `precision` fp32 or bf16) or "auto" (OpenVINO where it was measured to pay, see
+    `igoas.backends`).
     """
 
     def __init__(
@@ -37,13 +40,21 @@ class ReIDModel:
         precision: str = "auto",
         channels_last: bool | str = "auto",
         source: str | None = None,
+        backend: str = "pytorch",
     ) -> None:
+        from igoas.backends import openvino_module, resolve_backend
+
         device = torch.device(device)
         precision = speed.resolve_precision(precision, device)
         self.runtime = Runtime(device, precision, speed.resolve_channels_last(channels_last, device, precision))
+        self.backend = resolve_backend(backend, device)
         self.preprocess_config = preprocess
         self.source = source
         self.network = speed.to_memory_format(network.eval().to(device), self.runtime.channels_last)
+        # what `embed` runs: the network, or its OpenVINO compilation (of the weights as they are now;
+        # `network` stays for activation maps and export)
+        self._embedder = (openvino_module(self.network, preprocess.height, preprocess.width, precision)
+                          if self.backend == "openvino" else self.network)
         self._embedding_dim: int | None = None
 
     @property
@@ -65,6 +76,7 @@ class ReIDModel:
         device: str | torch.device = "cpu",
         precision: str = "auto",
         channels_last: bool | str = "auto",
+        backend: str = "pytorch",
     ) -> "ReIDModel":
         """Rebuild the network a checkpoint (path or loaded payload) describes, with its preprocessing."""
         from igoas.artifacts.checkpoint import model_from_checkpoint
@@ -72,7 +84,8 @@ class ReIDModel:
         source = "checkpoint" if isinstance(path, Mapping) else str(path)
         network, payload = model_from_checkpoint(path)
         preprocess = Preprocess.resolve(payload, source)
-        return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last, source=source)
+        return cls(network, preprocess, device=device, precision=precision, channels_last=channels_last, source=source,
+                   backend=backend)
 
     @classmethod
     def from_config(
@@ -82,6 +95,7 @@ class ReIDModel:
         device: str | torch.device = "cpu",
         precision: str = "auto",
         channels_last: bool | str = "auto",
+        backend: str = "pytorch",
     ) -> "ReIDModel":
         """A run config (YAML path, preset name, loaded config or plain dict) plus a weights file.
 
@@ -109,7 +123,7 @@ class ReIDModel:
         network = build_model(num_classes=int(classifier.shape[0]), pretrained=False, **model_arguments(cfg.model))
         load_model_state(network, state, str(weights))
         return cls(network, Preprocess.from_config(cfg), device=device, precision=precision, channels_last=channels_last,
-                   source=str(weights))
+                   source=str(weights), backend=backend)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -145,7 +159,7 @@ class ReIDModel:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
-        rows = self._unit_rows(embed(self.network, split_images(images), self.preprocess_config, self.runtime,
+        rows = self._unit_rows(embed(self._embedder, split_images(images), self.preprocess_config, self.runtime,
                                      batch_size=batch_size))
         return rows.numpy() if output == "numpy" else rows
 
@@ -163,7 +177,7 @@ class ReIDModel:
         bad file never loses a long extraction. `num_workers` > 0 decodes images in
         background processes while the network runs.
         """
-        features = embed(self.network, [str(p) for p in paths], self.preprocess_config, self.runtime,
+        features = embed(self._embedder, [str(p) for p in paths], self.preprocess_config, self.runtime,
                          batch_size=batch_size, num_workers=num_workers, on_error="skip", progress=progress)
         features.embeddings = self._unit_rows(features).numpy()
         return features
@@ -177,5 +191,5 @@ class ReIDModel:
         size = f"{self.preprocess_config.height}x{self.preprocess_config.width}"
         return (
             f"ReIDModel({self.spec.get('name', type(self.network).__name__)}, input {size}, device={self.device}, "
-            f"precision={self.precision}, channels_last={self.channels_last})"
+            f"precision={self.precision}, channels_last={self.channels_last}, backend={self.backend})"
         )

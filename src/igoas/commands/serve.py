@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding (default cpu)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision; auto picks the fastest accurate one")
+    parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino", "auto"],
+                        help="CPU inference back end for the embeddings, as for `igoas extract`")
     parser.add_argument("--no-progress", action="store_true", help="hide the embedding progress bar")
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     service = build_service(args.checkpoint, args.gallery, dataset=args.dataset, root=args.root,
                             queries=args.queries, cache_dir=args.cache, device=args.device,
-                            precision=args.precision, progress=not args.no_progress)
+                            precision=args.precision, backend=args.backend, progress=not args.no_progress)
     if args.host not in LOCAL_HOSTS:
         print(f"igoas serve: warning: listening on {args.host}, so other machines can reach the page; "
               "it has no login", file=sys.stderr)

@@ -108,7 +108,7 @@ def cache_key(model: ReIDModel, paths: Sequence[str]) -> str:
     """A digest of everything that decides the embeddings: the model file and settings, and each image file."""
     digest = hashlib.sha256()
     identity = {"source": _file_identity(model.source), "preprocess": model.preprocess_config.to_dict(),
-                "precision": model.precision, "spec": model.spec}
+                "precision": model.precision, "backend": model.backend, "spec": model.spec}
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
     for path in paths:
         digest.update(json.dumps(_file_identity(path)).encode())

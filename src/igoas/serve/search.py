@@ -158,6 +158,7 @@ def build_service(
     cache_dir: str | os.PathLike | None = None,
     device: str = "cpu",
     precision: str = "auto",
+    backend: str = "pytorch",
     progress: bool = True,
 ) -> SearchService:
     """Model, gallery and query list for the page.
@@ -169,7 +170,7 @@ def build_service(
     """
     from igoas.extraction import dataset_images, folder_images
 
-    model = ReIDModel.from_checkpoint(checkpoint, device=device, precision=precision)
+    model = ReIDModel.from_checkpoint(checkpoint, device=device, precision=precision, backend=backend)
     index = load_gallery(model, gallery, dataset, "gallery", cache_dir, progress)
     root = root if root is not None else (gallery if Path(gallery).is_dir() else None)
     if dataset and root is None:

@@ -1,0 +1,55 @@
+"""Inference back ends: how `auto` chooses, and OpenVINO giving PyTorch's embeddings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from igoas import backends
+from igoas.errors import ConfigError, IgoasError
+from igoas.inference import ReIDModel
+
+
+def test_unknown_backend_and_openvino_off_the_cpu_are_refused() -> None:
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        backends.resolve_backend("tensorrt", "cpu")
+    with pytest.raises(ConfigError, match="CPU only"):
+        backends.resolve_backend("openvino", "cuda")
+    assert backends.resolve_backend("pytorch", "cpu") == "pytorch"
+
+
+@pytest.mark.parametrize("capability, installed, expected", [
+    ("AVX512", True, "openvino"),
+    ("AVX2", True, "pytorch"),  # not measured there: auto stays with PyTorch
+    ("AVX512", False, "pytorch"),
+    ("DEFAULT", True, "pytorch"),
+])
+def test_auto_picks_openvino_only_where_measured(monkeypatch: pytest.MonkeyPatch, capability: str, installed: bool,
+                                                 expected: str) -> None:
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(backends, "openvino_available", lambda: installed)
+    assert backends.resolve_backend("auto", "cpu") == expected
+    assert backends.resolve_backend("auto", "cuda") == "pytorch"
+
+
+def test_openvino_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    with pytest.raises(IgoasError, match=r"pip install 'igoas\[openvino\]'"):
+        backends.resolve_backend("openvino", "cpu")
+
+
+@pytest.mark.slow  # exporting and compiling the network takes tens of seconds on 2 busy cores
+def test_openvino_embeddings_match_pytorch_fp32(tiny_checkpoint: Path, synthetic_root: Path) -> None:
+    pytest.importorskip("openvino")
+    files = sorted(str(p) for p in (synthetic_root / "query").glob("*.jpg"))
+    reference = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32").embed(files, batch_size=4)
+    compiled = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32", backend="openvino")
+    assert compiled.backend == "openvino" and "backend=openvino" in repr(compiled)
+    embeddings = compiled.embed(files, batch_size=3)  # a batch size not used when compiling
+    assert embeddings.shape == reference.shape and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(embeddings * reference, axis=1))) > 0.99999
+    result = compiled.embed_files(files[:2] + ["missing.jpg"])
+    assert result.paths == files[:2] and list(result.bad) == ["missing.jpg"]
