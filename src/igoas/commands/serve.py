@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "images, or a dataset root with --dataset (images are embedded once and cached)")
     parser.add_argument("--dataset", help="dataset name (synthetic, market1501, occluded_duke, ...): offer its query "
                                           "split and, when --gallery is its root, search its gallery split")
-    parser.add_argument("--root", help="with --dataset: the dataset's folder when --gallery is an index or features file")
+    parser.add_argument("--root",
+                        help="with --dataset: the dataset's folder when --gallery is an index or features file")
     parser.add_argument("--queries", help="a folder of query images to choose from, or with --dataset a split "
                                           "name (default: query)")
     parser.add_argument("--host", default="127.0.0.1",
