@@ -161,15 +161,6 @@ def any_across(flag: bool, ctx: DistributedContext) -> bool:
     return bool(value.item())
 
 
-def broadcast_object(value: Any, ctx: DistributedContext) -> Any:
-    """Rank 0's `value` in every process."""
-    if not ctx.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics cover the batches of all processes.
 
