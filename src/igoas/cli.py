@@ -66,6 +66,9 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported with the sub-command's usage, not the top-level one
         command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    stray = [word for word in getattr(args, "overrides", None) or [] if not is_override(word)]
+    if stray:  # a word argparse gave the overrides slot that is no key=value: never drop it silently
+        command.error(f"{stray[0]!r} is not a key=value override (e.g. optim.lr=0.001)")
     if overrides:
         args.overrides = overrides
     return args

@@ -198,7 +198,11 @@ def check_export(
         images = _example_images(preprocess, batch, seed=100 + index)
         with torch.no_grad():
             expected = graph(images).numpy()
-        worst = max(worst, float(np.max(cosine_distance(run(images.numpy()), expected))))
+        distances = cosine_distance(run(images.numpy()), expected)
+        if not np.isfinite(distances).all():  # max() would skip NaN and report a pass
+            raise IgoasError(f"{path}: the embeddings contain NaN or Inf, so the export cannot be checked; the "
+                             "model's weights are not finite (a diverged checkpoint?)")
+        worst = max(worst, float(np.max(distances)))
     return ExportCheck(tuple(int(b) for b in batch_sizes), worst, tolerance)
 
 

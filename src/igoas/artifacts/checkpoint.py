@@ -23,6 +23,9 @@ from igoas.fileio import atomic_write
 
 FORMAT_NAME = "igoas"
 FORMAT_VERSION = 1
+# Far more identities than any ReID dataset has; a larger `num_classes` is a damaged spec
+# (building it would try to allocate terabytes).
+MAX_CLASSES = 1_000_000
 
 PathLike = str | os.PathLike[str]
 
@@ -63,9 +66,17 @@ def read_torch_file(path: PathLike, map_location: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes); it was probably cut off while being written")
+    kind = _not_a_torch_file(path)
+    if kind:
+        raise CheckpointError(f"{path}: not a checkpoint: it is {kind}. Give a .pth file written by `igoas train` "
+                              "or `igoas import-official`.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _refused_as_unsafe(err):
+            reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({reason}); the file "
+                                  "is truncated or corrupt, or not a checkpoint. Re-copy or re-download it.") from None
         raise CheckpointError(
             f"{path}: refused to load: the file needs arbitrary pickled Python objects, which could run code "
             f"when loaded ({_refused_global(err)}). Only checkpoints made of tensors and plain types are accepted. "
@@ -97,11 +108,48 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     for key in ("model_spec", "model"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks its '{key}' entry; the file is incomplete.")
+    check_model_entries(payload, str(path))
     return payload
 
 
+def check_model_entries(payload: Mapping[str, Any], source: str) -> None:
+    """Refuse a payload whose network description or weights cannot be right, before any
+    network is built from it (an absurd `num_classes` would try to allocate terabytes)."""
+    spec, state = payload.get("model_spec"), payload.get("model")
+    if not isinstance(spec, Mapping):
+        raise CheckpointError(f"{source}: its 'model_spec' entry is a {type(spec).__name__}, not a mapping of "
+                              "build_model arguments; the file is damaged")
+    check_state_dict(state, source)
+    classes = spec.get("num_classes")
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 1 <= classes <= MAX_CLASSES:
+        raise CheckpointError(f"{source}: model_spec.num_classes={classes!r} is not a number of identities "
+                              f"between 1 and {MAX_CLASSES:,}; the file is damaged")
+    classifier = state.get("global_classifier.weight")
+    if classifier is not None and classifier.shape[0] != classes:
+        raise CheckpointError(f"{source}: model_spec.num_classes={classes} but the classifier has "
+                              f"{classifier.shape[0]} rows; the file is damaged")
+
+
+def check_state_dict(state: Any, source: str) -> None:
+    """A state dict must map names to tensors, all of them finite: NaN or Inf weights or
+    BatchNorm statistics (a diverged run) would give NaN embeddings and meaningless scores."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: the weights are a {type(state).__name__}, not a mapping of tensor names "
+                              "to tensors; the file is damaged or not a model checkpoint")
+    odd = [str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    if odd:
+        raise CheckpointError(f"{source}: {len(odd)} weight entr(y/ies) are not named tensors ({_preview(odd)}); "
+                              "the file is damaged")
+    bad = [key for key, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} weight/buffer tensor(s) hold NaN or Inf ({_preview(bad)}); "
+                              "the run had diverged when this was saved. Use an earlier checkpoint or retrain with "
+                              "a lower optim.lr.")
+
+
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a state dict strictly, naming every missing, unexpected or mis-shaped tensor."""
+    """Load a state dict strictly, naming every missing, unexpected, mis-shaped or non-finite tensor."""
+    check_state_dict(state, source)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -130,6 +178,7 @@ def model_from_checkpoint(
 
     if isinstance(checkpoint, Mapping):
         payload, source = dict(checkpoint), "checkpoint"
+        check_model_entries(payload, source)
     else:
         payload, source = load_checkpoint(checkpoint, map_location), str(checkpoint)
     spec = dict(payload["model_spec"])
@@ -144,6 +193,29 @@ def model_from_checkpoint(
 def _preview(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _not_a_torch_file(path: Path) -> str:
+    """What the file is when it cannot be a torch file (a zip archive or a pickle), else ""."""
+    with open(path, "rb") as handle:
+        head = handle.read(256)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return ""
+    if path.suffix.lower() == ".onnx" or (head.startswith(b"\x08") and b"pytorch" in head):
+        return "an ONNX model (`igoas export` output; run it with onnxruntime)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "neither a zip archive nor a pickle (random or damaged bytes)"
+    if all(c.isprintable() or c.isspace() for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"a text file (it begins {first!r})"
+    return "neither a zip archive nor a pickle (random or damaged bytes)"
+
+
+def _refused_as_unsafe(err: BaseException) -> bool:
+    """Whether torch refused the file for needing objects beyond tensors and plain types."""
+    return "Unsupported global" in str(err) or "GLOBAL " in str(err)
 
 
 def _refused_global(err: BaseException) -> str:

@@ -10,6 +10,7 @@ warnings are worth a look but loading copes with them; notes are information.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,13 +59,18 @@ class CheckReport:
             count = f" ({len(problem.items)})" if problem.items else ""
             lines += ["", f"{problem.severity.upper()}: {problem.title}{count}"]
             lines += [f"  {line}" for line in problem.hint.splitlines()]
-            lines += [f"    {item}" for item in problem.items[:max_items]]
+            lines += [f"    {printable(item)}" for item in problem.items[:max_items]]
             if len(problem.items) > max_items:
                 lines.append(f"    ... and {len(problem.items) - max_items} more")
         errors, warnings = self.count("error"), self.count("warning")
         verdict = "no problems found" if not errors + warnings else f"{errors} error(s), {warnings} warning(s)"
         lines += ["", f"summary: {verdict}"]
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """`text` with the bytes of non-UTF-8 file names shown as \\xNN escapes (printing them raw fails)."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def inspect_image(path: str) -> tuple[str, str, str]:
@@ -239,8 +245,7 @@ def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, wo
     cannot_read: dict[str, list[str]] = defaultdict(list)
     for unparsed in dataset.unparsed_files:
         if unparsed.problem:
-            cannot_read[unparsed.problem].append(repr(unparsed.path) if not unparsed.path.isprintable()
-                                                 else unparsed.path)
+            cannot_read[unparsed.problem].append(unparsed.path)
         else:
             by_form[(unparsed.form, unparsed.example)].append(unparsed.path)
     for problem, items in cannot_read.items():

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from igoas.fileio import atomic_write
-from igoas.artifacts.checkpoint import checkpoint_payload, load_checkpoint, read_torch_file, save_checkpoint
+from igoas.artifacts.checkpoint import (check_state_dict, checkpoint_payload, load_checkpoint, read_torch_file,
+                                        save_checkpoint)
 from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from igoas.errors import CheckpointError, IgoasError
 
@@ -298,6 +299,7 @@ def import_official(path: PathLike, *, out: PathLike | None = None) -> tuple[nn.
     expected = _reference_state(num_classes)
     renamed = official_to_igoas_state(state, expected, str(path))
     model = official_network(num_classes)
+    check_state_dict(renamed, str(path))  # NaN or Inf weights are refused here as on every load
     model.load_state_dict(renamed, strict=True)
     model.eval()
     payload = checkpoint_payload(model, official_preprocess(), epoch=record["epoch"], iteration=None, source=record,
