@@ -1,8 +1,8 @@
 """Inference back ends of `ReIDModel`: PyTorch itself, or the same network compiled by OpenVINO.
 
-On a CPU, OpenVINO runs the network about twice as fast as PyTorch eager at fp32 with
-the same numbers (cosine to PyTorch fp32 1.0), and faster still at bf16 on CPUs that
-compute bf16 natively (docs/benchmarks.md). The network is exported with `torch.export`
+On a CPU, OpenVINO runs the network faster than PyTorch eager at fp32 with the same
+numbers (cosine to PyTorch fp32 1.0; 2x and more in the runs so far, see
+docs/benchmarks.md), and faster still at bf16 on CPUs that compute bf16 natively. The network is exported with `torch.export`
 (dynamic batch size) and converted in memory when the model is built; no file is written.
 
 `auto` picks OpenVINO only where it was measured to pay and is exact at fp32: a CPU

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision; auto picks the fastest accurate one (see docs/inference.md)")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino", "auto"],
-                        help="CPU inference back end (openvino: about 2x at fp32, same embeddings; auto: openvino "
+                        help="CPU inference back end (openvino: faster, same embeddings at fp32; auto: openvino "
                              "on AVX-512 CPUs when installed); see docs/inference.md")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
