@@ -67,3 +67,14 @@ def test_track_counts_weighted_items(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = log.getvalue().splitlines()
     assert [line.split("] ", 1)[1].split(" eta")[0] for line in lines] == [
         "corruptions model images [32/40]", "corruptions model images [40/40]"]
+
+
+def test_track_without_a_known_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas.progress import UNKNOWN_TOTAL_STEP
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    assert sum(track(iter(range(2 * UNKNOWN_TOTAL_STEP + 1)), None, "embedding batches")) > 0
+    lines = log.getvalue().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"embedding batches [{UNKNOWN_TOTAL_STEP}]", f"embedding batches [{2 * UNKNOWN_TOTAL_STEP}]"]

@@ -12,6 +12,7 @@ import time
 from typing import IO, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+UNKNOWN_TOTAL_STEP = 50  # counts between log lines when the total is not known
 
 
 def interactive(stream: IO[str] | None = None) -> bool:
@@ -32,10 +33,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def track(items: Iterable[T], total: int, description: str, enabled: bool = True, lines: int = 10,
+def track(items: Iterable[T], total: int | None, description: str, enabled: bool = True, lines: int = 10,
           size: Callable[[T], int] | None = None) -> Iterator[T]:
     """Yield `items`, showing progress towards `total`: a bar on a terminal, else about
-    `lines` timestamped lines. Each item counts 1, or `size(item)` (e.g. a batch's images)."""
+    `lines` timestamped lines. Each item counts 1, or `size(item)` (e.g. a batch's images).
+    With `total` unknown (None) the lines come every `UNKNOWN_TOTAL_STEP` counts, without ETA."""
     if not enabled:
         yield from items
         return
@@ -47,12 +49,16 @@ def track(items: Iterable[T], total: int, description: str, enabled: bool = True
                 yield item
                 bar.update(1 if size is None else size(item))
         return
-    step = max(1, -(-total // max(lines, 1)))
+    step = UNKNOWN_TOTAL_STEP if total is None else max(1, -(-total // max(lines, 1)))
     start, done, shown = time.perf_counter(), 0, 0
     for item in items:
         yield item
         done += 1 if size is None else size(item)
         if done >= shown + step or done == total:
             shown = done
-            eta = (time.perf_counter() - start) / done * max(total - done, 0)
-            print(stamped(f"{description} [{done}/{total}] eta {format_duration(eta)}"), file=sys.stderr, flush=True)
+            if total is None:
+                message = f"{description} [{done}]"
+            else:
+                eta = (time.perf_counter() - start) / done * max(total - done, 0)
+                message = f"{description} [{done}/{total}] eta {format_duration(eta)}"
+            print(stamped(message), file=sys.stderr, flush=True)

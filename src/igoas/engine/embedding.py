@@ -136,7 +136,7 @@ def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, r
     mode; every submodule is put back in the mode it was in (a fixbase epoch keeps its
     frozen layers in eval mode).
     """
-    from tqdm import tqdm
+    from igoas.progress import track
 
     runtime = runtime or Runtime()
     if on_error not in ON_ERROR:
@@ -148,9 +148,8 @@ def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, r
     chunks, pids, camids, paths, bad = [], [], [], [], {}
     try:
         with inference_context(runtime.device, runtime.precision):
-            bar = tqdm(loader, desc="embedding", unit="batch", disable=not progress, leave=False,
-                       total=None if count < 0 else -(-count // batch_size))
-            for batch in bar:
+            batches = None if count < 0 else -(-count // batch_size)
+            for batch in track(loader, batches, "embedding batches", enabled=progress):
                 bad.update(batch.get("bad", {}))
                 if batch["image"] is None:
                     continue
