@@ -27,7 +27,7 @@ SOURCES = {"128x64": (128, 64), "256x128": (256, 128)}
 
 def images_per_second(samples: list, backend: str, workers: int, repeat: int, batch_size: int = 64) -> float:
     """Best of `repeat` full passes over `samples` (after one warm-up pass that starts the workers)."""
-    loader = build_train_loader(samples, batch_size, workers=workers, seed=0, height=384, width=128,
+    loader = build_train_loader(samples, batch_size, num_workers=workers, seed=0, height=384, width=128,
                                 persistent_workers=workers > 0)
     loader.dataset.backend = backend
     best = 0.0

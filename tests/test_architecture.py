@@ -22,7 +22,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "occlusion": ("errors", "artifacts.preprocess"),
     "model": ("errors", "config", "occlusion"),
     "losses": ("errors", "config", "model"),
-    "data": ("errors", "fileio", "artifacts", "corruptions.augment"),
+    "compat": (),
+    "data": ("errors", "fileio", "compat", "artifacts", "corruptions.augment"),
     "interop": ("errors", "fileio", "config", "artifacts", "model"),
 }
 # The upper layers name what they must not import.

@@ -146,3 +146,19 @@ def test_corrupt_image_policy_is_a_checked_choice():
     assert load_config(None, ["data.on_error=fail"]).data.on_error == "fail"
     with pytest.raises(ConfigError, match="data.on_error"):
         load_config(None, ["data.on_error=ignore"])
+
+
+def test_old_workers_keyword_still_works_with_a_warning(tmp_path) -> None:
+    from igoas.compat import renamed_keyword
+
+    @renamed_keyword("workers", "num_workers")
+    def load(num_workers: int = 0) -> int:
+        return num_workers
+
+    with pytest.warns(DeprecationWarning, match="num_workers"):
+        assert load(workers=3) == 3
+    assert load(num_workers=2) == 2
+    with pytest.raises(TypeError, match="both"):
+        load(workers=1, num_workers=2)
+    with pytest.raises(ConfigError, match="num_workers"):
+        load_config("synthetic_demo_quick", ["data.workers=2"])

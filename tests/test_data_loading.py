@@ -142,14 +142,14 @@ def test_corrupt_image_fails_when_asked(pictures: list[Sample]) -> None:
 
 def test_train_loader_goes_on_without_a_corrupt_image(pictures: list[Sample]) -> None:
     Path(pictures[5].path).write_bytes(b"garbage")
-    loader = build_train_loader(pictures, batch_size=4, workers=0, seed=0, height=64, width=32)
+    loader = build_train_loader(pictures, batch_size=4, num_workers=0, seed=0, height=64, width=32)
     sizes = [len(batch["pid"]) for batch in loader]
     assert sorted(sizes) == [3, 4, 4]
     assert loader.sampler.state_dict()["consumed"] == 12
 
 
 def test_identity_loader_with_a_worker_process(pictures: list[Sample]) -> None:
-    loader = build_train_loader(pictures, batch_size=4, sampler="identity", num_instances=2, workers=1, seed=0,
+    loader = build_train_loader(pictures, batch_size=4, sampler="identity", num_instances=2, num_workers=1, seed=0,
                                 height=64, width=32, pin_memory=False)
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 3, 64, 32) and len(set(batch["pid"].tolist())) == 2
@@ -157,12 +157,12 @@ def test_identity_loader_with_a_worker_process(pictures: list[Sample]) -> None:
 
 def test_train_loader_rejects_bad_settings(pictures: list[Sample]) -> None:
     with pytest.raises(ConfigError, match="sampler"):
-        build_train_loader(pictures, 4, sampler="balanced", workers=0)
+        build_train_loader(pictures, 4, sampler="balanced", num_workers=0)
     with pytest.raises(ConfigError, match="empty"):
-        build_train_loader([], 4, workers=0)
+        build_train_loader([], 4, num_workers=0)
 
 
 def test_test_loader_keeps_order_and_every_sample(pictures: list[Sample]) -> None:
-    loader = build_test_loader(pictures, batch_size=5, workers=0, height=64, width=32)
+    loader = build_test_loader(pictures, batch_size=5, num_workers=0, height=64, width=32)
     indices = [i for batch in loader for i in batch["index"].tolist()]
     assert indices == list(range(12))

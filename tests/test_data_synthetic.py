@@ -28,7 +28,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def test_rendering_is_byte_identical_for_a_seed_whatever_the_workers(rendered: Path, tmp_path: Path) -> None:
-    again = render_synthetic(tmp_path / "again", num_ids=30, seed=7, size="tiny", image_size=IMAGE_SIZE, workers=2)
+    again = render_synthetic(tmp_path / "again", num_ids=30, seed=7, size="tiny", image_size=IMAGE_SIZE, num_workers=2)
     assert files_of(again) == files_of(rendered)
     other = render_synthetic(tmp_path / "other", num_ids=30, seed=8, size="tiny", image_size=IMAGE_SIZE)
     assert files_of(other) != files_of(rendered)

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--no-images", action="store_true", help="skip decoding every image (faster)")
     check.add_argument("--strict", action="store_true", help="count warnings as problems for the exit code")
     check.add_argument("--max-items", type=int, default=20, help="files listed per problem (default 20)")
-    check.add_argument("--workers", type=int, default=4, help="threads decoding images (default 4)")
+    check.add_argument("--num-workers", "--workers", type=int, default=4, help="threads decoding images (default 4)")
     stats = actions.add_parser("stats", help="print the statistics table (ids, images, cameras per split)")
     _dataset_arguments(stats)
     synth = actions.add_parser("synth", help="render the synthetic occluded-pedestrian dataset")
@@ -48,13 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--size", default="default", help="tiny, small, default or large")
     synth.add_argument("--height", type=int, default=128, help="image height in pixels (default 128)")
     synth.add_argument("--width", type=int, default=64, help="image width in pixels (default 64)")
-    synth.add_argument("--workers", type=int, default=1, help="rendering processes (same output for any number)")
+    synth.add_argument("--num-workers", "--workers",
+                       type=int, default=1, help="rendering processes (same output for any number)")
 
 
 def _check(args: argparse.Namespace) -> int:
     from igoas.data.check import check_dataset
 
-    report = check_dataset(args.root, args.dataset, verify_images=not args.no_images, workers=args.workers,
+    report = check_dataset(args.root, args.dataset, verify_images=not args.no_images, num_workers=args.num_workers,
                            **dict(args.option))
     print(report.format(max_items=args.max_items))
     return report.exit_code(strict=args.strict)
@@ -77,7 +78,7 @@ def _synth(args: argparse.Namespace) -> int:
     from igoas.data.synthetic import read_meta
 
     root = render_synthetic(args.out, num_ids=args.ids, seed=args.seed, size=args.size,
-                            image_size=(args.height, args.width), workers=args.workers)
+                            image_size=(args.height, args.width), num_workers=args.num_workers)
     print(build_dataset("synthetic", root).statistics())
     records = read_meta(root)["images"].values()
     for split in ("train", "query", "gallery"):

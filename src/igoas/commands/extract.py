@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="query",
                         help="with --dataset: train, query, gallery or an extra query set such as holistic (default query)")
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: decode in the main process)")
+    parser.add_argument("--num-workers", "--workers",
+                        type=int, default=2, help="image-decoding processes (0: decode in the main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision; auto picks the fastest accurate one (see docs/inference.md)")
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     images = dataset_images(args.dataset, args.source, args.split) if args.dataset else folder_images(args.source)
     model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                       backend=args.backend)
-    features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.workers,
+    features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
                        progress=not args.no_progress)
     for path, reason in features.metadata["bad_reasons"].items():
         print(f"skipped unreadable image: {reason}", file=sys.stderr)

@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="query-gallery distance (default euclidean, as the authors evaluate)")
     parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (0: main process)")
+    parser.add_argument("--num-workers", "--workers",
+                        type=int, default=2, help="image-decoding processes (0: main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
     parser.add_argument("--no-progress", action="store_true", help="corruptions suite: no progress bar")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoints, dataset, parse_areas(args.areas),
         [p.strip() for p in args.positions.split(",") if p.strip()], occluder=args.occluder, fill=args.fill,
         seed=args.seed, query_set=args.query_set, metric=args.metric, batch_size=args.batch_size,
-        num_workers=args.workers, device=args.device, flip=args.flip, precision=args.precision, log=print)
+        num_workers=args.num_workers, device=args.device, flip=args.flip, precision=args.precision, log=print)
     print(result.table())
     for path in write_stress_test(result, args.out).values():
         print(f"wrote {path}")
@@ -103,7 +104,7 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
         raise ConfigError(f"--severities {args.severities!r}: give integers 1-5, e.g. 1,3,5") from None
     result = corruption_benchmark(
         checkpoints, dataset, names, severities, _items(args.settings), seed=args.seed, query_set=args.query_set,
-        metric=args.metric, batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+        metric=args.metric, batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
         flip=args.flip, precision=args.precision, cache_dir=args.cache, progress=not args.no_progress)
     print(markdown_table(result))
     sample = query_samples(dataset, args.query_set)[0].path

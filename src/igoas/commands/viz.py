@@ -31,7 +31,8 @@ def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _extraction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
-    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0: main process)")
+    parser.add_argument("--num-workers", "--workers",
+                        type=int, default=0, help="image-decoding processes (default 0: main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
@@ -161,7 +162,7 @@ def _ranked(args: argparse.Namespace) -> list[Path]:
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     queries = _evenly_spaced(query_samples(dataset, args.query_set), args.num_queries)
-    query, gallery = query_and_gallery(model, dataset, args.query_set, queries, args.batch_size, args.workers)
+    query, gallery = query_and_gallery(model, dataset, args.query_set, queries, args.batch_size, args.num_workers)
     distances = compute_distance(query.embeddings, gallery.embeddings, args.metric)
     lists = RankedLists.from_distances(distances, query.paths, query.pids, query.camids, gallery.paths, gallery.pids,
                                        gallery.camids, args.topk)
@@ -190,7 +191,7 @@ def _distances(args: argparse.Namespace) -> list[Path]:
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     query, gallery = query_and_gallery(model, dataset, args.query_set, batch_size=args.batch_size,
-                                       num_workers=args.workers)
+                                       num_workers=args.num_workers)
     positive, negative = sampled_pair_distances(query.embeddings, gallery.embeddings, query.pids, gallery.pids,
                                                 query.camids, gallery.camids, args.metric, args.max_negatives)
     roc = roc_curve(positive, negative)
@@ -309,7 +310,7 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
     from igoas.extraction import checkpoint_cmc
 
     return checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
-                          args.batch_size, args.workers)
+                          args.batch_size, args.num_workers)
 
 
 def _labels(text: str | None, sources: Sequence[str]) -> list[str]:

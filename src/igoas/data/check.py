@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from igoas.compat import renamed_keyword
 from igoas.data import build_dataset, published_statistics
 from igoas.data.base import ReIDDataset, Sample
 from igoas.errors import DatasetError
@@ -114,12 +115,12 @@ IMAGE_PROBLEMS = {
 }
 
 
-def check_images(paths: Iterable[str], workers: int = 4) -> list[Problem]:
+def check_images(paths: Iterable[str], num_workers: int = 4) -> list[Problem]:
     """Decode every file once (threads: the decoders release the GIL) and group failures."""
     paths = sorted(set(paths))
     found: dict[str, list[str]] = defaultdict(list)
     by_digest: dict[str, list[str]] = defaultdict(list)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
         for path, (status, detail, digest) in zip(paths, pool.map(inspect_image, paths)):
             if status != "ok":
                 found[status].append(f"{path} ({detail})" if detail else path)
@@ -230,7 +231,8 @@ def _count_note(dataset: ReIDDataset, published: dict | None) -> list[Problem]:
                     "Expected for a subset; for a full copy, files are missing or extra.", differing)] if differing else []
 
 
-def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, workers: int = 4,
+@renamed_keyword("workers", "num_workers")
+def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, num_workers: int = 4,
                   **options) -> CheckReport:
     """Check the copy of dataset `name` at `root` (options as for `build_dataset`)."""
     report = CheckReport(name, str(root))
@@ -259,6 +261,6 @@ def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, wo
     if verify_images:
         paths = [s.path for samples in dataset.splits().values() for s in samples]
         paths += [u.path for u in dataset.unparsed_files if Path(u.path).is_file()]
-        report.problems += check_images(paths, workers)
+        report.problems += check_images(paths, num_workers)
     report.problems += _count_note(dataset, published_statistics(name, **options))
     return report

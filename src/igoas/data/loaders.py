@@ -15,6 +15,7 @@ from igoas.data.base import Sample
 from igoas.data.image_dataset import ImageDataset, collate_skipping_failed
 from igoas.data.samplers import EpochSampler, RandomIdentitySampler, RandomTrainSampler
 from igoas.data.transforms import build_transforms
+from igoas.compat import renamed_keyword
 from igoas.errors import ConfigError
 
 SAMPLERS: dict[str, Callable[..., EpochSampler]] = {
@@ -33,21 +34,22 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
 
-def _worker_options(workers: int, persistent_workers: bool | None, prefetch_factor: int | None) -> dict:
-    if workers <= 0:
+def _worker_options(num_workers: int, persistent_workers: bool | None, prefetch_factor: int | None) -> dict:
+    if num_workers <= 0:
         return {"num_workers": 0}
-    options = {"num_workers": workers, "persistent_workers": True if persistent_workers is None else persistent_workers}
+    options = {"num_workers": num_workers, "persistent_workers": True if persistent_workers is None else persistent_workers}
     if prefetch_factor is not None:
         options["prefetch_factor"] = prefetch_factor
     return options
 
 
+@renamed_keyword("workers", "num_workers")
 def build_train_loader(
     dataset_samples: Sequence[Sample],
     batch_size: int,
     sampler: str = "random",
     num_instances: int = 4,
-    workers: int = 2,
+    num_workers: int = 2,
     pin_memory: bool = False,
     seed: int = 0,
     rank: int = 0,
@@ -73,14 +75,15 @@ def build_train_loader(
     return ResumableDataLoader(
         images, batch_size=batch_size, sampler=order, drop_last=drop_last, pin_memory=pin_memory,
         collate_fn=collate_skipping_failed, generator=torch.Generator().manual_seed(seed * 1000 + rank),
-        **_worker_options(workers, persistent_workers, prefetch_factor),
+        **_worker_options(num_workers, persistent_workers, prefetch_factor),
     )
 
 
+@renamed_keyword("workers", "num_workers")
 def build_test_loader(
     samples: Sequence[Sample],
     batch_size: int = 128,
-    workers: int = 2,
+    num_workers: int = 2,
     pin_memory: bool = False,
     *,
     transform: Callable | None = None,
@@ -92,4 +95,4 @@ def build_test_loader(
     default, because silently ranking against a smaller gallery changes the metrics."""
     images = ImageDataset(samples, transform or build_transforms(height, width, train=False), on_error=on_error)
     return DataLoader(images, batch_size=batch_size, shuffle=False, drop_last=False, pin_memory=pin_memory,
-                      collate_fn=collate_skipping_failed, **_worker_options(workers, False, None))
+                      collate_fn=collate_skipping_failed, **_worker_options(num_workers, False, None))

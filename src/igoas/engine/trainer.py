@@ -213,7 +213,7 @@ class _Run:
         transform = build_transforms(data.height, data.width, train=True, mean=list(data.mean), std=list(data.std),
                                      **to_dict(data.augment))
         return build_train_loader(self.dataset.train, data.batch_size // ctx.world_size, sampler=data.sampler,
-                                  num_instances=data.num_instances, workers=workers,
+                                  num_instances=data.num_instances, num_workers=workers,
                                   pin_memory=self.device.type == "cuda", seed=self.cfg.train.seed, rank=ctx.rank,
                                   world_size=ctx.world_size, drop_last=data.drop_last, transform=transform,
                                   on_error=data.on_error)

@@ -26,6 +26,7 @@ from PIL import Image
 from igoas.data.synthetic.appearance import VIEWPOINTS, Identity, draw_person, sample_identity
 from igoas.data.synthetic.occluders import place_occluder
 from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, make_cameras
+from igoas.compat import renamed_keyword
 from igoas.errors import ConfigError, DatasetError
 from igoas.fileio import temporary_folder
 
@@ -173,7 +174,7 @@ def _render_chunk(args: tuple) -> list[tuple[str, dict]]:
     return records
 
 
-def _render_into(folder: Path, params: dict, preset: SizePreset, workers: int) -> None:
+def _render_into(folder: Path, params: dict, preset: SizePreset, num_workers: int) -> None:
     seed = params["seed"]
     specs = plan_frames(preset, params["num_ids"], np.random.default_rng([seed, 0]))
     identities = sample_identities(max(s.pid for s in specs), np.random.default_rng([seed, 1]))
@@ -181,10 +182,10 @@ def _render_into(folder: Path, params: dict, preset: SizePreset, workers: int) -
     for sub in (*SPLIT_FOLDERS.values(), HOLISTIC_FOLDER):
         (folder / sub).mkdir()
     image_size = tuple(params["image_size"])
-    chunks = [(str(folder), specs[i::max(1, workers)], identities, cameras, image_size, seed)
-              for i in range(max(1, workers))]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+    chunks = [(str(folder), specs[i::max(1, num_workers)], identities, cameras, image_size, seed)
+              for i in range(max(1, num_workers))]
+    if num_workers > 1:
+        with ProcessPoolExecutor(num_workers) as pool:
             results = list(pool.map(_render_chunk, chunks))
     else:
         results = [_render_chunk(chunks[0])]
@@ -218,8 +219,9 @@ def _is_current(root: Path, params: dict) -> bool:
     return all(path.is_file() for path in expected)
 
 
+@renamed_keyword("workers", "num_workers")
 def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int = 0, size: str = "default",
-                     image_size: tuple[int, int] = (128, 64), workers: int = 1) -> Path:
+                     image_size: tuple[int, int] = (128, 64), num_workers: int = 1) -> Path:
     """Render the synthetic occluded-pedestrian dataset into `out_dir` and return it.
 
     `size` picks a preset (tiny, small, default, large) of identities and images per
@@ -229,7 +231,7 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
     parameters is never replaced (a DatasetError says which differ); an absent or empty
     folder (or an incomplete copy of the same set) is rendered into a temporary folder next
     to `out_dir` and moved in place, so a reader never sees half a dataset, and the log
-    says so. `workers` > 1 renders in parallel, with identical output.
+    says so. `num_workers` > 1 renders in parallel, with identical output.
     """
     if size not in SIZES:
         raise ConfigError(f"synthetic size {size!r} is not one of {', '.join(SIZES)}.")
@@ -260,7 +262,7 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_folder(out.parent, f".{out.name}.rendering-")
     try:
-        _render_into(tmp, params, preset, workers)
+        _render_into(tmp, params, preset, num_workers)
         _move_into_place(tmp, out, params)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
