@@ -185,3 +185,20 @@ def test_stable_topk_ranks_by_monotone_key(seed, columns, k):
     expected = np.argsort(keys, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(top_columns.numpy(), expected)
     np.testing.assert_array_equal(top_keys.numpy(), np.take_along_axis(keys, expected, axis=1))
+
+
+def test_exact_nearest_with_a_crowd_of_equal_distances_at_the_boundary():
+    # 30 copies of one point around the k-th place: more ties than the candidate margin holds.
+    from igoas.evaluation.neighbours import exact_nearest
+
+    rng = np.random.default_rng(3)
+    gallery = torch.from_numpy(np.concatenate([rng.normal(size=(10, 6)) * 0.1,
+                                               np.ones((30, 6)), rng.normal(size=(10, 6)) + 5]).astype(np.float32))
+    queries = gallery[:4] + 0.01
+    norms = gallery.pow(2).sum(1)
+    block = torch.addmm(norms[None, :], queries, gallery.T, alpha=-2)
+    distances, columns = exact_nearest(block, queries, gallery, norms, 15)
+    exact = ((queries.double()[:, None] - gallery.double()[None]) ** 2).sum(2)
+    expected = np.argsort(exact.numpy(), axis=1, kind="stable")[:, :15]
+    np.testing.assert_array_equal(columns.numpy(), expected)
+    np.testing.assert_allclose(distances.numpy(), np.take_along_axis(exact.numpy(), expected, 1), rtol=1e-12)

@@ -80,20 +80,24 @@ def exact_nearest(
     rows, slots = uncertain.nonzero(as_tuple=True)
     exact = approx.clone()
     exact[rows, slots] = pair_distances(queries, gallery, rows, columns[rows, slots])
-    redo = torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
-    redo[rows[(exact[rows, slots] - approx[rows, slots]).abs() > allowance[rows, 0]]] = True
-    if probe < total:  # a nearer column might hide beyond the candidates
-        redo |= approx[:, probe - 1] - approx[:, k - 1] <= 2 * allowance[:, 0]
+    erred = torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
+    erred[rows[(exact[rows, slots] - approx[rows, slots]).abs() > allowance[rows, 0]]] = True
+    crowded = torch.zeros_like(erred)
+    if probe < total:  # a nearer column might hide beyond the candidates (many near-equal distances)
+        crowded = approx[:, probe - 1] - approx[:, k - 1] <= 2 * allowance[:, 0]
     exact = exact.clamp_min_(0)
     by_column = torch.sort(columns, dim=1).indices
     columns, exact = columns.gather(1, by_column), exact.gather(1, by_column)
     order = torch.sort(exact, dim=1, stable=True).indices[:, :k]
     distances, columns = exact.gather(1, order), columns.gather(1, order)
-    for row in redo.nonzero(as_tuple=True)[0].tolist():
-        everything = torch.arange(total, device=block.device)
-        full = pair_distances(queries, gallery, torch.full_like(everything, row), everything).clamp_min_(0)
-        values, order = torch.sort(full, stable=True)
-        distances[row], columns[row] = values[:k], order[:k]
+    for row in (crowded | erred).nonzero(as_tuple=True)[0].tolist():
+        # Every column within rounding of the k-th distance can belong; where rounding itself
+        # exceeded the allowance, every column is measured in float64.
+        limit = float("inf") if erred[row] else float(approx[row, k - 1] + 2 * allowance[row, 0])
+        candidates = ((block[row].double() + query_norms[row]) <= limit).nonzero(as_tuple=True)[0]
+        measured = pair_distances(queries, gallery, torch.full_like(candidates, row), candidates).clamp_min_(0)
+        values, order = torch.sort(measured, stable=True)  # candidates come in column order
+        distances[row], columns[row] = values[:k], candidates[order[:k]]
     return distances, columns
 
 
