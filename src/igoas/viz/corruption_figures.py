@@ -35,7 +35,7 @@ def plot_corruption_heatmap(records: Sequence[Mapping[str, Any]], out_path: Path
                             aspect="auto")
         for (row, col), value in np.ndenumerate(drops[name]):
             if np.isfinite(value):
-                axes.text(col, row, f"{value:.0f}", ha="center", va="center", fontsize=6,
+                axes.text(col, row, f"{int(round(value))}", ha="center", va="center", fontsize=6,
                           color="white" if value > 0.6 * top else "black")
         axes.set_title(name, fontsize=9)
         axes.set_xticks(range(len(severities)), [str(s) for s in severities], fontsize=7)
