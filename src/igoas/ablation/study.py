@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from igoas.ablation.arms import ARMS, DEFAULT_RECIPE, arm_config, arm_list, seed_list
+from igoas.ablation.corrupted import available as corruptions_installed, corrupted_evaluation
 from igoas.ablation.records import (RUN_RECORD, evaluation_curve, final_metrics, mask_activity, matches,
                                     pretrained_identity, query_scores, read_json, record_path, save_record)
 from igoas.ablation.report import table_document
@@ -43,11 +44,11 @@ BOOTSTRAP_ARMS = ("igoas", "baseline")
 BOOTSTRAP_SCORES = ("r1", "ap")
 
 # Extra evaluations of every finished run, by name: f(checkpoint, dataset, config) ->
-# {metric: value in percent}. The corruption benchmark registers "corrupted" (its "mAP"
-# fills the table's corrupted column); records without it are completed on the next run
-# while their checkpoints are still there.
+# {metric: value in percent}. "corrupted" is the corruption benchmark (its "mAP" fills the
+# table's corrupted column), registered where the `corruptions` extra is installed; records
+# without an evaluation are completed on the next run while their checkpoints are still there.
 Evaluation = Callable[[Path, Any, DictConfig], Mapping[str, float]]
-EVALUATIONS: dict[str, Evaluation] = {}
+EVALUATIONS: dict[str, Evaluation] = {"corrupted": corrupted_evaluation} if corruptions_installed() else {}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""The study's corrupted column: each run's holistic queries under the corruption benchmark's
+20 corruptions x 5 severities against the clean gallery (`igoas.corruptions`), summarised
+by the mean R1 / mAP / mINP over the 100 conditions.
+
+Non-occlusion damage (blur, noise, weather, compression) on unoccluded queries: whether
+IGOAS's occlusion training helps, hurts or is neutral there. Corrupted images do not
+depend on the model, so they are corrupted once per study and cached beside the data
+(`<data root>_corrupted`); every later run only decodes and embeds them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+SEED = 0  # one fixed set of corrupted images for every arm and seed
+CORRUPTING_WORKERS = 2  # processes corrupting the first run's images (the recipe loads in the main process)
+
+
+def corrupted_evaluation(checkpoint: Path, dataset: Any, cfg: DictConfig) -> dict[str, float]:
+    """{"R1", "mAP", "mINP"}: means over the corruption grid of one run's checkpoint, in percent."""
+    from igoas.corruptions.benchmark import corruption_summary, mean_corrupted_map
+    from igoas.engine.distributed import resolve_device
+    from igoas.speed import resolve_precision
+
+    device = resolve_device(cfg.train.device)
+    query_set = "holistic" if "holistic" in (getattr(dataset, "extra_queries", None) or {}) else "query"
+    root = Path(dataset.root)
+    summary = corruption_summary(
+        checkpoint, dataset, settings=("query",), query_set=query_set, seed=SEED, metric=cfg.eval.metric,
+        flip=cfg.eval.flip, precision=resolve_precision(cfg.eval.precision, device), device=device,
+        batch_size=cfg.eval.batch_size, num_workers=max(cfg.eval.num_workers, min(CORRUPTING_WORKERS,
+                                                                                   os.cpu_count() or 1)),
+        cache_dir=root.with_name(root.name + "_corrupted"), progress=False)
+    means = summary["query"]["mean"]
+    return {"R1": float(means["R1"]), "mAP": mean_corrupted_map(summary), "mINP": float(means["mINP"])}
+
+
+def available() -> bool:
+    """Whether the `corruptions` extra is installed (without it the column stays n/a)."""
+    return importlib.util.find_spec("imagecorruptions") is not None
