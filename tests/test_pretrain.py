@@ -27,6 +27,12 @@ def test_trunk_loads_as_model_pretrained_into_both_stage4_copies(tmp_path: Path)
         assert stage4[0].conv1.stride == (1, 1)  # the stride-1 stage 4 survives the loading
     with pytest.raises(Exception, match="do not match the backbone"):
         build_model("igoas", num_classes=7, backbone="resnet50", pretrained=str(path))
+    # a whole igoas checkpoint works too: its trunk is taken, its heads left out
+    from igoas.artifacts.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "last.pth", {"model_spec": source.spec, "model": source.state_dict()})
+    from_checkpoint = build_model("igoas", num_classes=7, backbone="resnet18", pretrained=str(tmp_path / "last.pth"))
+    assert torch.equal(from_checkpoint.global_stage4[0].conv1.weight, source.global_stage4[0].conv1.weight)
 
 
 def test_population_must_not_share_identities_with_the_evaluated_sets(tmp_path: Path) -> None:

@@ -38,12 +38,6 @@ DEFAULT_OUT = "runs/pretrain/synthetic_pretrain"
 # size's count covers them all.
 STUDY_SEED, STUDY_IDENTITIES = 0, 720
 
-# The network's pieces -> the torchvision ResNet names they came from (the global branch's
-# stage 4 is the trunk's layer4, with its stride restored by whoever loads it).
-_TRUNK_PREFIXES = (("stem.0.", "conv1."), ("stem.1.", "bn1."), ("layer1.", "layer1."), ("layer2.", "layer2."),
-                   ("layer3.", "layer3."), ("global_stage4.", "layer4."))
-
-
 @dataclass
 class PretrainResult:
     """The trunk file to pass as `model.pretrained`, its run, and the held-out scores (percent)."""
@@ -57,11 +51,9 @@ class PretrainResult:
 
 def trunk_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The stem, stages 1-3 and the global stage 4 of an igoas network, under torchvision's ResNet names."""
-    state: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        for ours, theirs in _TRUNK_PREFIXES:
-            if key.startswith(ours):
-                state[theirs + key[len(ours):]] = value.detach().clone().cpu()
+    from igoas.model.pretrained import trunk_from_network_state
+
+    state = {key: value.detach().clone().cpu() for key, value in trunk_from_network_state(model.state_dict()).items()}
     if not any(key.startswith("layer4.") for key in state):
         raise IgoasError("the network has no stem/stage layers to export as a trunk")
     return state

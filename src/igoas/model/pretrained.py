@@ -23,6 +23,22 @@ from igoas.model.backbone import BACKBONES
 # Keys a checkpoint may wrap its state dict in (torchreid, timm training scripts, ours).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
+# An igoas network's trunk pieces -> the torchvision ResNet names they came from: the
+# global branch's stage 4 is the trunk's layer4 (strides live in the modules, not the weights).
+NETWORK_TO_TORCHVISION = (("stem.0.", "conv1."), ("stem.1.", "bn1."), ("layer1.", "layer1."), ("layer2.", "layer2."),
+                          ("layer3.", "layer3."), ("global_stage4.", "layer4."))
+
+
+def trunk_from_network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The torchvision-named trunk inside an igoas network's state dict (stem, stages 1-3,
+    the global stage 4); heads, the suppression branch and extra blocks are left out."""
+    trunk: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for ours, theirs in NETWORK_TO_TORCHVISION:
+            if key.startswith(ours):
+                trunk[theirs + key[len(ours):]] = value
+    return trunk
+
 # torchvision weight sets selectable by name; `True` is an alias of the first (the authors').
 def load_pretrained(trunk: nn.Module, backbone: str, pretrained: bool | str | Path | None) -> None:
     """Fill `trunk` (a torchvision ResNet) with ImageNet weights; no-op for `False`."""
@@ -86,7 +102,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"pretrained weights {path} hold a {type(state).__name__}, "
                               "not a state dict of tensors")
     # DataParallel training leaves a `module.` prefix on every key.
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    # An igoas checkpoint (`igoas train`, `igoas pretrain`'s run): its trunk, under torchvision's names.
+    return trunk_from_network_state(state) if any(k.startswith("stem.0.") for k in state) else state
 
 
 def load_trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
