@@ -128,7 +128,7 @@ def occlusion_stress_test(
     from igoas.engine.embedding import Runtime, embed
     from igoas.evaluation import evaluate_features
 
-    labelled = _labelled(checkpoints)
+    labelled = labelled_checkpoints(checkpoints)
     queries = query_samples(dataset, query_set)
     areas, positions = [float(a) for a in areas], list(positions)
     _check_settings(areas, positions, occluder, fill)
@@ -200,8 +200,9 @@ def _check_settings(areas: Sequence[float], positions: Sequence[str], occluder: 
     build_occluder(occluder, fill)
 
 
-def _labelled(checkpoints: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    """{label: checkpoint}; file stems by default, made unique with their parent folder."""
+def labelled_checkpoints(checkpoints: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """{label: checkpoint} of the robustness suites' `checkpoints` argument (paths, payloads
+    or a mapping); file stems by default, made unique with their parent folder."""
     if isinstance(checkpoints, Mapping) and not _is_payload(checkpoints):
         labelled = {str(label): value for label, value in checkpoints.items()}
     else:
@@ -215,7 +216,7 @@ def _labelled(checkpoints: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
             names = [f"{index}:{name}" for index, name in enumerate(names)]
         labelled = dict(zip(names, items))
     if not labelled:
-        raise ConfigError("the stress test needs at least one checkpoint")
+        raise ConfigError("a robustness test needs at least one checkpoint")
     return labelled
 
 

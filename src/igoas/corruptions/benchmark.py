@@ -113,10 +113,10 @@ def corruption_benchmark(
     """
     from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.artifacts.preprocess import Preprocess
-    from igoas.robustness import _labelled
+    from igoas.robustness import labelled_checkpoints
 
     check_settings(corruptions, severities, settings)
-    labelled = _labelled(checkpoints)
+    labelled = labelled_checkpoints(checkpoints)
     records: list[CorruptionRecord] = []
     for label, checkpoint in labelled.items():
         model, payload = model_from_checkpoint(checkpoint)
