@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"subset of the methods to train (default: all of {', '.join(ARMS)})")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="preset name or YAML file of the shared recipe")
     parser.add_argument("--reduced", action="store_true",
-                        help="tiny data, one epoch, small stress test: checks the pipeline in minutes; "
+                        help="tiny data and pretraining, two epochs, small stress test: checks the pipeline in minutes; "
                              "its numbers mean nothing")
 
 
