@@ -23,3 +23,4 @@ bench:
 	$(PY) benchmarks/dataloading.py | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/evaluation.py | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/rerank.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/corruptions.py | tee -a runs/benchmarks.jsonl

@@ -191,8 +191,11 @@ def evaluate_corruptions(
     from igoas.evaluation import evaluate_features
     from igoas.data import query_samples
 
+    from igoas.corruptions.library import imagecorruptions
+
     corruptions, severities, settings = list(corruptions), [int(s) for s in severities], list(settings)
     check_settings(corruptions, severities, settings)
+    imagecorruptions()  # a missing extra is reported here, not from inside a loader worker
     samples = {"query": query_samples(dataset, query_set), "gallery": list(dataset.gallery)}
     check_image_sizes(samples["query"] + (samples["gallery"] if set(settings) - {"query"} else []))
     groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()})
