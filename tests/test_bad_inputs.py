@@ -236,6 +236,17 @@ def test_bad_files_given_to_import_official(name: str, damaged, tmp_path: Path, 
     assert not (tmp_path / "out.pth").exists()
 
 
+def test_non_finite_pretrained_weights_are_refused(tmp_path: Path) -> None:
+    from igoas.model import build_model
+    from igoas.model.backbone import build_trunk
+
+    state = {key: value.clone() for key, value in build_trunk("resnet18").state_dict().items()}
+    state["bn1.running_var"].fill_(float("nan"))
+    torch.save(state, tmp_path / "trunk.pth")
+    with pytest.raises(CheckpointError, match=r"trunk\.pth: 1 tensor\(s\) hold NaN or Inf \(bn1\.running_var\)"):
+        build_model(num_classes=3, pretrained=str(tmp_path / "trunk.pth"), backbone="resnet18")
+
+
 def test_unsafe_pickle_is_still_called_unsafe(tmp_path: Path) -> None:
     torch.save({"format": "igoas", "hook": shutil.rmtree}, tmp_path / "unsafe.pth")
     with pytest.raises(CheckpointError, match="arbitrary pickled Python objects.*shutil.rmtree"):
