@@ -289,9 +289,7 @@ class _Run:
                 if not self._train_epoch(total):
                     return self._result(finished=False)
                 self.epoch, self.batch = self.epoch + 1, 0
-                if self._evaluation_due():
-                    self._evaluate()
-                self._save_last()
+                self._end_epoch()
             self._write_final_metrics()
             return self._result(finished=True)
         finally:
@@ -311,8 +309,7 @@ class _Run:
             self.log.step({"epoch": self.epoch + 1, "iteration": self.iteration, "batch": self.batch, **record},
                           len(batch["pid"]) * self.ctx.world_size, total)
             stop = cfg.train.stop_after_iters is not None and self.iteration >= cfg.train.stop_after_iters
-            every = cfg.train.checkpoint_every_iters
-            if stop or (every and self.iteration % every == 0 and self.batch < self.iters_per_epoch):
+            if stop or self._checkpoint_due():
                 self._save_last()
             if stop:
                 self.log.end_epoch()
@@ -322,8 +319,21 @@ class _Run:
         self.log.end_epoch()
         return True
 
+    def _end_epoch(self) -> None:
+        """The steps after every epoch, in this order: evaluation when due (which keeps
+        best.pth), then last.pth, so a resumed run never repeats an evaluation."""
+        if self._evaluation_due():
+            self._evaluate()
+        self._save_last()
+
+    def _checkpoint_due(self) -> bool:
+        """A mid-epoch last.pth every `train.checkpoint_every_iters` iterations (epoch ends save anyway)."""
+        every = self.cfg.train.checkpoint_every_iters
+        return bool(every) and self.iteration % every == 0 and self.batch < self.iters_per_epoch
+
     def _set_trainable(self) -> None:
-        """Fixbase epochs train only the new layers; DDP is rebuilt when that set changes."""
+        """The fixbase step at each epoch start: fixbase epochs train only the new layers;
+        DDP is rebuilt when that set changes."""
         fixbase = self.epoch < self.cfg.train.fixbase_epochs
         model = unwrap(self.model)
         model.train()
@@ -417,6 +427,10 @@ class _Run:
         self.last_results = results
         self.metrics = percent_summary(results)
         self.log.metrics(self.epoch, self.iteration, self.metrics)
+        self._keep_best()
+
+    def _keep_best(self) -> None:
+        """best.pth follows the highest mAP of the main query set (the first evaluated)."""
         main = next(iter(self.metrics))
         if not self.best or self.metrics[main]["mAP"] > self.best["mAP"]:
             self.best = {"epoch": self.epoch, "iteration": self.iteration, "query_set": main,
