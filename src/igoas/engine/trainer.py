@@ -101,7 +101,9 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
         if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= _saved_iteration(payload, resume):
             cfg.train.stop_after_iters = None
         if isinstance(payload.get("config"), Mapping):
-            changes = changed_settings(payload["config"], to_dict(cfg), str(resume))
+            # against the saved config completed with today's defaults: keys added since are no change
+            saved = to_dict(config_from_dict(dict(payload["config"]), str(RunDir(resume).last_checkpoint)))
+            changes = changed_settings(saved, to_dict(cfg), str(resume))
     validate(cfg)
     joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     ctx = init_distributed(cfg.train.device)
