@@ -50,7 +50,7 @@ def main() -> None:
         render_synthetic(folder, seed=0, size="tiny")
         paths = [sample.path for sample in build_dataset("synthetic", Path(folder)).query[:args.images]]
         images = [load_image(path).permute(1, 2, 0).numpy() for path in paths]
-        preprocess = Preprocess(128, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        preprocess = Preprocess(128, 64)  # ImageNet mean and std
         reference = float(np.mean([best_ms(lambda p=p: preprocess([p]), args.repeat) for p in paths]))
         per_corruption = {
             name: float(np.mean([best_ms(lambda i=i, s=s: corrupt(i, name, s, 0), args.repeat)

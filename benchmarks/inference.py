@@ -44,7 +44,7 @@ from igoas.inference import ReIDModel
 from igoas.model import build_model
 from igoas.artifacts.preprocess import Preprocess
 
-IMAGENET = Preprocess(384, 128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGENET = Preprocess(384, 128)  # the published input: ImageNet mean and std
 GOAL_RATIO, GOAL_COSINE = 2.0, 0.999
 Embed = Callable[[torch.Tensor], np.ndarray]  # images (uint8, or float in [0, 1]) -> unit-length embeddings
 Labels = tuple[np.ndarray, np.ndarray]  # identities, cameras

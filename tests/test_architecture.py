@@ -34,6 +34,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "viz": ("engine",),
 }
 ENTRY_POINTS = ("cli", "__main__", "commands")
+# Kept only so that code outside igoas keeps importing the old paths; igoas itself uses igoas.artifacts.
+ALIASES = ("preprocess", "engine.checkpoint")
 
 
 def _imports(path: Path) -> list[str]:
@@ -72,6 +74,8 @@ def _violations() -> list[str]:
                 problems.append(f"{where}: {layer}/ may not import igoas.{module}")
             if any(_within(module, banned) for banned in FORBIDDEN.get(layer, ())):
                 problems.append(f"{where}: {layer}/ may not import igoas.{module}")
+            if module in ALIASES:
+                problems.append(f"{where}: import igoas.artifacts, not the alias igoas.{module}")
             if target in ENTRY_POINTS and layer not in ENTRY_POINTS:
                 problems.append(f"{where}: library code may not import the command line (igoas.{module})")
         if layer == "commands":
