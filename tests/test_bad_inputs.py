@@ -399,7 +399,7 @@ def test_resume_applies_a_learning_rate_override(stopped_run: Path, tmp_path: Pa
     ({"rng": {"python": "garbage"}}, "random-number state is damaged"),
     ({"optimizer": {"state": {}, "param_groups": []}}, "optimiser state is damaged"),
     ({"sampler": {"kind": "identity", "epoch": 0, "consumed": 10**6, "seed": 0}}, "sampler state"),
-    ({"model": {"global_classifier.weight": torch.zeros(2, 2)}}, "the classifier has 2 rows"),
+    ({"model": {"global_classifier.weight": torch.zeros(2, 2)}}, "weights do not match"),
 ])
 def test_resume_refuses_damaged_training_state(stopped_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                changes: dict, expected: str) -> None:

@@ -124,10 +124,6 @@ def check_model_entries(payload: Mapping[str, Any], source: str) -> None:
     if not isinstance(classes, int) or isinstance(classes, bool) or not 1 <= classes <= MAX_CLASSES:
         raise CheckpointError(f"{source}: model_spec.num_classes={classes!r} is not a number of identities "
                               f"between 1 and {MAX_CLASSES:,}; the file is damaged")
-    classifier = state.get("global_classifier.weight")
-    if classifier is not None and classifier.shape[0] != classes:
-        raise CheckpointError(f"{source}: model_spec.num_classes={classes} but the classifier has "
-                              f"{classifier.shape[0]} rows; the file is damaged")
 
 
 def check_state_dict(state: Any, source: str) -> None:
