@@ -44,7 +44,8 @@ class RunDir:
     config = _file("config.yaml", "the resolved run config")
     last_checkpoint = _file(f"{CHECKPOINTS}/last.pth", "replaced atomically, holds the state for an exact resume")
     best_checkpoint = _file(f"{CHECKPOINTS}/best.pth", "weights of the best evaluation (highest main mAP)")
-    final_metrics = _file("metrics.json", "the last evaluation of training, or what `igoas eval` / the demo wrote")
+    final_metrics = _file("metrics.json", "the last evaluation of training, or the demo's document "
+                          "(`igoas eval` writes eval_NAME.json)")
     train_log = _file("train_log.jsonl", "one record per log interval")
     train_log_text = _file("train.log", "the same in plain text, with every message")
     metrics_log = _file("metrics.jsonl", "one record per evaluation")

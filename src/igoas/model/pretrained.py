@@ -104,8 +104,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
            and not bool(torch.isfinite(v).all())]
     if bad:  # a run would start from (and silently spread) them
-        raise CheckpointError(f"pretrained weights {path}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:4])}); "
-                              "the file comes from a diverged run or is damaged")
+        raise CheckpointError(f"pretrained weights {path}: {len(bad)} tensor(s) hold NaN or Inf "
+                              f"({', '.join(bad[:4])}); the file comes from a diverged run or is damaged")
     # DataParallel training leaves a `module.` prefix on every key.
     state = {k.removeprefix("module."): v for k, v in state.items()}
     # An igoas checkpoint (`igoas train`, `igoas pretrain`'s run): its trunk, under torchvision's names.
