@@ -3,7 +3,7 @@
 The reference is the widely used dense algorithm (numpy; (q+g) x (q+g) distance, rank and
 encoding matrices), written here plainly, with neighbours ranked by float64 distances (the
 definition; float32 rounding can swap near-equal neighbours). It runs at full Market-1501
-size (3,368 x 15,913, 1024-d; about 75 s and 7 GB on 2 cores), giving the speed-up and the
+size (3,368 x 15,913, 1024-d; minutes and about 7 GB of memory), giving the speed-up and the
 largest difference between the two outputs, which must be float rounding only (<= 1e-5).
 
 Goals on 2 cores: Market-shaped <= 7 s, <= 2 GB peak and >= 10x the reference;
