@@ -31,6 +31,8 @@ _EXPORTS = {
     "write_html_report": "igoas.viz",
     "run_ablation": "igoas.ablation",
     "run_demo": "igoas.demo",
+    "embed": "igoas.engine.embedding",
+    "Runtime": "igoas.engine.embedding",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
