@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "a local web page: search a gallery with a query image, with activation maps"),
     "export": ("export", "export a checkpoint to ONNX or TorchScript and verify it"),
     "viz": ("viz", "draw the paper's figures and a run's HTML report"),
-    "robustness": ("robustness", "occlusion stress test: metrics against occluded query area"),
+    "robustness": ("robustness", "occlusion stress test or corruption benchmark: R1/mAP under occluders or corruptions"),
     "import-official": ("official", "import a checkpoint trained with the authors' code"),
     "export-official": ("official_export", "write an igoas checkpoint in the authors' key layout"),
     "pretrain": ("pretrain", "train the synthetic-pretrained trunk to use as model.pretrained"),
