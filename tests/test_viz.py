@@ -246,9 +246,11 @@ def test_training_curves_and_report(tmp_path: Path) -> None:
 def test_report_elsewhere_links_relative_to_itself(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _fake_run(run_dir)
+    write_html_report(run_dir)  # the run's own report draws run/figures/training_curves.png
     report = write_html_report(run_dir, tmp_path / "site" / "index.html")
     links = re.findall(r"<img src='([^']+)'", report.read_text(encoding="utf-8"))
     assert links and all((report.parent / link).resolve().is_file() for link in links)
+    assert [Path(link).name for link in links].count("training_curves.png") == 1, links
     with pytest.raises(IgoasError, match="no such run directory"):
         write_html_report(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

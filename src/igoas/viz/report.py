@@ -18,6 +18,7 @@ from igoas.viz._figure import PathLike
 from igoas.viz.run_logs import RunLogs, flatten, load_run_logs
 
 FIGURES_DIR = "figures"
+CURVES_FILE = "training_curves.png"
 # Folders of a run whose images are not figures for people (event files, caches).
 SKIPPED_DIRS = {"tensorboard", "checkpoints", "__pycache__"}
 RANKING_METRIC = "mAP"
@@ -55,9 +56,12 @@ def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Pa
         raise IgoasError(f"{logs.run_dir}: no train_log.jsonl, metrics.jsonl or metrics.json to report on; pass a run "
                          "directory written by `igoas train` or `igoas eval`")
     figures: list[Path] = []
+    shown: set[Path] = set()
     if logs.train or logs.metrics:
-        figures.append(plot_training_curves(logs.run_dir, out_path.parent / FIGURES_DIR / "training_curves.png"))
-    figures += [path for path in _run_images(logs.run_dir) if path.resolve() not in {f.resolve() for f in figures}]
+        figures.append(plot_training_curves(logs.run_dir, out_path.parent / FIGURES_DIR / CURVES_FILE))
+        # a report written outside the run draws fresh curves: the run's own copy would show them twice
+        shown = {figures[0].resolve(), (logs.run_dir / FIGURES_DIR / CURVES_FILE).resolve()}
+    figures += [path for path in _run_images(logs.run_dir) if path.resolve() not in shown]
     page = _page(logs, figures, out_path.parent)
     return atomic_write(out_path, lambda handle: handle.write(page.encode("utf-8")))
 
