@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from igoas.artifacts.images import load_image
 from igoas.data import query_samples
 from igoas.errors import ConfigError
 from igoas.occluder_painting import build_occluder, occluded_pixel_count, occlusion_mask, paint_occluder, query_rng
+
+if TYPE_CHECKING:
+    from igoas.engine.embedding import Runtime
 
 DEFAULT_AREAS = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 DEFAULT_POSITIONS = ("top", "bottom", "left", "right", "random")
@@ -108,10 +111,8 @@ def occlusion_stress_test(
     metric: str = "euclidean",
     batch_size: int = 64,
     num_workers: int = 0,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | None = None,
     flip: bool = False,
-    precision: str = "fp32",
-    channels_last: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> StressTestResult:
     """Evaluate each checkpoint with the queries of `dataset` occluded at every (position, area).
@@ -121,10 +122,10 @@ def occlusion_stress_test(
     area 0 is evaluated once per checkpoint and reported for every position, so each
     curve starts from the clean score. `query_set` is "query" or the name of one of the
     dataset's extra query sets. The gallery features are computed once per checkpoint.
+    `runtime` is where the networks run (default: CPU, fp32).
     """
     from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.artifacts.preprocess import Preprocess
-    from igoas.speed import resolve_precision
     from igoas.engine.embedding import Runtime, embed
     from igoas.evaluation import evaluate_features
 
@@ -132,7 +133,7 @@ def occlusion_stress_test(
     queries = query_samples(dataset, query_set)
     areas, positions = [float(a) for a in areas], list(positions)
     _check_settings(areas, positions, occluder, fill)
-    runtime = Runtime(torch.device(device), resolve_precision(precision, device), channels_last)
+    runtime = runtime or Runtime()
 
     def features(model: torch.nn.Module, samples: Sequence[Any], preprocess: Preprocess, area: float,
                  position: str) -> tuple[Any, float]:
@@ -167,7 +168,7 @@ def occlusion_stress_test(
 
     settings = {"dataset": getattr(dataset, "name", None), "root": _root(dataset), "query_set": query_set,
                 "occluder": occluder, "fill": fill if occluder == "rectangle" else None, "seed": seed,
-                "metric": metric, "areas": areas, "positions": positions, "flip": flip, "precision": precision,
+                "metric": metric, "areas": areas, "positions": positions, "flip": flip, "precision": runtime.precision,
                 "checkpoints": {label: checkpoint_identity(checkpoint) for label, checkpoint in labelled.items()},
                 "versions": software_versions()}
     return StressTestResult(records, settings)

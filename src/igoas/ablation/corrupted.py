@@ -23,15 +23,13 @@ CORRUPTING_WORKERS = 2  # processes corrupting the first run's images (the recip
 def corrupted_evaluation(checkpoint: Path, dataset: Any, cfg: DictConfig) -> dict[str, float]:
     """{"R1", "mAP", "mINP"}: means over the corruption grid of one run's checkpoint, in percent."""
     from igoas.corruptions.benchmark import corruption_summary, mean_corrupted_map
-    from igoas.engine.distributed import resolve_device
-    from igoas.speed import resolve_precision
+    from igoas.engine.embedding import Runtime
 
-    device = resolve_device(cfg.train.device)
     query_set = "holistic" if "holistic" in (getattr(dataset, "extra_queries", None) or {}) else "query"
     root = Path(dataset.root)
     summary = corruption_summary(
         checkpoint, dataset, settings=("query",), query_set=query_set, seed=SEED, metric=cfg.eval.metric,
-        flip=cfg.eval.flip, precision=resolve_precision(cfg.eval.precision, device), device=device,
+        flip=cfg.eval.flip, runtime=Runtime.resolve(cfg.train.device, cfg.eval.precision),
         batch_size=cfg.eval.batch_size, num_workers=max(cfg.eval.num_workers, min(CORRUPTING_WORKERS,
                                                                                    os.cpu_count() or 1)),
         cache_dir=root.with_name(root.name + "_corrupted"), progress=False)

@@ -142,6 +142,7 @@ def _extra_evaluations(record: dict[str, Any], checkpoint: Path, dataset: Any, c
 def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: Path, dataset: Any,
              stress: StressSettings, log: Callable[[str], None]) -> dict[str, Any]:
     """Train, score and stress-test one (arm, seed), or read back the record of a finished one."""
+    from igoas.engine.embedding import Runtime
     from igoas.robustness import occlusion_stress_test
 
     last = RunDir(run_dir).last_checkpoint
@@ -162,8 +163,8 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: P
     # Scored like the run's own evaluation, so the stress test's area-0 point is its holistic score.
     result = occlusion_stress_test({arm: last}, dataset, stress.areas, stress.positions,
                                    occluder=stress.occluder, seed=stress.seed, query_set=stress.query_set,
-                                   batch_size=stress.batch_size, num_workers=cfg.eval.num_workers, device=device,
-                                   metric=cfg.eval.metric, flip=cfg.eval.flip, precision=precision)
+                                   batch_size=stress.batch_size, num_workers=cfg.eval.num_workers,
+                                   runtime=Runtime(torch.device(device), precision), metric=cfg.eval.metric, flip=cfg.eval.flip)
     record = {"arm": arm, "seed": seed, "metrics": final_metrics(run_dir), "curve": evaluation_curve(run_dir),
               "mask_activity": mask_activity(run_dir, _iterations_per_epoch(cfg, dataset)),
               "per_query": query_scores(last, dataset, cfg, device, precision),

@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from igoas.data import build_dataset
+    from igoas.engine.embedding import Runtime
     from igoas.robustness import occlusion_stress_test, write_stress_test
 
     from igoas.fileio import check_output
@@ -65,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, folder=True)
     checkpoints = _labelled_checkpoints(args)
     dataset = build_dataset(args.dataset, args.root)
+    runtime = Runtime.resolve(args.device, args.precision)
     if args.suite == "corruptions":
-        return _run_corruptions(args, checkpoints, dataset)
+        return _run_corruptions(args, checkpoints, dataset, runtime)
     result = occlusion_stress_test(
         checkpoints, dataset, parse_areas(args.areas),
         [p.strip() for p in args.positions.split(",") if p.strip()], occluder=args.occluder, fill=args.fill,
         seed=args.seed, query_set=args.query_set, metric=args.metric, batch_size=args.batch_size,
-        num_workers=args.num_workers, device=args.device, flip=args.flip, precision=args.precision, log=print)
+        num_workers=args.num_workers, runtime=runtime, flip=args.flip, log=print)
     print(result.table())
     for path in write_stress_test(result, args.out).values():
         print(f"wrote {path}")
@@ -90,7 +92,8 @@ def _labelled_checkpoints(args: argparse.Namespace) -> list[str] | dict[str, str
     return checkpoints
 
 
-def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str, str], dataset: object) -> int:
+def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str, str], dataset: object,
+                     runtime: Runtime) -> int:
     from igoas.corruptions import CORRUPTIONS
     from igoas.corruptions.benchmark import corruption_benchmark
     from igoas.corruptions.report import markdown_table, write_corruption_benchmark
@@ -104,8 +107,8 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
         raise ConfigError(f"--severities {args.severities!r}: give integers 1-5, e.g. 1,3,5") from None
     result = corruption_benchmark(
         checkpoints, dataset, names, severities, _items(args.settings), seed=args.seed, query_set=args.query_set,
-        metric=args.metric, batch_size=args.batch_size, num_workers=args.num_workers, device=args.device,
-        flip=args.flip, precision=args.precision, cache_dir=args.cache, progress=not args.no_progress)
+        metric=args.metric, batch_size=args.batch_size, num_workers=args.num_workers, runtime=runtime,
+        flip=args.flip, cache_dir=args.cache, progress=not args.no_progress)
     print(markdown_table(result))
     sample = query_samples(dataset, args.query_set)[0].path
     for path in write_corruption_benchmark(result, args.out, sample_image=sample, sample_seed=args.seed).values():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ import torch
 from igoas.corruptions.apply import CORRUPTIONS, SEVERITIES, check_corruptions
 from igoas.corruptions.images import CLEAN, RANDOM, CorruptedImages, Job, check_image_sizes
 from igoas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from igoas.engine.embedding import Runtime
 
 SETTINGS = ("query", "both", "random")
 GRID_SETTINGS = ("query", "both")
@@ -108,7 +111,7 @@ def corruption_benchmark(
     `dataset` under every corruption x severity of each setting, plus the clean reference.
 
     `options` are those of `evaluate_corruptions` (seed, query_set, metric, batch_size,
-    num_workers, device, flip, precision, cache_dir, progress, log). `cache_dir` keeps
+    num_workers, runtime, flip, cache_dir, progress, log). `cache_dir` keeps
     corrupted images between runs and checkpoints (per corruption, severity and seed).
     """
     from igoas.artifacts.checkpoint import model_from_checkpoint
@@ -130,7 +133,7 @@ def corruption_benchmark(
         "query_set": options.get("query_set", "query"), "corruptions": list(corruptions),
         "severities": [int(s) for s in severities], "settings": list(settings), "seed": options.get("seed", 0),
         "metric": options.get("metric", "euclidean"), "flip": options.get("flip", False),
-        "precision": options.get("precision", "fp32"),
+        "precision": getattr(options.get("runtime"), "precision", "fp32"),
         "checkpoints": {label: checkpoint_identity(checkpoint) for label, checkpoint in labelled.items()},
         "versions": {**software_versions(), "imagecorruptions": _library_version()}})
 
@@ -174,20 +177,18 @@ def evaluate_corruptions(
     metric: str = "euclidean",
     batch_size: int = 64,
     num_workers: int = 0,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | None = None,
     flip: bool = False,
-    precision: str = "fp32",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[CorruptionRecord]:
     """The records of one loaded model (with its `Preprocess`); `summary_of` turns them into the summary.
 
-    `num_workers` processes corrupt in parallel; `cache_dir` keeps corrupted images (per
+    `runtime` is where the network runs (default: CPU, fp32); `num_workers` processes corrupt in parallel; `cache_dir` keeps corrupted images (per
     corruption, severity and seed); `progress` shows a bar with the remaining time.
     """
     from igoas.engine.embedding import Runtime, embed
-    from igoas.speed import resolve_precision
     from igoas.evaluation import evaluate_features
     from igoas.data import query_samples
 
@@ -204,7 +205,7 @@ def evaluate_corruptions(
     loader = torch.utils.data.DataLoader(images, batch_sampler=_GroupBatches([len(j) for j in groups.values()],
                                                                              batch_size),
                                          num_workers=num_workers, worker_init_fn=_single_threaded_worker)
-    runtime = Runtime(torch.device(device), resolve_precision(precision, device))
+    runtime = runtime or Runtime()
     batches = _counted(loader, len(images), label, progress)
     remaining = iter(groups.items())
 
