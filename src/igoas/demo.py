@@ -32,6 +32,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     out = Path(out_dir)
     settings = [f"train.output_dir={out}"] + ([f"data.root={data_dir}"] if data_dir else []) + list(overrides)
     cfg = load_config(QUICK_PRESET if quick else PRESET, settings)
+    # saved absolute, so `igoas eval` of the checkpoint reads these images from any folder, not a new copy
+    cfg.data.root = str(Path(cfg.data.root).resolve())
     set_cpu_threads(cfg.train.cpu_threads)
     print(f"[demo] synthetic occluded pedestrians in {cfg.data.root} (rendered on first use, then cached)")
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
