@@ -91,21 +91,18 @@ def test_igo_default_fill_is_authors_uniform_in_normalised_space() -> None:
     assert (colours.min(dim=0).values < 0.2).all() and (colours.max(dim=0).values > 0.8).all()
 
 
+def _igo_boxes(progress: float, draws: int) -> list[tuple[int, int]]:
+    """(height, width) of the box IGO hides in a 384 x 128 image, one per seed."""
+    images, igo = torch.zeros(1, 3, 384, 128), build_occlusion("igo")
+    return [_box(igo(images, progress, torch.Generator().manual_seed(seed))[1][0, 0])[2:] for seed in range(draws)]
+
+
 def test_igo_late_training_occluder_is_a_full_width_third() -> None:
-    images = torch.zeros(1, 3, 384, 128)
-    igo = build_occlusion("igo")
-    for seed in range(3):
-        _, mask = igo(images, 70.0, torch.Generator().manual_seed(seed))
-        _, _, height, width = _box(mask[0, 0])
-        assert width == 128 and height == 128
+    assert _igo_boxes(70.0, 3) == [(128, 128)] * 3
 
 
 def test_igo_rejects_aspects_that_do_not_fit() -> None:
-    images = torch.zeros(1, 3, 384, 128)
-    igo = build_occlusion("igo")
-    for seed in range(20):
-        _, mask = igo(images, 30.0, torch.Generator().manual_seed(seed))
-        _, _, height, width = _box(mask[0, 0])
+    for height, width in _igo_boxes(30.0, 20):
         assert width <= 128 and height <= 384
         assert 0.5 - 0.05 <= height / width <= 1.0 + 0.05
 
