@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.commands.arguments import add_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from igoas.ablation import ARMS, DEFAULT_RECIPE
 
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides of the recipe, applied before each method's own settings")
+    add_overrides(parser, "dotted overrides of the recipe, applied before each method's own settings")
     parser.add_argument("--seeds", default="3",
                         help="number of seeds (3: seeds 1, 2, 3) or a comma-separated list (e.g. 4,5)")
     parser.add_argument("--out", default="runs/ablation", help="study folder (runs, table, figures)")

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.commands.arguments import add_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the demo preset")
+    add_overrides(parser, "dotted overrides of the demo preset")
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="report folder (default: runs/demo)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of about a minute: tiny dataset, a few iterations")

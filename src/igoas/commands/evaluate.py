@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from igoas.commands.arguments import split_config_and_overrides
+from igoas.commands.arguments import add_overrides, split_config_and_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?",
                         help="YAML config or preset naming the dataset(s); default: the config saved in the checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. data.root=/data")
+    add_overrides(parser, "dotted overrides, e.g. data.root=/data")
     parser.add_argument("--weights", required=True, metavar="CKPT", help="igoas checkpoint (.pth)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (eval.k1/k2/lambda_value)")
     parser.add_argument("--out", metavar="JSON",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.commands.arguments import add_overrides
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from igoas.pretrain import DEFAULT_OUT, PRESET
 
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides of the pretraining preset, e.g. model.backbone=resnet50")
+    add_overrides(parser, "dotted overrides of the pretraining preset, e.g. model.backbone=resnet50")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the population, the run and trunk.pth")
     parser.add_argument("--preset", default=PRESET, help="preset name or YAML file of the pretraining recipe")
 

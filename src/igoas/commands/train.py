@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from igoas.commands.arguments import split_config_and_overrides
+from igoas.commands.arguments import add_overrides, split_config_and_overrides
 from igoas.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config file or preset name (see `igoas train --presets`)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides applied last, e.g. optim.lr=0.001 data.root=/data")
+    add_overrides(parser, "dotted overrides applied last, e.g. optim.lr=0.001 data.root=/data")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from checkpoints/last.pth (its saved config, plus overrides)")
     parser.add_argument("--out", metavar="DIR", help="run directory (same as train.output_dir=DIR)")
