@@ -169,6 +169,8 @@ def test_search_from_the_query_list_marks_matches(client: TestClient, service: S
     assert distances == sorted(distances) and all(d >= 0 for d in distances)
     marked = answer.text.count("card result match") + answer.text.count("card result mismatch")
     assert marked == TOPK
+    query_camera = f"c{service.queries.camids[0] + 1}"  # as the file names write it (0010_c3s1_... is c3)
+    assert f"id {pid} &middot; {query_camera}</div>" in answer.text and "cam " not in answer.text
 
 
 def test_uploaded_query_equals_the_same_file_from_the_list(client: TestClient, service: SearchService) -> None:

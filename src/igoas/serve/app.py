@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
+from igoas.data.base import camera_name
 from igoas.errors import IgoasError
 from igoas.serve.search import Occlusion, SearchOutcome, SearchService, occlusion_positions
 from igoas.serve.uploads import MAX_UPLOAD_BYTES, UploadError, decode_upload
@@ -55,6 +56,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     """The web app serving `service`; run it with uvicorn (see `igoas serve`) or test it with TestClient."""
     app = FastAPI(title="igoas gallery search", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["camera"] = camera_name  # c1, c2, ... as the dataset's file names write them
     page_context = {"about": service.describe(), "positions": occlusion_positions(), "max_topk": MAX_TOPK,
                     "query_names": [Path(p).name for p in service.queries.paths] if service.queries else []}
 
