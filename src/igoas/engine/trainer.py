@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,7 +46,7 @@ from igoas.errors import CheckpointError, ConfigError, IgoasError
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
 from igoas.model.osm import mask_activity
-from igoas.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision, set_tf32, to_memory_format
+from igoas.speed import autocast, grad_scaler, resolve_precision, set_tf32, to_memory_format
 
 class TrainingDiverged(IgoasError):
     """The loss became NaN or infinite; the run stopped without saving the bad state."""
@@ -161,13 +161,12 @@ class _Run:
 
     def __init__(self, cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | None,
                  notes: list[str] | None = None) -> None:
-        self.cfg, self.ctx = cfg, ctx
+        self.cfg = cfg
         self.run_dir = Path(cfg.train.output_dir)
         self.files = RunDir(self.run_dir)
-        self.device = ctx.device
-        self.precision = resolve_precision(cfg.train.precision, self.device)
+        # Training runs at train.precision; evaluation takes the same runtime at eval.precision.
+        self.runtime = Runtime.resolve(ctx.device, cfg.train.precision, cfg.train.channels_last, ctx)
         set_tf32(self.device, self.precision)  # backward passes follow the training precision too
-        self.channels_last = resolve_channels_last(cfg.train.channels_last, self.device, self.precision)
         use_deterministic_kernels(cfg.train.deterministic)
         set_cpu_threads(cfg.train.cpu_threads)
         self.local_replicas = check_replicas(cfg.train.replicas, ctx.world_size)  # DataParallel replicas per process
@@ -203,6 +202,18 @@ class _Run:
         self._trainable_phase: str | None = None
         self._wrapped: nn.Module = self.model
 
+    @property
+    def ctx(self) -> DistributedContext:
+        return self.runtime.ctx
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
     # ------------------------------------------------------------------ set-up
     def _train_loader(self) -> Any:
         data, ctx = self.cfg.data, self.ctx
@@ -226,7 +237,7 @@ class _Run:
         if self.cfg.train.sync_batchnorm and self.cfg.train.replicas == 1:  # replicas normalise on their own
             model = convert_sync_batchnorm(model, self.ctx)
         model.to(self.device)
-        return to_memory_format(model, self.channels_last)
+        return to_memory_format(model, self.runtime.channels_last)
 
     def _restore(self, payload: dict[str, Any]) -> list[str]:
         source = str(self.files.last_checkpoint)
@@ -350,7 +361,7 @@ class _Run:
             self._trainable_phase = phase
 
     def _step(self, batch: Mapping[str, Any], progress: float) -> dict[str, Any]:
-        images = to_memory_format(batch["image"].to(self.device, non_blocking=True), self.channels_last)
+        images = to_memory_format(batch["image"].to(self.device, non_blocking=True), self.runtime.channels_last)
         labels = batch["pid"].to(self.device, non_blocking=True)
         with autocast(self.device, self.precision):
             output = self._forward(images, progress)
@@ -421,8 +432,7 @@ class _Run:
         self._check_finite()
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
         with torch.random.fork_rng(devices=[]):
-            runtime = Runtime(self.device, resolve_precision(self.cfg.eval.precision, self.device), self.channels_last,
-                              self.ctx)
+            runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.device))
             results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
         if not self.ctx.is_main:
             return
