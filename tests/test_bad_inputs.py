@@ -247,6 +247,19 @@ def test_non_finite_pretrained_weights_are_refused(tmp_path: Path) -> None:
         build_model(num_classes=3, pretrained=str(tmp_path / "trunk.pth"), backbone="resnet18")
 
 
+@pytest.mark.parametrize("name", ["notes.pth", "model.onnx", "random.pth", "truncated.pth"])
+def test_unreadable_pretrained_weights_are_named_in_one_line(name: str, damaged) -> None:
+    from igoas.model import build_model
+
+    path, _ = damaged[name]
+    with pytest.raises(CheckpointError) as info:
+        build_model(num_classes=3, pretrained=str(path), backbone="resnet18")
+    message = str(info.value)
+    assert message.startswith(f"cannot read pretrained weights {path} (") and "\n" not in message, message
+    assert "igoas checkpoint" in message and "torch.load" not in message
+    assert ("ONNX model" in message) == (name == "model.onnx")
+
+
 def test_unsafe_pickle_is_still_called_unsafe(tmp_path: Path) -> None:
     torch.save({"format": "igoas", "hook": shutil.rmtree}, tmp_path / "unsafe.pth")
     with pytest.raises(CheckpointError, match="arbitrary pickled Python objects.*shutil.rmtree"):

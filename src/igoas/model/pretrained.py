@@ -92,8 +92,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"cannot read pretrained weights {path} ({type(err).__name__}: {err}); "
-                              "it must be a tensor-only state dict saved with torch.save") from err
+        # torch's refusal runs to a dozen lines of advice about torch.load: keep its reason only
+        lines = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()
+        kind = "an ONNX model, not weights; " if path.suffix.lower() == ".onnx" else ""
+        raise CheckpointError(f"cannot read pretrained weights {path} ({lines[0] if lines else type(err).__name__}): "
+                              f"{kind}give a tensor-only ResNet state dict saved with torch.save (torchvision or "
+                              "timm), an igoas checkpoint or the trunk.pth of `igoas pretrain`") from None
     for key in _WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
