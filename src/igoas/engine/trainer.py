@@ -166,7 +166,7 @@ class _Run:
         self.files = RunDir(self.run_dir)
         # Training runs at train.precision; evaluation takes the same runtime at eval.precision.
         self.runtime = Runtime.resolve(ctx.device, cfg.train.precision, cfg.train.channels_last, ctx)
-        set_tf32(self.device, self.precision)  # backward passes follow the training precision too
+        set_tf32(self.runtime.device, self.runtime.precision)  # backward passes follow the training precision too
         use_deterministic_kernels(cfg.train.deterministic)
         set_cpu_threads(cfg.train.cpu_threads)
         self.local_replicas = check_replicas(cfg.train.replicas, ctx.world_size)  # DataParallel replicas per process
@@ -187,7 +187,7 @@ class _Run:
         self.reduce = partial(average_across, ctx=ctx) if ctx.enabled else None
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.epochs, self.iters_per_epoch)
-        self.scaler = grad_scaler(self.device, self.precision)
+        self.scaler = grad_scaler(self.runtime.device, self.runtime.precision)
         self.loss_config = LossConfig(**to_dict(cfg.loss))
         self.epoch, self.batch, self.iteration = 0, 0, 0
         self.metrics: dict[str, dict[str, float]] = {}
@@ -206,14 +206,6 @@ class _Run:
     def ctx(self) -> DistributedContext:
         return self.runtime.ctx
 
-    @property
-    def device(self) -> torch.device:
-        return self.runtime.device
-
-    @property
-    def precision(self) -> str:
-        return self.runtime.precision
-
     # ------------------------------------------------------------------ set-up
     def _train_loader(self) -> Any:
         data, ctx = self.cfg.data, self.ctx
@@ -227,16 +219,16 @@ class _Run:
                                      **to_dict(data.augment))
         return build_train_loader(self.dataset.train, data.batch_size // ctx.world_size, sampler=data.sampler,
                                   num_instances=data.num_instances, num_workers=workers,
-                                  pin_memory=self.device.type == "cuda", seed=self.cfg.train.seed, rank=ctx.rank,
-                                  world_size=ctx.world_size, drop_last=data.drop_last, transform=transform,
-                                  on_error=data.on_error)
+                                  pin_memory=self.runtime.device.type == "cuda", seed=self.cfg.train.seed,
+                                  rank=ctx.rank, world_size=ctx.world_size, drop_last=data.drop_last,
+                                  transform=transform, on_error=data.on_error)
 
     def _build_model(self, pretrained: bool | str) -> nn.Module:
         cfg = self.cfg.model
         model = build_model(num_classes=self.dataset.num_train_pids, pretrained=pretrained, **model_arguments(cfg))
         if self.cfg.train.sync_batchnorm and self.cfg.train.replicas == 1:  # replicas normalise on their own
             model = convert_sync_batchnorm(model, self.ctx)
-        model.to(self.device)
+        model.to(self.runtime.device)
         return to_memory_format(model, self.runtime.channels_last)
 
     def _restore(self, payload: dict[str, Any]) -> list[str]:
@@ -294,7 +286,8 @@ class _Run:
             atomic_write(self.files.config, lambda handle: handle.write(OmegaConf.to_yaml(cfg).encode()))
             self.log.info(f"run {self.run_dir}: {cfg.model.name} ({cfg.model.backbone}) on {cfg.data.dataset}, "
                           f"{len(self.dataset.train)} training images, {self.iters_per_epoch} iterations/epoch, "
-                          f"{self.ctx.world_size} process(es) on {self.device}, precision {self.precision}")
+                          f"{self.ctx.world_size} process(es) on {self.runtime.device}, "
+                          f"precision {self.runtime.precision}")
             for note in self._notes:
                 self.log.info(note)
         try:
@@ -361,9 +354,9 @@ class _Run:
             self._trainable_phase = phase
 
     def _step(self, batch: Mapping[str, Any], progress: float) -> dict[str, Any]:
-        images = to_memory_format(batch["image"].to(self.device, non_blocking=True), self.runtime.channels_last)
-        labels = batch["pid"].to(self.device, non_blocking=True)
-        with autocast(self.device, self.precision):
+        images = to_memory_format(batch["image"].to(self.runtime.device, non_blocking=True), self.runtime.channels_last)
+        labels = batch["pid"].to(self.runtime.device, non_blocking=True)
+        with autocast(self.runtime.device, self.runtime.precision):
             output = self._forward(images, progress)
         losses = compute_losses(output, labels, self.loss_config, reduce=self.reduce)
         if any_across(not bool(torch.isfinite(losses.total)), self.ctx):
@@ -432,7 +425,7 @@ class _Run:
         self._check_finite()
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
         with torch.random.fork_rng(devices=[]):
-            runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.device))
+            runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.runtime.device))
             results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
         if not self.ctx.is_main:
             return
