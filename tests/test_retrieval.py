@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from igoas.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from igoas.cli import main
 from igoas.errors import IgoasError
 from igoas.retrieval import Features, GalleryIndex, features_from_arrays, load_features, save_features
@@ -188,3 +190,10 @@ def test_search_commands_end_to_end(
     assert "cannot be compared" in capsys.readouterr().err
     assert main(["search", "query", str(tmp_path / "gallery.index"), query.path, "--features", str(queries)]) == 2
     assert "either as images" in capsys.readouterr().err
+
+    # --weights: the gallery's checkpoint moved is fine, another checkpoint is said to be one
+    shutil.copy(tiny_checkpoint, moved := tmp_path / "moved.pth")
+    save_checkpoint(retrained := tmp_path / "retrained.pth", {**load_checkpoint(tiny_checkpoint), "epoch": 99})
+    for weights, warned in ((moved, False), (retrained, True)):
+        assert main(["search", "query", str(tmp_path / "gallery.index"), query.path, "--weights", str(weights)]) == 0
+        assert ("not the checkpoint that embedded the gallery" in capsys.readouterr().err) == warned

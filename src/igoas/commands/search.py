@@ -103,10 +103,24 @@ def _embedded_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], 
         raise IgoasError(
             f"{args.index}: the index does not record which checkpoint embedded the gallery; pass --weights CKPT"
         )
+    _warn_if_not_the_gallery_checkpoint(args.weights, gallery_info, args.index)
     queries = path_images(args.images)
     precision = args.precision or gallery_info.get("precision", "auto")
     model = ReIDModel.from_checkpoint(weights, device=args.device, precision=precision)
     return queries.paths, queries.pids, queries.camids, model.embed(queries.paths)
+
+
+def _warn_if_not_the_gallery_checkpoint(weights: str | None, gallery_info: dict[str, Any], index: str) -> None:
+    """--weights is meant for the gallery's checkpoint stored elsewhere: other bytes give incomparable scores."""
+    import sys
+
+    from igoas.provenance import sha256_of
+
+    expected = gallery_info.get("checkpoint_sha256")
+    if weights and expected and sha256_of(weights) != expected:
+        print(f"warning: --weights {weights} is not the checkpoint that embedded the gallery of {index} "
+              f"({gallery_info.get('checkpoint')}, other SHA-256); the scores compare embeddings of two models",
+              file=sys.stderr)
 
 
 def _saved_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
