@@ -69,6 +69,13 @@ def test_cmc_labels_are_run_names_and_jpeg_is_jpeg(tmp_path: Path, drawn: list[A
     labels = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
     assert labels == ["igoas_seed1 (R1 50.0%)", "baseline_seed1 (R1 50.0%)"]
     assert out.read_bytes()[:3] == b"\xff\xd8\xff", "a .jpg output is a JPEG file"
+    # `igoas eval`'s outputs: RUN/eval_best.json in a run, X.eval.json beside a bare checkpoint
+    (tmp_path / "igoas_seed1" / "eval_best.json").write_text(json.dumps(document))
+    (tmp_path / "official.eval.json").write_text(json.dumps(document))
+    assert main(["viz", "cmc", str(tmp_path / "igoas_seed1" / "eval_best.json"), str(tmp_path / "official.eval.json"),
+                 "--out", str(out)]) == 0
+    labels = [text.get_text() for text in drawn[-1].axes[0].get_legend().get_texts()]
+    assert labels == ["igoas_seed1 best (R1 50.0%)", "official (R1 50.0%)"]
 
 
 def test_ranked_lists_show_distance_and_identity_one_image_per_query(tmp_path: Path, drawn: list[Any]) -> None:

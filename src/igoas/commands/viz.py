@@ -328,13 +328,16 @@ def _labels(text: str | None, sources: Sequence[str]) -> list[str]:
 def _default_label(path: Path) -> str:
     """The run a result or checkpoint belongs to, not the generic file name (`metrics`, `best`).
 
-    RUN/metrics.json -> RUN; X.metrics.json -> X; RUN/checkpoints/best.pth -> RUN best.
+    RUN/metrics.json -> RUN; X.metrics.json -> X; RUN/checkpoints/best.pth -> RUN best; and
+    `igoas eval`'s outputs: RUN/eval_best.json -> RUN best, X.eval.json -> X.
     """
     if path.parent.name == "checkpoints":
         return f"{path.parent.parent.name} {path.stem}"
     if path.stem == "metrics":
         return path.parent.resolve().name
-    return path.stem.removesuffix(".metrics")
+    if path.stem.startswith("eval_"):
+        return f"{path.parent.resolve().name} {path.stem.removeprefix('eval_')}"
+    return path.stem.removesuffix(".metrics").removesuffix(".eval")
 
 
 def _numbers(text: str, option: str) -> list[float]:

@@ -54,7 +54,7 @@ def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Pa
     out_path = Path(out_path) if out_path is not None else RunDir(logs.run_dir).report
     if not (logs.train or logs.metrics or logs.final_metrics):
         raise IgoasError(f"{logs.run_dir}: no train_log.jsonl, metrics.jsonl or metrics.json to report on; pass a run "
-                         "directory written by `igoas train` or `igoas eval`")
+                         "directory written by `igoas train` or `igoas demo`")
     figures: list[Path] = []
     shown: set[Path] = set()
     if logs.train or logs.metrics:
