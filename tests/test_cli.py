@@ -112,6 +112,14 @@ def test_every_option_and_subcommand_has_help() -> None:
     assert not missing, "options without help text: " + ", ".join(missing)
 
 
+def test_nested_actions_describe_themselves(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, line in ((["data", "stats"], "print the statistics table"), (["viz", "cmc"], "CMC curves of several runs"),
+                       (["search", "build"], "index a features file")):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        assert line in capsys.readouterr().out.split("positional arguments")[0], argv
+
+
 @pytest.mark.parametrize("argv, message", [
     # the checkpoint does not exist: the suffix must be refused before anything is loaded
     (["extract", "missing.pth", "missing_dir", "--out", "features.csv"], "name it .safetensors or .npz"),

@@ -48,7 +48,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == only:
             importlib.import_module(f"igoas.commands.{module_name}").add_arguments(sp)
+            _describe_actions(sp)
     return parser
+
+
+def _describe_actions(parser: argparse.ArgumentParser) -> None:
+    """Give nested actions (`data stats`, `viz cmc`) their one-line help atop their own --help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                nested = action.choices[choice.dest]
+                nested.description = nested.description or choice.help
+                _describe_actions(nested)
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
