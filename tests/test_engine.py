@@ -299,3 +299,13 @@ def test_bf16_autocast_trains_on_cpu(synthetic_root: Path, tmp_path: Path) -> No
     weights = load_checkpoint(result.last_checkpoint)["model"]
     assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())  # weights stay fp32
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_a_relative_data_root_is_saved_absolute(synthetic_root: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # evaluating or resuming from another folder must find the same data, not render a new set there
+    monkeypatch.chdir(synthetic_root.parent)
+    result = train(tiny_run(Path(synthetic_root.name), tmp_path / "relative", "train.stop_after_iters=1",
+                            "eval.every=0"))
+    saved = load_checkpoint(result.last_checkpoint)["config"]["data"]["root"]
+    assert Path(saved).is_absolute() and Path(saved) == synthetic_root.resolve()

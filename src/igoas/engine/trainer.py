@@ -95,7 +95,10 @@ def train(config: DictConfig | RunConfig | Mapping[str, Any] | str | os.PathLike
             config = _saved_config(payload, last)
     cfg = apply_overrides(_as_config(config), overrides)
     changes: list[str] = []
-    if resume is not None:
+    if resume is None:
+        # The saved config must name the same data from any folder that later evaluates or resumes it.
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    else:
         cfg.train.output_dir = str(resume)
         # The stop that ended the interrupted run is behind us; a later one still applies.
         if cfg.train.stop_after_iters is not None and cfg.train.stop_after_iters <= _saved_iteration(payload, resume):
