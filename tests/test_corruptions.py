@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from igoas.cli import main
 from igoas.corruptions import CORRUPTIONS, corrupt, random_corruption
@@ -67,6 +69,23 @@ def test_seeded_per_image_and_global_state_untouched(name: str) -> None:
     assert np.array_equal(first, second), "the same seed gives the same pixels"
     assert not np.array_equal(first, corrupt(image, name, 2, seed=8)), "another seed, another draw"
     assert np.array_equal(np.random.get_state()[1], before), "NumPy's global state is restored"
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(32, 140), width=st.integers(32, 80), severity=st.integers(1, 5),
+       seed=st.integers(0, 2**32 - 1))
+def test_glass_blur_equals_the_package_bit_for_bit(height: int, width: int, severity: int, seed: int) -> None:
+    """The array-pass glass_blur gives the package's pixels and leaves NumPy's state where the package does."""
+    from igoas.corruptions.glass import glass_blur
+    from igoas.corruptions.library import imagecorruptions
+
+    image = _picture(height, width, seed % 1000)
+    np.random.seed(seed)
+    expected = imagecorruptions().corruptions.glass_blur(image, severity)
+    state_after_package = np.random.get_state()[1].copy()
+    np.random.seed(seed)
+    assert np.array_equal(glass_blur(image, severity), expected)
+    assert np.array_equal(np.random.get_state()[1], state_after_package)
 
 
 def test_rain_follows_the_benchmark_definition() -> None:

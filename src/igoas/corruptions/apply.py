@@ -2,8 +2,9 @@
 reproducibly.
 
 The first 19 are those of the `imagecorruptions` package (ImageNet-C's 15, then speckle
-noise, Gaussian blur, spatter and saturate), called unchanged; the twentieth is the
-benchmark's rain (`igoas.corruptions.rain`). Each takes an H x W x 3 uint8 image at its
+noise, Gaussian blur, spatter and saturate), called unchanged except glass_blur, whose
+per-pixel Python loop runs as one array pass with the same result bit for bit
+(`igoas.corruptions.glass`); the twentieth is the benchmark's rain (`igoas.corruptions.rain`). Each takes an H x W x 3 uint8 image at its
 stored size (the benchmark corrupts before resizing) and a severity 1-5.
 
 The corruptions draw from NumPy's global random state. `corrupt` seeds it from the
@@ -35,6 +36,10 @@ def corruption_function(name: str) -> Callable[[np.ndarray, int], np.ndarray]:
         from igoas.corruptions.rain import rain
 
         return rain
+    if name == "glass_blur":
+        from igoas.corruptions.glass import glass_blur
+
+        return glass_blur
     from igoas.corruptions.library import imagecorruptions
 
     library = imagecorruptions()
