@@ -176,7 +176,7 @@ def test_reduced_study_scores_every_arm_and_writes_outputs(reduced_study) -> Non
     assert activity["igoas"]["mask_suppression"] is not None and activity["igoas_no_osm"]["mask_suppression"] is None
     assert activity["batch_dropblock"]["share_with_zeroed_cell"] == 1.0
     criteria = result.criteria
-    assert set(criteria) == {"C1_mechanism_active", "C2_pretrained_start", "C3_plateau", "C4_seeds"}
+    assert set(criteria) == {"C1_mechanism_active", "C2_pretrained_start", "C3_plateau", "C4_seeds", "C5_benchmark"}
     assert criteria["C2_pretrained_start"]["passed"] and not criteria["C4_seeds"]["passed"]  # one seed only
     assert "baseline" in criteria["C3_plateau"]["gain_last_quarter"]
     for query_set in ("query", "holistic"):
@@ -224,6 +224,14 @@ def test_registered_evaluation_completes_old_records(reduced_study, synthetic_ro
         return {"mAP": 7.5}
 
     monkeypatch.setitem(EVALUATIONS, "later", later)
+    final_metrics = result.out_dir / "runs" / "baseline" / "seed1" / "metrics.json"
+    hidden = final_metrics.rename(final_metrics.with_suffix(".hidden"))
+    try:  # a run folder whose training did not finish is never scored
+        unfinished = run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
+                                  overrides=[f"data.root={synthetic_root}"], log=None)
+    finally:
+        hidden.rename(final_metrics)
+    assert not seen and "later" not in unfinished.summary["baseline"]
     again = run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
                          overrides=[f"data.root={synthetic_root}"], log=None)
     assert len(seen) == 1 and again.summary["baseline"]["later"]["mAP"]["mean"] == 7.5
@@ -235,6 +243,21 @@ def test_changed_recipe_is_refused_not_mixed(reduced_study, synthetic_root: Path
     with pytest.raises(ConfigError, match="different recipe.*optim.lr"):
         run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
                      overrides=[f"data.root={synthetic_root}", "optim.lr=0.123"], log=None)
+
+
+@pytest.mark.slow
+def test_another_trunk_is_refused_not_mixed(reduced_study, synthetic_root: Path, tmp_path: Path) -> None:
+    """A trunk with other content (a rebuilt one) neither reuses the records nor continues the runs."""
+    import torch
+
+    result, _ = reduced_study
+    state = torch.load(result.out_dir / "pretrain" / "trunk.pth", weights_only=True)
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    state[first] = state[first] + 0.01
+    torch.save(state, tmp_path / "trunk.pth")
+    with pytest.raises(ConfigError, match="different recipe.*pretrained trunk SHA-256"):
+        run_ablation(result.out_dir, seeds=1, reduced=True, methods=["baseline"],
+                     overrides=[f"data.root={synthetic_root}", f"model.pretrained={tmp_path / 'trunk.pth'}"], log=None)
 
 
 @pytest.mark.slow

@@ -20,11 +20,14 @@ import numpy as np
 from igoas.ablation.statistics import per_query_scores
 from igoas.errors import IgoasError
 from igoas.fileio import write_json
-from igoas.fingerprint import same_recipe
+from igoas.fingerprint import as_json, same_recipe
 from igoas.robustness import REPORTED_METRICS
 
 RUN_RECORD = "ablation_run.json"
+TRUNK_RECORD = "ablation_trunk.json"  # the pretrained trunk's identity, written when a run starts
 PER_QUERY_SETS = ("query", "holistic")
+# Where the trunk lives does not change what a run learns; its content (SHA-256) does.
+PATH_KEYS = ("model.pretrained",)
 
 
 def read_json(path: Path) -> Any:
@@ -40,10 +43,31 @@ def record_path(records_dir: Path, arm: str, seed: int) -> Path:
     return records_dir / arm / f"seed{seed}.json"
 
 
-def matches(record: Any, fingerprint: Mapping[str, Any], stress: Mapping[str, Any]) -> bool:
-    """True when `record` was made with this recipe and stress test."""
+def matches(record: Any, fingerprint: Mapping[str, Any], stress: Mapping[str, Any], trunk_sha256: str | None) -> bool:
+    """True when `record` was made with this recipe, this stress test and a pretrained trunk
+    of the same content (`trunk_sha256`, None for a run without a pretrained file)."""
     return (isinstance(record, dict) and isinstance(record.get("config"), dict) and bool(record["config"])
-            and same_recipe(record["config"], fingerprint) and record.get("stress_settings") == stress)
+            and same_recipe(without_paths(record["config"]), without_paths(fingerprint))
+            and record.get("stress_settings") == stress and started_from(record) == trunk_sha256)
+
+
+def without_paths(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """The fingerprint without PATH_KEYS (compared by content instead)."""
+    values = as_json(fingerprint)
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        values.get(section, {}).pop(name, None)
+    return values
+
+
+def started_from(record: Mapping[str, Any]) -> str | None:
+    """The SHA-256 of the trunk a record's run started from (None: no pretrained file)."""
+    return (record.get("pretrained") or {}).get("sha256") or None
+
+
+def trunk_sha256(pretrained: Any) -> str | None:
+    """The SHA-256 of the pretrained file `model.pretrained` names now (None: not a file)."""
+    return (pretrained_identity(pretrained) or {}).get("sha256") or None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -90,11 +114,11 @@ def evaluation_curve(run_dir: Path) -> list[dict[str, Any]]:
     return curve
 
 
-def mask_activity(run_dir: Path, iters_per_epoch: int) -> dict[str, Any] | None:
+def mask_activity(run_dir: Path) -> dict[str, Any] | None:
     """Summary of the stage-4 mask activity over the logged steps after the first epoch:
     the share of steps with at least one zeroed map cell, the mean zeroed and hidden
-    fractions and each mask-loss term's mean, plus per-epoch means for the figures.
-    None for a run without an occlusion mask."""
+    fractions and each mask-loss term's mean (None when no step after the first epoch was
+    logged), plus per-epoch means for the figures. None for a run without an occlusion mask."""
     from igoas.artifacts.run_dir import RunDir
     from igoas.viz.run_logs import read_jsonl
 
@@ -102,7 +126,7 @@ def mask_activity(run_dir: Path, iters_per_epoch: int) -> dict[str, Any] | None:
     steps = [r for r in (read_jsonl(path) if path.is_file() else []) if "mask_zeroed_cells" in r]
     if not steps:
         return None
-    later = [r for r in steps if r["iteration"] > iters_per_epoch] or steps
+    later = [r for r in steps if int(r["epoch"]) > 1]  # logged epochs count from 1
     terms = ("mask_suppression", "mask_global")
 
     def mean(records: list[dict[str, Any]], key: str) -> float | None:
@@ -113,7 +137,7 @@ def mask_activity(run_dir: Path, iters_per_epoch: int) -> dict[str, Any] | None:
     epochs = sorted({int(r["epoch"]) for r in steps})
     return {
         "logged_steps": len(later),
-        "share_with_zeroed_cell": float(np.mean([r["mask_zeroed_cells"] > 0 for r in later])),
+        "share_with_zeroed_cell": float(np.mean([r["mask_zeroed_cells"] > 0 for r in later])) if later else None,
         "mean_zeroed_cells": mean(later, "mask_zeroed_cells"), "mean_hidden": mean(later, "mask_hidden"),
         **{term: mean(later, term) for term in terms},
         "per_epoch": [{"epoch": epoch, **{key: mean([r for r in steps if int(r["epoch"]) == epoch], key)

@@ -46,7 +46,8 @@ def format_criteria(criteria: Mapping[str, Any]) -> list[str]:
     """One line per criterion with its numbers and pass/fail."""
     lines = []
     c1 = criteria["C1_mechanism_active"]
-    shares = ", ".join(f"{arm} {entry['share_with_zeroed_cell']['min']:.3f}" for arm, entry in c1["arms"].items())
+    shares = ", ".join(f"{arm} {entry['share_with_zeroed_cell']['min']:.3f}" if "share_with_zeroed_cell" in entry
+                       else f"{arm} {entry['problem']}" for arm, entry in c1["arms"].items())
     lines.append(f"- C1 mechanism active (share of steps after epoch 1 with a zeroed stage-4 cell, lowest seed; "
                  f">= {c1['threshold']}): {shares or 'no mask logged'}: {'pass' if c1['passed'] else 'FAIL'}")
     for arm, entry in c1["arms"].items():
@@ -56,13 +57,20 @@ def format_criteria(criteria: Mapping[str, Any]) -> list[str]:
             lines.append(f"  - {arm}: mean mask-loss terms after epoch 1: {terms}")
     c2 = criteria["C2_pretrained_start"]
     lines.append(f"- C2 pretrained start: {len(c2['trunks'])} trunk(s) {', '.join(t[:12] for t in c2['trunks'])}, "
-                 f"fixbase epochs {c2['fixbase_epochs']}: {'pass' if c2['passed'] else 'FAIL'}")
+                 f"fixbase epochs {c2['fixbase_epochs']} (recipe: {c2['expected_fixbase_epochs']}): "
+                 f"{'pass' if c2['passed'] else 'FAIL'}")
     c3 = criteria["C3_plateau"]
     gains = ", ".join(f"{arm} {stats['mean']:+.2f}" for arm, stats in c3["gain_last_quarter"].items())
     lines.append(f"- C3 plateau (holistic mAP gained in the last quarter, mean over seeds; baseline < "
                  f"{c3['threshold']}): {gains or 'no curves'}: {'pass' if c3['passed'] else 'FAIL'}")
     c4 = criteria["C4_seeds"]
     lines.append(f"- C4 seeds: {c4['seeds']}: {'pass' if c4['passed'] else 'FAIL'}")
+    c5 = criteria["C5_benchmark"]
+    shares = ", ".join(f"{split} {100 * entry['share']:.1f} % (Occluded-Duke {100 * entry['occluded_duke']:.0f} %)"
+                       if entry["share"] is not None else f"{split} unknown"
+                       for split, entry in c5.get("splits", {}).items())
+    lines.append(f"- C5 benchmark (occluded share per split within {c5.get('tolerance_points', 0):g} points of "
+                 f"Occluded-Duke's): {shares or c5.get('problem')}: {'pass' if c5['passed'] else 'FAIL'}")
     return lines
 
 

@@ -1,6 +1,6 @@
 """Statistics of the ablation: summaries over seeds, per-query scores, the paired
 bootstrap of one arm against another, and the checks of the study's criteria
-(docs/ablation.md: mechanism active, pretrained start, plateau, seeds)."""
+(docs/ablation.md: mechanism active, pretrained start, plateau, seeds, benchmark)."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -16,6 +16,9 @@ MASK_ACTIVE_SHARE = 0.9
 # C3: the last quarter of the epochs adds less than this many holistic mAP points.
 PLATEAU_POINTS = 1.0
 MIN_SEEDS = 3
+# C5: Occluded-Duke's occluded shares (Miao et al., ICCV 2019) per split, and the tolerance in points.
+OCCLUDED_DUKE_SHARES = {"train": 0.09, "query": 1.0, "gallery": 0.10}
+SHARE_TOLERANCE_POINTS = 2.0
 
 
 def statistics(values: Sequence[float]) -> dict[str, Any]:
@@ -134,9 +137,9 @@ def paired_bootstrap(treatment: Sequence[Mapping[str, Sequence[float]]], control
 def verdict(interval: Mapping[str, float]) -> str:
     """The conclusion rule: above 0, below 0, or neither."""
     if interval["low"] > 0:
-        return "better"
+        return "beats"
     if interval["high"] < 0:
-        return "worse"
+        return "loses"
     return "no difference detected"
 
 
@@ -152,14 +155,26 @@ def plateau_gain(curve: Sequence[Mapping[str, Any]], epochs: int, query_set: str
     return float(points[epochs] - points[max(early)])
 
 
-def check_criteria(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], seeds: Sequence[int],
-                   epochs: int) -> dict[str, Any]:
-    """C1 (mechanism active), C2 (one pretrained start), C3 (baseline plateau) and C4
-    (seed count) on the finished runs, each with its numbers and `passed`."""
+def fixbase_for(epochs: int) -> int:
+    """The recipe's fixbase epochs for a budget of `epochs`: the published 5 of 90, at least 1."""
+    return max(1, round(5 * epochs / 90))
+
+
+def check_criteria(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], seeds: Sequence[int], epochs: int,
+                   masked_arms: Sequence[str] = (), occluded_shares: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> dict[str, Any]:
+    """C1 (mechanism active), C2 (one pretrained start), C3 (baseline plateau), C4 (seed
+    count) and C5 (occluded shares like Occluded-Duke's) on the finished runs, each with
+    its numbers and `passed`. `masked_arms` are the arms trained with an occlusion mask (an
+    arm among them without logged mask activity fails C1); `occluded_shares` is the
+    benchmark's {split: {"occluded_share": ...}} (None: C5 not checked, not passed)."""
     mask: dict[str, Any] = {}
     for arm in arms:
         activity = [run.get("mask_activity") for run in runs if run["arm"] == arm]
-        if not activity or any(a is None for a in activity):
+        if arm not in masked_arms and all(a is None for a in activity):
+            continue
+        if not activity or any(a is None or a.get("share_with_zeroed_cell") is None for a in activity):
+            mask[arm] = {"passed": False, "problem": "no mask activity logged after the first epoch"}
             continue
         shares = [a["share_with_zeroed_cell"] for a in activity]
         entry = {"share_with_zeroed_cell": statistics(shares),
@@ -170,7 +185,7 @@ def check_criteria(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], seeds
                 entry[term] = statistics([a[term] for a in activity])
                 entry["passed"] = entry["passed"] and min(entry[term]["values"]) > 0
         mask[arm] = entry
-    trunks = {(run.get("pretrained") or {}).get("sha256") for run in runs}
+    trunks = {(run.get("pretrained") or {}).get("sha256") or None for run in runs}
     fixbase = {run["config"]["train"]["fixbase_epochs"] for run in runs}
     plateau = {}
     for arm in arms:
@@ -182,8 +197,24 @@ def check_criteria(runs: Sequence[Mapping[str, Any]], arms: Sequence[str], seeds
         "C1_mechanism_active": {"arms": mask, "threshold": MASK_ACTIVE_SHARE,
                                 "passed": bool(mask) and all(entry["passed"] for entry in mask.values())},
         "C2_pretrained_start": {"trunks": sorted(t for t in trunks if t), "fixbase_epochs": sorted(fixbase),
-                                "passed": len(trunks) == 1 and None not in trunks and min(fixbase) > 0},
+                                "expected_fixbase_epochs": fixbase_for(epochs),
+                                "passed": len(trunks) == 1 and None not in trunks
+                                and fixbase == {fixbase_for(epochs)}},
         "C3_plateau": {"gain_last_quarter": plateau, "threshold": PLATEAU_POINTS,
                        "passed": baseline_gain is not None and baseline_gain["mean"] < PLATEAU_POINTS},
         "C4_seeds": {"seeds": list(seeds), "passed": len(seeds) >= MIN_SEEDS},
+        "C5_benchmark": benchmark_criterion(occluded_shares),
     }
+
+
+def benchmark_criterion(occluded_shares: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """C5: each split's occluded share within SHARE_TOLERANCE_POINTS of Occluded-Duke's."""
+    if not occluded_shares:
+        return {"passed": False, "problem": "the set's occluded shares are unknown (no meta.json)"}
+    splits = {}
+    for split, target in OCCLUDED_DUKE_SHARES.items():
+        share = (occluded_shares.get(split) or {}).get("occluded_share")
+        splits[split] = {"share": share, "occluded_duke": target,
+                         "passed": share is not None and abs(share - target) * 100 <= SHARE_TOLERANCE_POINTS}
+    return {"splits": splits, "tolerance_points": SHARE_TOLERANCE_POINTS,
+            "passed": all(entry["passed"] for entry in splits.values())}

@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from igoas.ablation.arms import ARMS, DEFAULT_RECIPE, arm_config, arm_list, seed_list
 from igoas.ablation.corrupted import available as corruptions_installed, corrupted_evaluation
-from igoas.ablation.records import (RUN_RECORD, evaluation_curve, final_metrics, mask_activity, matches,
-                                    pretrained_identity, query_scores, read_json, record_path, save_record)
+from igoas.ablation.records import (RUN_RECORD, TRUNK_RECORD, evaluation_curve, final_metrics, mask_activity,
+                                    matches, pretrained_identity, query_scores, read_json, record_path, save_record,
+                                    trunk_sha256, without_paths)
 from igoas.ablation.report import table_document
 from igoas.ablation.statistics import check_criteria, mean_curves, mean_stress, paired_bootstrap, summarize
 from igoas.artifacts.run_dir import RunDir
@@ -93,26 +94,56 @@ class AblationResult:
 
 
 # ----------------------------------------------------------------------------- one run
-def _check_same_recipe(run_dir: Path, wanted: dict[str, Any]) -> None:
-    """Refuse to continue or reuse a run folder that was trained with another config."""
+def _recipe_changes(run_dir: Path, cfg: DictConfig) -> list[str]:
+    """How the run folder's saved config and its trunk differ from `cfg` (empty: same recipe,
+    or nothing trained there yet). The trunk is compared by content, not by path."""
     saved_file = RunDir(run_dir).config
     if not saved_file.is_file():
-        return
-    changes = differences(fingerprint(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True)), wanted)
+        return []
+    saved = fingerprint(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True))
+    changes = differences(without_paths(saved), without_paths(fingerprint(cfg)))
+    started_from, wanted = _run_trunk(run_dir), trunk_sha256(cfg.model.pretrained)
+    if started_from is not None and started_from != wanted:
+        changes.append(f"pretrained trunk SHA-256: {started_from[:12]}... -> {(wanted or 'none')[:12]}...")
+    return changes
+
+
+def _check_same_recipe(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to continue or reuse a run folder that was trained with another config or trunk."""
+    changes = _recipe_changes(run_dir, cfg)
     if changes:
         raise ConfigError(f"{run_dir} was trained with a different recipe ({'; '.join(changes[:5])}); "
                           "delete that folder to retrain it, or give the study another --out folder")
+
+
+def _run_trunk(run_dir: Path) -> str | None:
+    """The trunk SHA-256 saved when the run started (None: not saved, or no pretrained file)."""
+    saved = read_json(run_dir / TRUNK_RECORD)
+    if not isinstance(saved, dict):
+        return None
+    return saved.get("sha256") or None
+
+
+def _finished_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """The run's last checkpoint when training finished there with this recipe and trunk, else
+    None: extra evaluations and figures never score a half-trained or foreign model."""
+    files = RunDir(run_dir)
+    if not (files.final_metrics.is_file() and files.last_checkpoint.is_file()) or _recipe_changes(run_dir, cfg):
+        return None
+    return files.last_checkpoint
 
 
 def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> float | None:
     """Train (or finish training) one run; seconds spent, or None when it had already finished."""
     from igoas.engine.trainer import train
 
-    _check_same_recipe(run_dir, fingerprint(cfg))
+    _check_same_recipe(run_dir, cfg)
     if RunDir(run_dir).final_metrics.is_file():
         return None
     resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
     log(f"{'continuing' if resume else 'training'} {run_dir}")
+    if resume is None:  # the trunk's identity as this run reads it, whatever happens to the file later
+        write_json(run_dir / TRUNK_RECORD, pretrained_identity(cfg.model.pretrained) or {})
     started = time.perf_counter()
     result = train(cfg, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
     if not result.finished:
@@ -121,17 +152,13 @@ def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> fl
     return time.perf_counter() - started
 
 
-def _iterations_per_epoch(cfg: DictConfig, dataset: Any) -> int:
-    images, batch = len(dataset.train), cfg.data.batch_size
-    return images // batch if cfg.data.drop_last else -(-images // batch)
-
-
-def _extra_evaluations(record: dict[str, Any], checkpoint: Path, dataset: Any, cfg: DictConfig,
+def _extra_evaluations(record: dict[str, Any], checkpoint: Path | None, dataset: Any, cfg: DictConfig,
                        log: Callable[[str], None]) -> bool:
-    """Run the registered evaluations the record lacks (when the checkpoint is there); True if any ran."""
+    """Run the registered evaluations the record lacks (when the finished run's checkpoint is
+    there); True if any ran."""
     done = record.setdefault("evaluations", {})
     missing = [name for name in EVALUATIONS if name not in done]
-    if not missing or not checkpoint.is_file():
+    if not missing or checkpoint is None:
         return False
     for name in missing:
         log(f"{record['arm']} seed {record['seed']}: evaluation {name!r}")
@@ -148,11 +175,13 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: P
     last = RunDir(run_dir).last_checkpoint
 
     wanted, stress_settings = fingerprint(cfg), as_json(asdict(stress))
+    trunk = trunk_sha256(cfg.model.pretrained)
     for candidate in (record_file, run_dir / RUN_RECORD):
         saved = read_json(candidate)
-        if matches(saved, wanted, stress_settings):
+        if matches(saved, wanted, stress_settings, trunk):
             log(f"{arm} seed {seed}: finished before, reusing {candidate}")
-            if _extra_evaluations(saved, last, dataset, cfg, log) or candidate != record_file:
+            if _extra_evaluations(saved, _finished_checkpoint(run_dir, cfg), dataset, cfg, log) \
+                    or candidate != record_file:
                 save_record(saved, *dict.fromkeys((record_file, run_dir / RUN_RECORD)))
             return saved
     cfg.train.output_dir = str(run_dir)
@@ -166,29 +195,43 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: P
                                    batch_size=stress.batch_size, num_workers=cfg.eval.num_workers,
                                    runtime=Runtime(torch.device(device), precision), metric=cfg.eval.metric, flip=cfg.eval.flip)
     record = {"arm": arm, "seed": seed, "metrics": final_metrics(run_dir), "curve": evaluation_curve(run_dir),
-              "mask_activity": mask_activity(run_dir, _iterations_per_epoch(cfg, dataset)),
+              "mask_activity": mask_activity(run_dir),
               "per_query": query_scores(last, dataset, cfg, device, precision),
               "stress": [asdict(r) for r in result.records], "evaluations": {},
-              "pretrained": pretrained_identity(cfg.model.pretrained), "train_seconds": train_seconds,
+              "pretrained": _started_from(run_dir, cfg), "train_seconds": train_seconds,
               "stress_seconds": time.perf_counter() - started, "machine": machine(cfg), "config": wanted,
               "stress_settings": stress_settings}
-    _extra_evaluations(record, last, dataset, cfg, log)
+    _extra_evaluations(record, _finished_checkpoint(run_dir, cfg), dataset, cfg, log)
     save_record(record, run_dir / RUN_RECORD, record_file)
     scores = "  ".join(f"{name} R1 {m['R1']:.1f} mAP {m['mAP']:.1f}" for name, m in record["metrics"].items())
     log(f"{arm} seed {seed}: {scores}")
     return record
 
 
+def _started_from(run_dir: Path, cfg: DictConfig) -> dict[str, str] | None:
+    """The pretrained identity saved when the run started; for a run started before that file
+    existed, the file's identity now (`_check_same_recipe` saw no saved hash to compare)."""
+    saved = read_json(run_dir / TRUNK_RECORD)
+    if isinstance(saved, dict):
+        return saved or None
+    return pretrained_identity(cfg.model.pretrained)
+
+
 # ----------------------------------------------------------------------------- set-up
 def ensure_pretrained(cfg: DictConfig, overrides: Iterable[str] = (), log: Callable[[str], None] = print) -> None:
     """Train the synthetic-pretrained trunk the recipe names when its file is missing
     (a `trunk.pth` path: `igoas pretrain` into that folder)."""
-    from igoas.pretrain import TRUNK_FILE, pretrain
+    from igoas.pretrain import PRESET, TRUNK_FILE, pretrain
 
     pretrained = cfg.model.pretrained
     if isinstance(pretrained, str) and not Path(pretrained).is_file():
         if Path(pretrained).name != TRUNK_FILE:
             raise ConfigError(f"model.pretrained={pretrained}: no such file")
+        backbone = load_config(PRESET, list(overrides)).model.backbone
+        if backbone != cfg.model.backbone:  # hours of pretraining for a trunk the runs cannot load
+            raise ConfigError(f"model.pretrained={pretrained} is missing and `igoas pretrain` would make a "
+                              f"{backbone} trunk for this {cfg.model.backbone} recipe; make it first: igoas pretrain "
+                              f"--out {Path(pretrained).parent} model.backbone={cfg.model.backbone}")
         pretrain(Path(pretrained).parent, overrides=overrides, log=log)
 
 
@@ -270,6 +313,9 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     from igoas.data import build_dataset
 
     recipe_cfg = load_config(recipe, all_overrides)
+    if recipe_cfg.eval.rerank or recipe_cfg.eval.query_expansion:
+        # the per-query scores of the bootstrap are plain-distance scores, like the table's must be
+        raise ConfigError("the study scores with plain distances: drop eval.rerank and eval.query_expansion")
     ensure_pretrained(recipe_cfg, REDUCED_PRETRAIN if reduced else (), log)
     dataset = build_dataset(recipe_cfg.data.dataset, recipe_cfg.data.root, **to_dict(recipe_cfg.data.options))
     runs = [_run_one(arm, seed, arm_config(arm, seed, recipe, all_overrides), out / "runs" / arm / f"seed{seed}",
@@ -277,7 +323,10 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
             for seed in seeds_ for arm in arms]
 
     summary, stress_means, curves = summarize(runs, arms), mean_stress(runs, arms), mean_curves(runs, arms)
-    criteria = check_criteria(runs, arms, seeds_, recipe_cfg.train.epochs)
+    occluded_shares = benchmark_statistics(Path(recipe_cfg.data.root))
+    criteria = check_criteria(runs, arms, seeds_, recipe_cfg.train.epochs,
+                              masked_arms=[arm for arm in arms if ARMS[arm].occlusion != "none"],
+                              occluded_shares=occluded_shares)
     bootstrap = _bootstrap(runs, seeds_, bootstrap_resamples) if set(BOOTSTRAP_ARMS) <= set(arms) else {}
     result = AblationResult(out, arms, seeds_, runs, summary, stress_means, criteria, bootstrap)
     recipe_name = Path(str(recipe)).stem
@@ -291,7 +340,7 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
         "config": fingerprint(recipe_cfg), "stress_settings": asdict(stress),
         "dataset": {"name": recipe_cfg.data.dataset, "train_images": len(dataset.train),
                     "train_ids": dataset.num_train_pids, "queries": len(dataset.query),
-                    "gallery": len(dataset.gallery), "occluded_shares": benchmark_statistics(Path(recipe_cfg.data.root))},
+                    "gallery": len(dataset.gallery), "occluded_shares": occluded_shares},
         "machine": machine(recipe_cfg), "seconds": time.perf_counter() - started,
     }
     text = table_document(summary, arms, seeds_, recipe_name, stress, criteria, bootstrap)
@@ -302,13 +351,14 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     result.files["results"] = write_json(out / "results.json", document)
     result.files["curves"] = plot_study_curves(curves, out / "curves.png")
     result.files["stress"] = plot_robustness([r for arm in arms for r in stress_means[arm]], out / "stress.png")
-    first_seed = {arm: RunDir(out / "runs" / arm / f"seed{seeds_[0]}").last_checkpoint for arm in arms}
-    if all(path.is_file() for path in first_seed.values()):
+    first_seed = {arm: _finished_checkpoint(out / "runs" / arm / f"seed{seeds_[0]}",
+                                            arm_config(arm, seeds_[0], recipe, all_overrides)) for arm in arms}
+    if all(path is not None for path in first_seed.values()):
         result.files["activations"] = plot_activation_figure(
             first_seed, {arm: ARMS[arm].label for arm in arms}, _example_queries(dataset, activation_images),
             out / "activations.png")
     else:
-        log("activations.png not drawn: the first seed's checkpoints are not all in this --out folder")
+        log("activations.png not drawn: the first seed's finished checkpoints are not all in this --out folder")
     if records != out:  # the committed copy of the study's outputs, beside the records
         for path in list(result.files.values()):
             content = path.read_bytes()
