@@ -35,6 +35,21 @@ def assert_modes(root: Path, mask: int) -> None:
 
 
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
+def test_the_umask_is_read_without_being_changed(mask: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the umask, even for an instant, would race with any thread creating a file."""
+    from igoas.fileio import current_umask
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc: the umask can only be read by setting it")
+    def refuse(value: int) -> int:
+        raise AssertionError("current_umask() changed the process umask")
+
+    with umask(mask), monkeypatch.context() as patched:
+        patched.setattr(os, "umask", refuse)
+        assert current_umask() == mask
+
+
+@pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
     from igoas.artifacts.checkpoint import save_checkpoint
     from igoas.fileio import atomic_write, temporary_folder, write_json
