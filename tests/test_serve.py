@@ -80,9 +80,11 @@ def test_decode_upload_refuses_with_a_reason(data: bytes, status: int, words: st
 
 
 def test_decode_upload_size_and_pixel_caps() -> None:
-    with pytest.raises(UploadError, match="larger than") as caught:
+    with pytest.raises(UploadError, match="larger than the 1 kB limit") as caught:
         decode_upload(b"x" * 2048, max_bytes=1024)
     assert caught.value.status == 413
+    with pytest.raises(UploadError, match="larger than the 1.5 MB limit"):
+        decode_upload(b"x" * (3 * 2**19 + 1), max_bytes=3 * 2**19)
     with pytest.raises(UploadError, match="more than the 500 allowed"):
         decode_upload(_png(30, 30), max_pixels=500)
 
@@ -226,7 +228,7 @@ def test_bad_requests_get_an_error_page_and_the_server_carries_on(client: TestCl
 def test_oversized_upload_is_refused(service: SearchService) -> None:
     small = TestClient(create_app(service, max_upload_bytes=1024))
     page = small.post("/search", files={"query": ("big.png", _png(200, 400), "image/png")})
-    assert page.status_code == 413 and "1 kB" not in page.text and "larger than" in page.text
+    assert page.status_code == 413 and "the 1 kB limit" in page.text and "0 MB" not in page.text
     huge = small.post("/search", files={"query": ("huge.bin", b"\0" * 200_000, "image/png")})
     assert huge.status_code == 413 and "uploads are limited" in huge.text
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from igoas.data.base import camera_name
 from igoas.errors import IgoasError
 from igoas.serve.search import Occlusion, SearchOutcome, SearchService, occlusion_positions
-from igoas.serve.uploads import MAX_UPLOAD_BYTES, UploadError, decode_upload
+from igoas.serve.uploads import MAX_UPLOAD_BYTES, UploadError, decode_upload, size_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TOPK = 10
@@ -75,7 +75,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_upload_bytes + REQUEST_OVERHEAD:
             return refusal(request, 413, f"the request is {int(declared):,} bytes; uploads are limited to "
-                                         f"{max_upload_bytes // (1024 * 1024)} MB")
+                                         f"{size_text(max_upload_bytes)}")
         return await call_next(request)
 
     @app.exception_handler(IgoasError)

@@ -28,6 +28,14 @@ class UploadError(IgoasError):
         self.status = status
 
 
+def size_text(count: int) -> str:
+    """A byte count as people read a limit: "10 MB", "1.5 MB", "512 kB", "800 bytes"."""
+    for unit, size in (("MB", 1024 * 1024), ("kB", 1024)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
+
+
 def decode_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD_BYTES,
                   max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """The uploaded image as a 3 x H x W uint8 tensor, or an `UploadError` that says why not."""
@@ -36,7 +44,7 @@ def decode_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD
     from igoas.data import pil_to_rgb
 
     if len(data) > max_bytes:
-        raise UploadError(f"{name}: the file is larger than the {max_bytes // (1024 * 1024)} MB limit; "
+        raise UploadError(f"{name}: the file is larger than the {size_text(max_bytes)} limit; "
                           "upload a smaller image (a person crop needs a few hundred kB at most)", status=413)
     if not data:
         raise UploadError(f"{name}: the file is empty; choose an image file")
