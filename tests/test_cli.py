@@ -134,6 +134,8 @@ def test_nested_actions_describe_themselves(capsys: pytest.CaptureFixture[str]) 
     (["extract", "missing.pth", "missing_dir", "--out", "a_file/features.npz"], "a_file is a file"),
     (["import-official", "missing.pth.tar", "--out", "a_file/x.pth"], "a_file is a file"),
     (["robustness", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out", "a_file"], "is not a folder"),
+    (["robustness", "a.pth", "b.pth", "--labels", "x,x", "--dataset", "synthetic", "--root", "x", "--out", "out"],
+     "--labels names 'x' more than once"),
     (["viz", "distances", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out-dir", "a_file"],
      "is not a folder"),
 ])

@@ -124,6 +124,11 @@ def test_each_setting_embeds_the_right_images() -> None:
         corruption_benchmark(["never_loaded.pth"], None, FEW, [1], ["sideways"])
 
 
+def test_summary_of_a_bare_network_asks_for_its_preprocessing() -> None:
+    with pytest.raises(ConfigError, match=r"Linear\) needs its input preprocessing: pass preprocess="):
+        corruption_summary(torch.nn.Linear(2, 2), None, corruptions=FEW, severities=[1])
+
+
 def test_corrupted_images_follow_their_job(dataset, tmp_path: Path) -> None:
     from igoas.artifacts.preprocess import Preprocess
 

@@ -88,6 +88,10 @@ def _labelled_checkpoints(args: argparse.Namespace) -> list[str] | dict[str, str
         labels = [label.strip() for label in args.labels.split(",")]
         if len(labels) != len(checkpoints):
             raise ConfigError(f"--labels gives {len(labels)} name(s) for {len(checkpoints)} checkpoint(s)")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ConfigError(f"--labels names {', '.join(map(repr, repeated))} more than once; give each "
+                              "checkpoint its own label (the results are keyed by label)")
         checkpoints = dict(zip(labels, checkpoints))
     return checkpoints
 

@@ -159,6 +159,10 @@ def corruption_summary(model: Any, dataset: Any, preprocess: Any = None, corrupt
     source = model
     if not isinstance(model, torch.nn.Module):
         model, source = model_from_checkpoint(model)
+    elif preprocess is None and getattr(model, "preprocess_config", None) is None:
+        raise ConfigError(f"corruption_summary: a loaded network ({type(model).__name__}) needs its input "
+                          "preprocessing: pass preprocess=Preprocess(...) (e.g. Preprocess.resolve(payload)), "
+                          "or pass the checkpoint (path or payload) instead of the network")
     preprocess = Preprocess.resolve(preprocess if preprocess is not None else source)
     return summary_of(evaluate_corruptions(model, dataset, preprocess, corruptions, severities, settings, **options))
 
