@@ -154,6 +154,35 @@ def test_stress_test_end_to_end(dataset, tiny_checkpoint: Path, tmp_path: Path) 
         assert image.size == (3 * 320, 2 * 260)
 
 
+def test_a_gallery_smaller_than_ten_still_has_finite_r5_and_r10(dataset, tiny_checkpoint: Path,
+                                                                  tmp_path: Path) -> None:
+    """The CMC keeps its last value past the gallery's size, so the JSON holds numbers, never NaN."""
+    from types import SimpleNamespace
+
+    query = dataset.query[0]
+    matches = [g for g in dataset.gallery if g.pid == query.pid and g.camid != query.camid]
+    small = SimpleNamespace(name="four", query=dataset.query[:4],
+                            gallery=(matches + [g for g in dataset.gallery if g.pid != query.pid])[:4])
+    result = occlusion_stress_test([tiny_checkpoint], small, areas=[0], positions=["top"])
+    record = result.records[0]
+    assert 0.0 <= record.R1 <= record.R5 <= record.R10 <= 100.0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    text = write_stress_test(result, tmp_path)["json"].read_text()
+    assert json.loads(text, parse_constant=refuse)["results"][0]["R10"] == record.R10
+
+
+def test_json_files_refuse_nan(tmp_path: Path) -> None:
+    from igoas.errors import IgoasError
+    from igoas.fileio import write_json
+
+    with pytest.raises(IgoasError, match="bad.json: a value is NaN or infinite"):
+        write_json(tmp_path / "bad.json", {"R5": float("nan")})
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
 @pytest.mark.slow
 def test_robustness_cli(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -118,6 +118,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
 
 
 def write_json(path: str | os.PathLike[str], document: Any, indent: int | None = 2) -> Path:
-    """Write `document` as UTF-8 JSON, atomically."""
-    text = json.dumps(document, indent=indent) + "\n"
+    """Write `document` as UTF-8 JSON, atomically. NaN and infinities are refused (IgoasError,
+    nothing written): they are not JSON and strict readers reject the file; write None for a
+    missing value."""
+    from igoas.errors import IgoasError
+
+    try:
+        text = json.dumps(document, indent=indent, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise IgoasError(f"cannot write {path}: a value is NaN or infinite ({err}), which JSON cannot hold") from None
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
