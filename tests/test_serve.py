@@ -105,6 +105,16 @@ def test_gallery_embeddings_are_cached_and_reused(tiny_checkpoint: Path, synthet
     np.testing.assert_array_equal(second.reconstruct(np.arange(len(second))), first.reconstruct(np.arange(len(first))))
 
 
+def test_an_unwritable_cache_is_a_warning_not_a_failure(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    gallery = load_gallery(model, synthetic_root, "synthetic", cache_dir=blocked, progress=False)
+    assert len(gallery) == len(dataset_images("synthetic", synthetic_root, "gallery").paths)
+    assert "not cached" in capsys.readouterr().err
+
+
 def test_index_features_and_folder_back_ends_rank_alike(tiny_checkpoint: Path, synthetic_root: Path,
                                                         tmp_path: Path) -> None:
     model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
@@ -233,15 +243,19 @@ def test_oversized_upload_is_refused(service: SearchService) -> None:
     assert huge.status_code == 413 and "uploads are limited" in huge.text
 
 
-def test_an_internal_failure_is_a_500_page_not_a_crash(service: SearchService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_internal_failure_is_a_500_page_not_a_crash(service: SearchService, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     client = TestClient(create_app(service), raise_server_exceptions=False)
 
     def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("simulated fault")
+        raise RuntimeError("simulated fault in /secret/path")
 
     monkeypatch.setattr(service, "search", broken)
-    page = client.post("/search", data={"query_index": "0"})
-    assert page.status_code == 500 and "simulated fault" in page.text and "still running" in page.text
+    with caplog.at_level("ERROR", logger="igoas.serve"):
+        page = client.post("/search", data={"query_index": "0"})
+    assert page.status_code == 500 and "internal error" in page.text and "still running" in page.text
+    assert "simulated fault" not in page.text and "RuntimeError" not in page.text, "no internals on the page"
+    assert "simulated fault in /secret/path" in caplog.text, "the details are in the server's log"
     monkeypatch.undo()
     assert client.post("/api/search", data={"query_index": "0", "topk": "2"}).status_code == 200
 

@@ -93,8 +93,11 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
 
     @app.exception_handler(Exception)
     async def failure(request: Request, err: Exception) -> Any:
-        LOG.exception("search failed")
-        return refusal(request, 500, f"the search failed ({type(err).__name__}: {err}); the server is still running")
+        # The details (which may name files or internals) go to the server's log only; messages
+        # written for users come as IgoasError and are shown by `user_error` above.
+        LOG.error("search failed: %s %s", request.method, request.url.path, exc_info=err)
+        return refusal(request, 500, "the search failed with an internal error (the details are in the server's "
+                                     "log); the server is still running")
 
     def run_search(form: SearchForm) -> SearchOutcome:
         if not 1 <= form.topk <= MAX_TOPK:

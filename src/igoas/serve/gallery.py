@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -100,7 +101,11 @@ def _cached_features(model: ReIDModel, images: ImageList, cache_dir: str | os.Pa
         print(f"[serve] skipped unreadable gallery image: {reason}")
     if len(features) == 0:
         raise IgoasError(f"{images.description}: none of its images could be read")
-    save_features(target, features)
+    try:
+        save_features(target, features)
+    except IgoasError as err:  # a read-only or full cache costs the next start's embedding, not this one
+        print(f"[serve] warning: the gallery embeddings are not cached ({err}); serving them anyway, "
+              "the next start embeds the gallery again (choose a writable folder with --cache)", file=sys.stderr)
     return features
 
 
