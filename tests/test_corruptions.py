@@ -111,6 +111,19 @@ def test_random_setting_draws_a_corruption_per_image() -> None:
     assert random_corruption(0, "query", 3, ["fog"])[0] == "fog"
 
 
+def test_random_setting_draws_from_the_chosen_severities() -> None:
+    from igoas.corruptions.apply import image_seed
+
+    def first_draws(index: int) -> tuple[str, int]:  # the draws made before severities could be chosen
+        rng = np.random.default_rng(image_seed(0, "query", index, "random", 0))
+        return CORRUPTIONS[int(rng.integers(len(CORRUPTIONS)))], int(rng.integers(1, 6))
+
+    assert [random_corruption(0, "query", i) for i in range(300)] == [first_draws(i) for i in range(300)], \
+        "the default grid draws exactly as before"
+    chosen = [random_corruption(0, "query", i, FEW, [2, 4]) for i in range(100)]
+    assert {s for _, s in chosen} == {2, 4} and {name for name, _ in chosen} == set(FEW)
+
+
 def test_each_setting_embeds_the_right_images() -> None:
     sizes = {"query": 2, "gallery": 3}
     query_only = _groups(FEW, [1], ["query"], sizes)
@@ -146,6 +159,24 @@ def test_corrupted_images_follow_their_job(dataset, tmp_path: Path) -> None:
     assert all(torch.equal(again[i]["image"], items[i]["image"]) for i in range(len(jobs))), "read back from cache"
     other_seed = CorruptedImages(samples, jobs, preprocess, seed=3)
     assert not torch.equal(other_seed[1]["image"], items[1]["image"])
+
+
+def test_the_cache_tells_source_files_and_random_grids_apart(dataset, tmp_path: Path) -> None:
+    """The holistic queries have the occluded queries' file names; the random setting's
+    images depend on the grid it draws from. Cached or not, each job gets its own image."""
+    from igoas.artifacts.preprocess import Preprocess
+
+    preprocess = Preprocess(64, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    jobs = [Job("query", 0, "gaussian_noise", 3), Job("query", 0, RANDOM, 0)]
+    occluded, holistic = list(dataset.query), list(dataset.extra_queries["holistic"])
+    assert Path(occluded[0].path).name == Path(holistic[0].path).name
+    for samples, corruptions, severities in [(occluded, FEW, [1, 3]), (holistic, FEW, [1, 3]),
+                                             (holistic, ["fog"], [5]), (holistic, FEW, [2])]:
+        cached = CorruptedImages({"query": samples}, jobs, preprocess, 2, tmp_path, corruptions, severities)
+        fresh = CorruptedImages({"query": samples}, jobs, preprocess, 2, None, corruptions, severities)
+        for index, job in enumerate(jobs):
+            assert np.array_equal(cached.pixels(job), fresh.pixels(job)), (samples[0].path, corruptions, job)
+            assert torch.equal(cached[index]["image"], fresh[index]["image"])
 
 
 def test_benchmark_identical_twice_and_summarised(benchmark, dataset, tiny_checkpoint: Path) -> None:

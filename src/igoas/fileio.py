@@ -36,6 +36,14 @@ def current_umask() -> int:
     return mask
 
 
+def file_identity(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """(resolved absolute path, size, modification time in ns): what tells one file from
+    another, or from its own earlier contents, without reading it (for cache keys)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_size, stat.st_mtime_ns
+
+
 def file_mode() -> int:
     """The mode `open(path, "w")` gives a new file."""
     return 0o666 & ~current_umask()

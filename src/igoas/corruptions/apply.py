@@ -65,11 +65,14 @@ def image_seed(seed: int, split: str, index: int, corruption: str, severity: int
     return seed_for(seed, zlib.crc32(split.encode()), index, zlib.crc32(corruption.encode()), severity)
 
 
-def random_corruption(seed: int, split: str, index: int,
-                      corruptions: Sequence[str] = CORRUPTIONS) -> tuple[str, int]:
-    """The benchmark's random setting: one corruption and one severity per image, uniformly."""
+def random_corruption(seed: int, split: str, index: int, corruptions: Sequence[str] = CORRUPTIONS,
+                      severities: Sequence[int] = SEVERITIES) -> tuple[str, int]:
+    """The benchmark's random setting: one corruption of `corruptions` and one severity of
+    `severities` per image, uniformly. With the default 1-5, `severities[rng.integers(5)]`
+    is the draw `rng.integers(1, 6)` made before severities could be chosen, so the
+    benchmark's images are unchanged."""
     rng = np.random.default_rng(image_seed(seed, split, index, "random", 0))
-    return corruptions[int(rng.integers(len(corruptions)))], int(rng.integers(1, 6))
+    return corruptions[int(rng.integers(len(corruptions)))], int(severities[int(rng.integers(len(severities)))])
 
 
 def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:

@@ -5,7 +5,8 @@ Settings, after Chen et al. (NeurIPS 2021 Datasets and Benchmarks, MinghuiChen43
 - `query`: every query corrupted by one (corruption, severity), the gallery clean;
 - `both`: query and gallery corrupted by the same (corruption, severity);
 - `random`: every query and gallery image under its own corruption and severity, drawn
-  uniformly (the benchmark's "Corruption Eval." numbers).
+  uniformly from the chosen corruptions x severities (the benchmark's "Corruption Eval."
+  numbers with all 20 x 5).
 
 Summary figures per checkpoint and grid setting: the mean of R1/mAP/mINP over every
 (corruption, severity) and the worst case (the lowest mAP). All images of one checkpoint
@@ -205,7 +206,7 @@ def evaluate_corruptions(
     check_image_sizes(samples["query"] + (samples["gallery"] if set(settings) - {"query"} else []))
     groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()})
     images = CorruptedImages(samples, [job for jobs in groups.values() for job in jobs], preprocess, seed, cache_dir,
-                             corruptions)
+                             corruptions, severities)
     loader = torch.utils.data.DataLoader(images, batch_sampler=_GroupBatches([len(j) for j in groups.values()],
                                                                              batch_size),
                                          num_workers=num_workers, worker_init_fn=_single_threaded_worker)

@@ -5,9 +5,15 @@ stored size, corrupted (seeded per image, `igoas.corruptions.apply.image_seed`),
 resized and normalised by the checkpoint's `Preprocess`, as the benchmark corrupts
 before resizing. With a cache folder, corrupted images are kept as lossless PNG files
 per (corruption, severity, seed), so a second checkpoint or a rerun skips the CPU work.
+A cached file's name carries a digest of its source file's identity (absolute path, size,
+modification time), so another query set with the same file names, or an edited image,
+never reads another image's corruption; the random setting's folder carries a digest of
+the corruptions and severities it draws from.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, corrupt, image_seed, random_corruption
+from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, SEVERITIES, corrupt, image_seed, random_corruption
 from igoas.errors import IgoasError
 
 CLEAN = "clean"
@@ -36,10 +42,13 @@ class CorruptedImages(torch.utils.data.Dataset):
     """`jobs` over `samples[split]`, as the dicts `embed` reads as prepared items (image, pid, camid, path, index)."""
 
     def __init__(self, samples: Mapping[str, Sequence[Any]], jobs: Sequence[Job], preprocess: Any, seed: int = 0,
-                 cache_dir: str | Path | None = None, corruptions: Sequence[str] | None = None) -> None:
+                 cache_dir: str | Path | None = None, corruptions: Sequence[str] | None = None,
+                 severities: Sequence[int] | None = None) -> None:
         self.samples, self.jobs, self.preprocess, self.seed = samples, list(jobs), preprocess, seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.corruptions = tuple(corruptions) if corruptions else CORRUPTIONS  # drawn from in the random setting
+        # the grid the random setting draws from
+        self.corruptions = tuple(corruptions) if corruptions else CORRUPTIONS
+        self.severities = tuple(int(s) for s in severities) if severities else SEVERITIES
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -63,7 +72,8 @@ class CorruptedImages(torch.utils.data.Dataset):
             return load_image(cached).permute(1, 2, 0).numpy()
         corruption, severity = job.corruption, job.severity
         if corruption == RANDOM:
-            corruption, severity = random_corruption(self.seed, job.split, job.index, self.corruptions)
+            corruption, severity = random_corruption(self.seed, job.split, job.index, self.corruptions,
+                                                     self.severities)
         image = load_image(sample.path).permute(1, 2, 0).numpy()
         corrupted = corrupt(image, corruption, severity, image_seed(self.seed, job.split, job.index, corruption,
                                                                     severity))
@@ -74,8 +84,19 @@ class CorruptedImages(torch.utils.data.Dataset):
     def _cache_path(self, job: Job, source: Path) -> Path | None:
         if self.cache_dir is None:
             return None
-        name = job.corruption if job.corruption == RANDOM else f"{job.corruption}/s{job.severity}"
-        return self.cache_dir / name / f"seed{self.seed}" / job.split / f"{job.index:06d}_{source.stem}.png"
+        if job.corruption == RANDOM:
+            name = f"{RANDOM}/{_digest([list(self.corruptions), list(self.severities)])}"
+        else:
+            name = f"{job.corruption}/s{job.severity}"
+        from igoas.fileio import file_identity
+
+        file_name = f"{job.index:06d}_{source.stem}_{_digest(file_identity(source))}.png"
+        return self.cache_dir / name / f"seed{self.seed}" / job.split / file_name
+
+
+def _digest(value: Any) -> str:
+    """A short, stable digest of a JSON-able value (for cache names)."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12]
 
 
 def check_image_sizes(samples: Sequence[Any]) -> None:

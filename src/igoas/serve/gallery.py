@@ -122,10 +122,11 @@ def cache_key(model: ReIDModel, paths: Sequence[str]) -> str:
 
 def _file_identity(path: str | None) -> list:
     """(absolute path, size, modification time), so an edited or replaced file changes the key."""
+    from igoas.fileio import file_identity
+
     if not path or not Path(path).is_file():
         return [path]
-    stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    return list(file_identity(path))
 
 
 @dataclass
