@@ -237,6 +237,10 @@ def test_training_augmentation() -> None:
     torch.manual_seed(0)
     assert torch.equal(always(image), first), "seeded by torch's generator"
     assert first.shape == plain.shape and not torch.equal(first, plain)
+    from igoas.corruptions.augment import RandomCorruption
+
+    small = torch.from_numpy(_picture(40, 20)).permute(2, 0, 1).contiguous()
+    assert torch.equal(RandomCorruption(1.0)(small), small), "too small to corrupt: left as it is"
     never = build_transforms(64, 32, train=True, flip=0.0, corruption=0.0)
     assert torch.equal(never(image), plain)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):

@@ -1,6 +1,8 @@
 """Corruptions as a training augmentation: with probability p an image gets a random
 corruption at a random severity, both drawn uniformly as in the benchmark's random
 setting, so a model can be trained to meet them (and the benchmark then measures it).
+An image with a side under 32 pixels, which the corruptions cannot take, is left unchanged
+(the benchmark refuses such images up front; a training set may hold a few).
 
 Randomness comes from torch's generator, which the training loader seeds per worker, so
 a deterministic run stays deterministic.
@@ -12,12 +14,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from igoas.corruptions.apply import CORRUPTIONS, SEVERITIES, check_corruptions, corrupt
+from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, SEVERITIES, check_corruptions, corrupt
 from igoas.errors import ConfigError
 
 
 class RandomCorruption(torch.nn.Module):
-    """A 3 x H x W uint8 image (before the resize) corrupted with probability `p`."""
+    """A 3 x H x W uint8 image (before the resize) corrupted with probability `p`; images
+    with a side under 32 pixels pass unchanged."""
 
     def __init__(self, p: float, corruptions: Sequence[str] = CORRUPTIONS,
                  severities: Sequence[int] = SEVERITIES) -> None:
@@ -32,7 +35,7 @@ class RandomCorruption(torch.nn.Module):
         self.p, self.corruptions, self.severities = p, tuple(corruptions), tuple(int(s) for s in severities)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.p == 0 or float(torch.rand(())) >= self.p:
+        if self.p == 0 or float(torch.rand(())) >= self.p or min(image.shape[-2:]) < MIN_SIDE:
             return image
         name = self.corruptions[int(torch.randint(len(self.corruptions), ()))]
         severity = self.severities[int(torch.randint(len(self.severities), ()))]
