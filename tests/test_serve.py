@@ -243,6 +243,37 @@ def test_oversized_upload_is_refused(service: SearchService) -> None:
     assert huge.status_code == 413 and "uploads are limited" in huge.text
 
 
+def test_a_chunked_upload_is_stopped_at_the_limit(service: SearchService) -> None:
+    """A chunked request has no Content-Length: the body is counted as it is read, and the
+    read stops at the limit rather than spooling the rest to disk."""
+    import asyncio
+
+    from igoas.serve.app import REQUEST_OVERHEAD
+
+    app = create_app(service, max_upload_bytes=1024)
+    head = (b'--XyZ\r\nContent-Disposition: form-data; name="query"; filename="big.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    chunks = [head] + [b"\0" * 8192] * 64 + [b"\r\n--XyZ--\r\n"]
+    pulled, sent = [], []
+
+    async def receive() -> dict:
+        pulled.append(len(pulled))
+        if len(pulled) > len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[len(pulled) - 1], "more_body": len(pulled) < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/search", "raw_path": b"/search", "query_string": b"", "root_path": "", "client": ("t", 1),
+             "server": ("t", 80), "headers": [(b"content-type", b"multipart/form-data; boundary=XyZ"),
+                                               (b"transfer-encoding", b"chunked")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"uploads are limited to 1 kB" in b"".join(m.get("body", b"") for m in sent)
+    assert len(pulled) <= (1024 + REQUEST_OVERHEAD) // 8192 + 2 < len(chunks), "the rest of the body was not read"
+
+
 def test_an_internal_failure_is_a_500_page_not_a_crash(service: SearchService, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     client = TestClient(create_app(service), raise_server_exceptions=False)

@@ -8,6 +8,7 @@ becomes an error page or JSON error with a status code; the process never stops 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,12 @@ from igoas.serve.uploads import MAX_UPLOAD_BYTES, UploadError, decode_upload, si
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TOPK = 10
 MAX_TOPK = 50
-# Form fields and multipart framing around the file: a request this much larger than the
-# upload limit is refused before its body is read.
+# Form fields and multipart framing around the file: a request body this much larger than
+# the upload limit is refused.
 REQUEST_OVERHEAD = 64 * 1024
+# Uploads decoded at once: each may hold up to MAX_PIXELS of RGB (75 MB), and the endpoints
+# run in a thread pool of dozens, so decoding waits for one of these.
+DECODE_SLOTS = 2
 # What the form holds before the first search.
 DEFAULT_FORM: dict[str, Any] = {"query_index": -1, "topk": DEFAULT_TOPK, "occlude": False, "area": Occlusion.area,
                                 "position": Occlusion.position, "rerank": False}
@@ -52,6 +56,42 @@ class SearchForm:
         return {name: getattr(self, name) for name in DEFAULT_FORM}
 
 
+class BodyLimit:
+    """Pure ASGI wrapper refusing (413) a request whose body passes `limit` bytes.
+
+    The received bytes are counted as the app reads them, so a chunked request (which has
+    no Content-Length) is stopped at the limit instead of being spooled to disk whole; a
+    declared Content-Length over the limit is refused before any of the body is read. The
+    refusal is an HTTPException raised from `receive`, which the app's handler turns into
+    the usual error page or JSON.
+    """
+
+    def __init__(self, app: Any, limit: int, shown_limit: int) -> None:
+        self.app, self.limit, self.shown_limit = app, limit, shown_limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1")
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            if declared.isdigit() and int(declared) > self.limit:
+                raise HTTPException(413, f"the request is {int(declared):,} bytes; uploads are limited to "
+                                         f"{size_text(self.shown_limit)}")
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, f"the request passed {received:,} bytes; uploads are limited to "
+                                             f"{size_text(self.shown_limit)}")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Any:
     """The web app serving `service`; run it with uvicorn (see `igoas serve`) or test it with TestClient."""
     app = FastAPI(title="igoas gallery search", docs_url=None, redoc_url=None, openapi_url=None)
@@ -70,13 +110,8 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
             return JSONResponse({"error": message}, status_code=status)
         return page(request, status=status, error=message)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes + REQUEST_OVERHEAD:
-            return refusal(request, 413, f"the request is {int(declared):,} bytes; uploads are limited to "
-                                         f"{size_text(max_upload_bytes)}")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=max_upload_bytes + REQUEST_OVERHEAD, shown_limit=max_upload_bytes)
+    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
     @app.exception_handler(IgoasError)
     async def user_error(request: Request, err: IgoasError) -> Any:
@@ -109,7 +144,8 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         occlusion = Occlusion(form.area, form.position) if form.occlude else None
         upload = form.query
         if upload is not None and upload.filename:
-            image = decode_upload(upload.file.read(max_upload_bytes + 1), upload.filename, max_upload_bytes)
+            with decoding:
+                image = decode_upload(upload.file.read(max_upload_bytes + 1), upload.filename, max_upload_bytes)
             return service.search(image, form.topk, occlusion=occlusion, rerank=form.rerank)
         if form.query_index < 0:
             raise UploadError("no query: upload an image or choose one from the query list")
