@@ -158,6 +158,41 @@ def test_rank_applies_the_protocol_exclusions() -> None:
     assert sorted(reranked.indices.tolist()) == list(range(6)) and np.all(np.diff(reranked.distances) >= 0)
 
 
+def test_earlier_ranks_are_the_ranks_a_search_of_the_clean_query_shows() -> None:
+    """Re-ranked distances depend on the shortlist re-ranked, so "was #n" with re-ranking
+    must come from the shortlist a search of the unoccluded query re-ranks."""
+    from igoas.retrieval import features_from_arrays
+    from igoas.serve.gallery import earlier_ranks
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(400, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    pids, cams = rng.integers(0, 40, 400), rng.integers(0, 4, 400)
+    gallery = GalleryIndex.build(features_from_arrays(rows, [f"{i}.jpg" for i in range(400)], pids, cams))
+    for query, pid, camid in [(rows[3], -1, -1), (rows[7] + 0.1, int(pids[7]), int(cams[7]) + 1)]:
+        query = query / np.linalg.norm(query)
+        for rerank in (False, True):
+            shown = rank(gallery, query, 30, pid, camid, rerank).indices
+            positions, depth = earlier_ranks(gallery, query, 30, 1000, pid, camid, rerank)
+            assert [positions[int(i)] for i in shown] == list(range(1, 31)), (pid, rerank)
+            assert depth == (len(positions) if rerank else 1000) and (not rerank or depth <= 100)
+
+
+def test_the_page_occludes_a_list_query_as_the_stress_test_does(service: SearchService, synthetic_root: Path) -> None:
+    from igoas.data import build_dataset
+    from igoas.robustness import OccludedImages
+
+    dataset = build_dataset("synthetic", synthetic_root)
+    assert service.queries.paths == [str(s.path) for s in dataset.query], "the list is the stress test's queries"
+    preprocess = service.model.preprocess_config
+    stress = OccludedImages(dataset.query, preprocess, 30.0, "random", seed=0)
+    for index in (1, 4):
+        _, shown = service.prepare(service.queries.paths[index], Occlusion(30.0, "random"), index)
+        torch.testing.assert_close(preprocess.normalize(shown[None])[0], stress[index]["image"])
+    first, second = (service.prepare(service.queries.paths[0], Occlusion(30.0, "random"), i)[1] for i in (0, 1))
+    assert not torch.equal(first, second), "the occluder is drawn per query position"
+
+
 # ----------------------------------------------------------------------------- the app
 def test_page_offers_upload_query_list_and_options(client: TestClient, service: SearchService) -> None:
     page = client.get("/")

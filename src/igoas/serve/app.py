@@ -150,7 +150,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         if form.query_index < 0:
             raise UploadError("no query: upload an image or choose one from the query list")
         path, pid, camid = service.query_choice(form.query_index)
-        return service.search(path, form.topk, pid, camid, occlusion, form.rerank)
+        return service.search(path, form.topk, pid, camid, occlusion, form.rerank, query_index=form.query_index)
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
@@ -164,6 +164,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     def search_json(form: SearchForm = Depends()) -> dict[str, Any]:
         outcome = run_search(form)
         return {"pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank,
+                "unoccluded_depth": outcome.unoccluded_depth if outcome.occlusion is not None else None,
                 "occlusion": None if outcome.occlusion is None else asdict(outcome.occlusion),
                 "results": [{key: value for key, value in asdict(hit).items() if key not in ("image", "maps")}
                             for hit in outcome.hits]}

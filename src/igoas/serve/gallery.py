@@ -129,6 +129,30 @@ def _file_identity(path: str | None) -> list:
     return list(file_identity(path))
 
 
+def shortlist_size(entries: int, topk: int, rerank: bool) -> int:
+    """How many nearest entries a top-`topk` search fetches: a margin for the exclusions and,
+    with re-ranking, at least RERANK_SHORTLIST (re-ranked distances depend on it)."""
+    return min(entries, max(topk + EXCLUSION_MARGIN, RERANK_SHORTLIST if rerank else 0))
+
+
+def earlier_ranks(gallery: GalleryIndex, query: np.ndarray, topk: int, depth: int, pid: int = -1, camid: int = -1,
+                  rerank: bool = False) -> tuple[dict[int, int], int]:
+    """{gallery position: rank} for the unoccluded query as a top-`topk` search would rank it,
+    and how deep that list goes.
+
+    Without re-ranking the list runs to `depth`. With it, the ranks come from re-ranking the
+    very shortlist a top-`topk` search of this query re-ranks, so they are the ranks that
+    search shows; re-ranking a longer list would give other distances, hence other ranks.
+    """
+    if rerank:
+        depth = shortlist_size(len(gallery), topk, True)
+        ranking = rank(gallery, query, depth, pid, camid, True, shortlist=depth)
+        depth = len(ranking.indices)  # the shortlist less the protocol's exclusions
+    else:
+        ranking = rank(gallery, query, depth, pid, camid)
+    return {int(index): place for place, index in enumerate(ranking.indices, start=1)}, depth
+
+
 @dataclass
 class Ranking:
     """The top-K of one query, best first: gallery positions, their distances and match flags."""
@@ -145,14 +169,16 @@ def rank(
     pid: int = -1,
     camid: int = -1,
     rerank: bool = False,
+    shortlist: int | None = None,
 ) -> Ranking:
     """The `topk` gallery entries nearest to one unit-length query embedding.
 
     When the query's identity is known, the evaluation protocol's exclusions apply (gallery
     images of its identity from its camera, and junk identity -1, are skipped), so the page
-    shows what the metrics score. `rerank` re-orders a shortlist by k-reciprocal re-ranking.
+    shows what the metrics score. `rerank` re-orders a shortlist by k-reciprocal re-ranking;
+    `shortlist` sets how many nearest entries are fetched (default `shortlist_size`).
     """
-    fetch = min(len(gallery), max(topk + EXCLUSION_MARGIN, RERANK_SHORTLIST if rerank else 0))
+    fetch = shortlist_size(len(gallery), topk, rerank) if shortlist is None else min(len(gallery), shortlist)
     result = gallery.search(query[None], topk=fetch)
     indices = result.indices[0][result.indices[0] >= 0]
     similarity = result.scores[0][: len(indices)]

@@ -2,8 +2,9 @@
 
 Independent of the web framework, so it is usable (and tested) from Python alone. The
 query is resized to the model's input, optionally occluded with the occlusion stress
-test's rectangles (same areas, positions and seeded fills), embedded, ranked; when it is
-occluded the unoccluded query is ranked too, so each result shows where it stood before.
+test's rectangles (same areas, positions and seeded fills, a list query drawn with its
+position in the list as the stress test draws it), embedded, ranked; when it is occluded
+the unoccluded query is ranked too, so each result shows where it stood before.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from igoas.extraction import ImageList
 from igoas.inference import ReIDModel
 from igoas.artifacts.images import ImageInput
 from igoas.retrieval import GalleryIndex
-from igoas.serve.gallery import Ranking, load_gallery, rank
+from igoas.serve.gallery import Ranking, earlier_ranks, load_gallery, rank
 from igoas.serve.render import image_uri, overlay_uris
 
 OCCLUSION_SEED = 0  # the stress test's default seed, so the page shows the occluders it scores
@@ -47,7 +48,7 @@ class Hit:
     match: bool | None
     image: str = ""
     maps: dict[str, str] = field(default_factory=dict)
-    rank_unoccluded: int | None = None  # with occlusion on: its rank for the clean query (None: below UNOCCLUDED_DEPTH)
+    rank_unoccluded: int | None = None  # with occlusion on: its rank for the clean query (None: below the depth looked at)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SearchOutcome:
     hits: list[Hit]
     occlusion: Occlusion | None
     rerank: bool
+    unoccluded_depth: int = UNOCCLUDED_DEPTH  # how far the unoccluded ranking was looked at ("was > #depth")
 
 
 class SearchService:
@@ -78,28 +80,38 @@ class SearchService:
         return self.queries.paths[position], self.queries.pids[position], self.queries.camids[position]
 
     def search(self, image: ImageInput, topk: int = 10, pid: int = -1, camid: int = -1,
-               occlusion: Occlusion | None = None, rerank: bool = False) -> SearchOutcome:
-        """Rank the gallery for one query image (a path, PIL image, array or tensor)."""
-        from igoas.occluder_painting import paint_occluder, query_rng
+               occlusion: Occlusion | None = None, rerank: bool = False, query_index: int = 0) -> SearchOutcome:
+        """Rank the gallery for one query image (a path, PIL image, array or tensor).
 
+        `query_index` is the query's position in its list: the occluder is drawn as the
+        stress test draws that query's (an upload, in no list, is drawn as query 0).
+        """
         if topk < 1:
             raise IgoasError(f"top-K must be at least 1, got {topk}")
-        clean = self.model.preprocess_config.resize(image)
-        shown = clean
-        if occlusion is not None:
-            rng = query_rng(OCCLUSION_SEED, 0, occlusion.position, occlusion.area)
-            shown, _ = paint_occluder(clean, occlusion.area, occlusion.position, "rectangle", rng=rng)
+        clean, shown = self.prepare(image, occlusion, query_index)
+        depth = UNOCCLUDED_DEPTH
         with self._lock:
             embeddings = self.model.embed(torch.stack([shown, clean] if occlusion is not None else [shown]))
             ranking = rank(self.gallery, embeddings[0], topk, pid, camid, rerank)
             hits = self._hits(ranking)
             if occlusion is not None:
-                before = rank(self.gallery, embeddings[1], UNOCCLUDED_DEPTH, pid, camid, rerank)
-                positions = {int(index): place for place, index in enumerate(before.indices, start=1)}
+                positions, depth = earlier_ranks(self.gallery, embeddings[1], topk, depth, pid, camid, rerank)
                 for hit in hits:
                     hit.rank_unoccluded = positions.get(hit.index)
             query_maps = self._draw(shown, hits)
-        return SearchOutcome(image_uri(shown), query_maps, pid, camid, hits, occlusion, rerank)
+        return SearchOutcome(image_uri(shown), query_maps, pid, camid, hits, occlusion, rerank, depth)
+
+    def prepare(self, image: ImageInput, occlusion: Occlusion | None = None,
+                query_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the query at the input size, the query as embedded): occluded, when asked, with the
+        stress test's rectangle for query number `query_index` (seed `OCCLUSION_SEED`)."""
+        from igoas.occluder_painting import paint_occluder, query_rng
+
+        clean = self.model.preprocess_config.resize(image)
+        if occlusion is None:
+            return clean, clean
+        rng = query_rng(OCCLUSION_SEED, query_index, occlusion.position, occlusion.area)
+        return clean, paint_occluder(clean, occlusion.area, occlusion.position, "rectangle", rng=rng)[0]
 
     def _hits(self, ranking: Ranking) -> list[Hit]:
         gallery = self.gallery
