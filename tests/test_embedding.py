@@ -79,6 +79,34 @@ def test_unreadable_files_fail_or_are_reported(tiny_checkpoint: Path, samples: l
         embed(model, [samples[0].path], payload, on_error="ignore")
 
 
+def test_distributed_skip_keeps_rows_and_labels_aligned(tiny_checkpoint: Path, samples: list, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes, one unreadable file in the first share: the gathered rows, paths,
+    identities and skipped files line up. The group is simulated in one process: rank 1
+    embeds its share first, then rank 0's gathers return both shares in rank order."""
+    from igoas.engine.distributed import DistributedContext
+
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    items = [samples[0], SimpleNamespace(path=str(broken), pid=99, camid=9), samples[1], samples[2]]
+    shared: dict[str, dict[int, object]] = {"rows": {}, "objects": {}}
+
+    def gathered(kind: str, value: object, ctx: DistributedContext) -> list:
+        shared[kind][ctx.rank] = value
+        return [shared[kind][rank] for rank in sorted(shared[kind])]
+
+    monkeypatch.setattr("igoas.engine.embedding.gather_rows", lambda rows, ctx: torch.cat(gathered("rows", rows, ctx)))
+    monkeypatch.setattr("igoas.engine.embedding.gather_objects", lambda value, ctx: gathered("objects", value, ctx))
+    for rank in (1, 0):
+        result = embed(model, items, payload, Runtime(ctx=DistributedContext(rank, 2)), on_error="skip")
+    kept = [samples[0], samples[1], samples[2]]
+    assert result.paths == [str(s.path) for s in kept] and result.bad_paths == [str(broken)]
+    assert list(result.pids) == [s.pid for s in kept] and list(result.camids) == [s.camid for s in kept]
+    # other batch compositions, so equal up to float summation order
+    np.testing.assert_allclose(result.embeddings, embed(model, kept, payload).embeddings, rtol=1e-4, atol=1e-6)
+
+
 def test_embedding_restores_training_mode_and_resolves_the_runtime(tiny_checkpoint: Path, samples: list) -> None:
     model, payload = model_from_checkpoint(tiny_checkpoint)
     model.train()

@@ -122,6 +122,15 @@ def gather_rows(local: Tensor, ctx: DistributedContext) -> Tensor:
     return torch.cat([part[: int(size.item())] for part, size in zip(gathered, sizes)]).cpu()
 
 
+def gather_objects(value: Any, ctx: DistributedContext) -> list[Any]:
+    """Every process's `value` (any picklable object), in rank order; `[value]` without a group."""
+    if not ctx.enabled:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 class _SumAcross(torch.autograd.Function):
     """All-reduce (sum) with a gradient: each process's input receives the sum of every
     process's output gradient, which is what the global computation's gradient is."""

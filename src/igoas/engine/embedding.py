@@ -6,7 +6,8 @@ images give the same embeddings whichever entry point asks. Images are decoded, 
 and normalised by the checkpoint's `Preprocess` (the very arithmetic of the evaluation
 transforms), and the forward runs under `speed.inference_context`. Where the network
 runs is one `Runtime` value: device, precision, memory format and the distributed
-context (each process embeds its contiguous share; every process gets all rows).
+context (each process embeds its contiguous share; every process gets all rows, with the
+labels and skipped files of every share).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from igoas.artifacts.images import image_to_tensor
 from igoas.artifacts.preprocess import Preprocess
-from igoas.engine.distributed import DistributedContext, gather_rows, resolve_device, shard
+from igoas.engine.distributed import DistributedContext, gather_objects, gather_rows, resolve_device, shard
 from igoas.errors import IgoasError
 from igoas.evaluation.distance import average_flip_features
 from igoas.retrieval.features_file import Features
@@ -162,12 +163,15 @@ def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, r
         for module, training in modes:
             module.training = training
     rows = torch.cat(chunks) if chunks else torch.empty(0, getattr(model, "feature_dim", 0))
+    pids = np.concatenate(pids) if pids else np.empty(0, np.int64)
+    camids = np.concatenate(camids) if camids else np.empty(0, np.int64)
     if runtime.distributed:
-        everything = list(samples)
+        # Each share's rows, with the labels of the files it kept (skipped ones have no row),
+        # concatenated in rank order like the rows.
         rows = gather_rows(rows, runtime.ctx)
-        paths = [str(getattr(s, "path", s)) for s in everything]
-        pids = [np.array([getattr(s, "pid", -1) for s in everything])]
-        camids = [np.array([getattr(s, "camid", -1) for s in everything])]
-    return Features(rows.numpy(), paths, np.concatenate(pids) if pids else np.empty(0, np.int64),
-                    np.concatenate(camids) if camids else np.empty(0, np.int64), bad_paths=list(bad),
-                    metadata={"bad_reasons": bad} if bad else {})
+        shares = gather_objects((paths, pids, camids, bad), runtime.ctx)
+        paths = [path for share in shares for path in share[0]]
+        pids = np.concatenate([share[1] for share in shares]).astype(np.int64, copy=False)
+        camids = np.concatenate([share[2] for share in shares]).astype(np.int64, copy=False)
+        bad = {path: reason for share in shares for path, reason in share[3].items()}
+    return Features(rows.numpy(), paths, pids, camids, bad_paths=list(bad), metadata={"bad_reasons": bad} if bad else {})
