@@ -23,6 +23,16 @@ TINY_TRAIN_STEPS = 4
 TINY_BATCH = 16
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The user cache folder (`$XDG_CACHE_HOME`: served features, converted OpenVINO models)
+    in the session's temporary folder, never the home folder of whoever runs the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synthetic occluded-pedestrian dataset (Market-1501 layout), rendered once."""

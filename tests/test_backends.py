@@ -53,3 +53,30 @@ def test_openvino_embeddings_match_pytorch_fp32(tiny_checkpoint: Path, synthetic
     assert float(np.min(np.sum(embeddings * reference, axis=1))) > 0.99999
     result = compiled.embed_files(files[:2] + ["missing.jpg"])
     assert result.paths == files[:2] and list(result.bad) == ["missing.jpg"]
+
+
+@pytest.mark.slow  # one export and conversion of the tiny network
+def test_converted_models_are_cached_by_content(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    import torch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    files = sorted(str(p) for p in (synthetic_root / "query").glob("*.jpg"))[:4]
+    first = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32", backend="openvino").embed(files)
+    cached = sorted(p.name for p in (tmp_path / "igoas" / "openvino").iterdir())
+    assert len(cached) == 2 and {Path(name).suffix for name in cached} == {".xml", ".bin"}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was exported again despite its cached conversion")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    again = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32", backend="openvino").embed(files)
+    np.testing.assert_array_equal(again, first)  # weights kept at fp32 in the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    with torch.no_grad():
+        next(model.network.parameters()).add_(0.01)  # other weights: another key, converted anew
+    key = backends.network_key(model.network, model.preprocess_config.height, model.preprocess_config.width)
+    assert f"{key}.xml" not in cached

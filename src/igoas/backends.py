@@ -3,7 +3,12 @@
 On a CPU, OpenVINO runs the network faster than PyTorch eager at fp32 with the same
 numbers (cosine to PyTorch fp32 1.0; 2x and more in the runs so far, see
 docs/benchmarks.md), and faster still at bf16 on CPUs that compute bf16 natively. The network is exported with `torch.export`
-(dynamic batch size) and converted in memory when the model is built; no file is written.
+(dynamic batch size) and converted when the model is built. Exporting and converting take
+tens of seconds, so the converted model is cached (`$XDG_CACHE_HOME/igoas/openvino`, or
+`~/.cache/igoas/openvino`) under a key made of everything that decides the graph: every
+module's class, source file and plain settings, every weight and buffer, the input size
+and the torch and OpenVINO versions. A later build of the same network reads it back in
+about a second; any change to the weights or the code makes a new key.
 
 `auto` picks OpenVINO only where it was measured to pay and is exact at fp32: a CPU
 device on an x86 processor with AVX-512 (`torch.backends.cpu.get_cpu_capability()`),
@@ -12,12 +17,18 @@ AVX2-only CPUs, where the speed-up has not been measured.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from igoas.errors import ConfigError, IgoasError
+from igoas.fileio import user_cache_dir
 
 BACKENDS = ("pytorch", "openvino", "auto")
 # CPU capabilities where OpenVINO was measured faster than PyTorch at fp32 (docs/benchmarks.md).
@@ -65,26 +76,100 @@ class OpenVINONetwork(torch.nn.Module):
         return torch.from_numpy(self.compiled(inputs)[0].copy())
 
 
-def openvino_module(network: torch.nn.Module, height: int, width: int, precision: str) -> OpenVINONetwork:
+def openvino_module(network: torch.nn.Module, height: int, width: int, precision: str,
+                    cache_dir: str | os.PathLike[str] | None = None, cache: bool = True) -> OpenVINONetwork:
     """`network` (normalised B x 3 x H x W in, features out) compiled by OpenVINO for this CPU.
 
     `precision` is 'fp32' or 'bf16' (bf16 only pays on CPUs with native bf16). OpenVINO
-    uses as many threads as PyTorch is set to.
+    uses as many threads as PyTorch is set to. Converted models are kept in `cache_dir`
+    (default: the user cache folder); `cache=False` converts every time and writes nothing.
     """
     import openvino
 
     if precision not in OPENVINO_PRECISIONS:
         raise ConfigError(f"backend 'openvino' runs fp32 or bf16, not {precision!r}")
+    folder = Path(cache_dir) if cache_dir is not None else user_cache_dir("openvino")
     was_training = network.training
-    example = torch.zeros(2, 3, height, width)
+    network.eval()
     try:
-        with torch.no_grad():
-            program = torch.export.export(network.eval(), (example,),
-                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        xml = folder / f"{network_key(network, height, width)}.xml" if cache else None
+        converted = _cached_conversion(xml) if xml is not None else None
+        if converted is None:
+            converted = _convert(network, height, width)
+            if xml is not None:
+                _save_conversion(converted, xml)
     finally:
         network.train(was_training)
-    compiled = openvino.Core().compile_model(openvino.convert_model(program), "CPU", {
+    compiled = openvino.Core().compile_model(converted, "CPU", {
         "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision],
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
     })
     return OpenVINONetwork(compiled, network)
+
+
+def _convert(network: torch.nn.Module, height: int, width: int) -> Any:
+    import openvino
+
+    example = torch.zeros(2, 3, height, width)
+    with torch.no_grad():
+        program = torch.export.export(network, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    return openvino.convert_model(program)
+
+
+def network_key(network: torch.nn.Module, height: int, width: int) -> str:
+    """SHA-256 of what decides the converted graph (see the module docstring)."""
+    import openvino
+
+    digest = hashlib.sha256(f"{height}x{width} torch {torch.__version__} openvino {openvino.__version__}".encode())
+    sources: dict[str, bytes] = {}
+    for name, module in network.named_modules():
+        kind = type(module)
+        settings = {key: value for key, value in sorted(vars(module).items())
+                    if key != "training" and not key.startswith("_")
+                    and isinstance(value, (bool, int, float, str, tuple, type(None)))}
+        digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}:{settings!r}".encode())
+        source = inspect.getsourcefile(kind)
+        if source is not None and source not in sources:
+            sources[source] = Path(source).read_bytes()
+    for source in sorted(sources):
+        digest.update(sources[source])
+    for name, tensor in list(network.state_dict().items()):
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _cached_conversion(xml: Path) -> Any | None:
+    """The converted model from the cache, or None (not there, or unreadable: converted anew)."""
+    import openvino
+
+    if not xml.is_file():
+        return None
+    try:
+        return openvino.Core().read_model(str(xml))
+    except Exception:  # a damaged entry only costs the conversion
+        return None
+
+
+def _save_conversion(converted: Any, xml: Path) -> None:
+    """Write the converted model (weights kept at fp32) beside the others; a cache that
+    cannot be written is a warning, not an error."""
+    import openvino
+
+    from igoas.fileio import temporary_folder
+
+    try:
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        staging = temporary_folder(xml.parent, ".staging-")
+        try:
+            openvino.save_model(converted, str(staging / xml.name), compress_to_fp16=False)
+            os.replace(staging / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+            os.replace(staging / xml.name, xml)  # last: a present .xml means a complete entry
+        finally:
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
+    except OSError as err:
+        print(f"warning: cannot cache the OpenVINO model in {xml.parent} ({err}); it is converted again next time",
+              file=sys.stderr)

@@ -54,6 +54,12 @@ def folder_mode() -> int:
     return 0o777 & ~current_umask()
 
 
+def user_cache_dir(name: str) -> Path:
+    """`$XDG_CACHE_HOME/igoas/<name>` (or `~/.cache/igoas/<name>`): caches that only save time."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "igoas" / name
+
+
 def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Path:
     """A new folder in `parent` for staging a result that is renamed into place, with `mkdir`'s mode."""
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

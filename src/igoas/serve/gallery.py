@@ -21,6 +21,7 @@ import numpy as np
 
 from igoas.errors import IgoasError
 from igoas.extraction import ImageList, dataset_images, extract, folder_images
+from igoas.fileio import user_cache_dir
 from igoas.inference import ReIDModel
 from igoas.retrieval import GalleryIndex, load_features
 from igoas.retrieval.index import metadata_path
@@ -36,8 +37,7 @@ EXCLUSION_MARGIN = 50
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/igoas/serve` (or `~/.cache/igoas/serve`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "igoas" / "serve"
+    return user_cache_dir("serve")
 
 
 def is_index_file(path: str | os.PathLike) -> bool:
