@@ -304,6 +304,18 @@ def test_combineall_adds_test_identities_as_new_classes_without_junk_or_distract
     assert train_zero.isdisjoint(test_zero)  # both numbered 0 in the files, distinct classes here
 
 
+def test_combining_market1501_keeps_every_training_identity_and_image(tmp_path: Path) -> None:
+    folder = make_market(tmp_path)
+    make_files(folder / "bounding_box_train", ["0000_c1s1_000001_01.jpg"])  # a distractor is never a class
+    data = build_dataset("market1501", tmp_path)
+    assert len(data.train) == 4 and data.num_train_pids == 3
+    combined = combine_train_sets([data])
+    assert sorted(s.path for s in combined) == sorted(s.path for s in data.train)  # 0002 (label 0) kept
+    assert len({s.pid for s in combined}) == 3
+    everything = combine_train_sets([data], combineall=True)
+    assert len(everything) == 4 + 2 + 3 and len({s.pid for s in everything}) == 3 + 2  # distractor 0000 left out
+
+
 def test_build_dataset_rejects_unknown_names_and_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="market1501"):
         build_dataset("market1051", tmp_path)

@@ -249,8 +249,11 @@ def combine_train_sets(datasets: Sequence[ReIDDataset], combineall: bool = False
     Identities are keyed by (source, part, pid): with `combineall` a dataset's query and
     gallery identities join as new classes, distinct from its training ones even where
     numbers collide (MSMT17 numbers both from 0). Junk (-1) and distractor identities are
-    left out because they are not classes. Cameras are offset per source so that camera
-    0 of one dataset is not camera 0 of another; `dsetid` records the source.
+    left out because they are not classes. `distractor_pids` are numbers as the file names
+    write them, so they only apply to query and gallery: the training split is already
+    relabelled to 0..N-1, where label 0 is a real identity (Market-1501's 0002). Cameras are
+    offset per source so that camera 0 of one dataset is not camera 0 of another; `dsetid`
+    records the source.
     """
     keyed: list[tuple[tuple[int, int, int], Sample]] = []
     cam_offset = 0
@@ -261,8 +264,9 @@ def combine_train_sets(datasets: Sequence[ReIDDataset], combineall: bool = False
         used_cams = {s.camid for part in parts for s in part}
         for part_index, part in enumerate(parts):
             seen: set[str] = set()
+            not_classes = dataset.distractor_pids if part_index else frozenset()
             for s in part:
-                if s.pid < 0 or s.pid in dataset.distractor_pids or s.path in seen:
+                if s.pid < 0 or s.pid in not_classes or s.path in seen:
                     continue
                 seen.add(s.path)
                 keyed.append(((source, part_index, s.pid), Sample(s.path, s.pid, s.camid + cam_offset, source)))

@@ -37,9 +37,9 @@ def read_market_layout(
 ) -> ReIDDataset:
     """Read the three Market-layout folders under `folder`.
 
-    Identity -1 (junk boxes) is dropped everywhere; training identities are relabelled to
-    0..N-1 while query and gallery keep the numbers of the names, which is what matches
-    them to each other.
+    Identity -1 (junk boxes) is dropped everywhere, and `distractor_pids` from the training
+    split (they are never classes); training identities are relabelled to 0..N-1 while query
+    and gallery keep the numbers of the names, which is what matches them to each other.
     """
     parsed, unparsed = {}, []
     for split, sub in zip(("train", "query", "gallery"), MARKET_SPLITS):
@@ -53,7 +53,7 @@ def read_market_layout(
     return ReIDDataset(
         name=name,
         root=str(folder),
-        train=relabel(make_samples(parsed["train"])),
+        train=relabel(s for s in make_samples(parsed["train"]) if s.pid not in distractor_pids),
         query=make_samples(parsed["query"]),
         gallery=make_samples(parsed["gallery"]),
         protocol_info=dict(protocol_info or SAME_CAMERA),
