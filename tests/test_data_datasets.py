@@ -215,11 +215,21 @@ def test_partial_reid_names_the_missing_query_folder(tmp_path: Path) -> None:
     make_files(tmp_path / "PartialREID" / "whole_body_images", ["001_01.jpg"])
     with pytest.raises(DatasetError, match="no occluded_body_images/"):
         build_dataset("partial_reid", tmp_path)
-    make_files(tmp_path / "PartialREID" / "partial_body_images", ["001_01.jpg"])
-    with pytest.raises(DatasetError, match="query_folder='partial_body_images'"):
-        build_dataset("partial_reid", tmp_path)
     with pytest.raises(DatasetError, match="query_folder 'cropped'"):
         build_dataset("partial_reid", tmp_path, query_folder="cropped")
+
+
+@pytest.mark.parametrize("only", ["partial_body_images", "occluded_body_images"])
+def test_partial_reid_uses_the_one_query_folder_a_copy_has(tmp_path: Path, only: str) -> None:
+    make_files(tmp_path / "PartialREID" / "whole_body_images", ["001_01.jpg"])
+    make_files(tmp_path / "PartialREID" / only, ["001_01.jpg", "001_02.jpg"])
+    data = build_dataset("partial_reid", tmp_path)
+    assert len(data.query) == 2 and all(only in s.path for s in data.query)
+    assert data.protocol_info["partial_reid_query_folder"] == only
+    other = next(d for d in ("partial_body_images", "occluded_body_images") if d != only)
+    with pytest.raises(DatasetError, match=rf"no {other}/[\s\S]*-o query_folder={only}") as err:
+        build_dataset("partial_reid", tmp_path, query_folder=other)  # an explicit choice is never swapped
+    assert "data.target_options" in str(err.value) and "data.options" not in str(err.value)
 
 
 def test_partial_ilids(tmp_path: Path) -> None:
