@@ -86,3 +86,40 @@ def test_clear_errors(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Pat
     assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--split", "nope",
                  "--out", str(tmp_path / "f.npz")]) == 2
     assert "no split 'nope'" in capsys.readouterr().err
+
+
+def _market_copy(dataset, folder: Path) -> Path:
+    """A few synthetic images in the Market-1501 layout plus an unreadable gallery image."""
+    for sub, samples in (("bounding_box_train", dataset.train[:2]), ("query", dataset.query[:2]),
+                         ("bounding_box_test", [s for s in dataset.gallery if s.pid in {q.pid for q in dataset.query[:2]}][:3])):
+        (folder / sub).mkdir(parents=True)
+        for sample in samples:
+            shutil.copy(sample.path, folder / sub)
+    corrupt = folder / "bounding_box_test" / "0999_c1s1_000001_00.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return corrupt
+
+
+def test_ranking_a_checkpoint_fails_on_unreadable_images_unless_skipping(
+    tiny_checkpoint: Path, dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    from igoas.data import build_dataset
+    from igoas.extraction import checkpoint_cmc, query_and_gallery
+
+    corrupt = _market_copy(dataset, tmp_path / "copy")
+    copy = build_dataset("market1501", tmp_path / "copy")
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    with pytest.raises(IgoasError, match=r"1 image\(s\) of the gallery cannot be read[\s\S]*0999_c1s1[\s\S]*skip"):
+        query_and_gallery(model, copy)
+    with pytest.raises(IgoasError, match="0999_c1s1"):
+        checkpoint_cmc(model, copy, max_rank=3)
+    with pytest.raises(IgoasError, match="on_error"):
+        query_and_gallery(model, copy, on_error="ignore")
+    query, gallery = query_and_gallery(model, copy, on_error="skip")
+    assert len(query) == 2 and len(gallery) == len(copy.gallery) - 1 and gallery.bad_paths == [str(corrupt)]
+    assert "0999_c1s1" in caplog.text and "left out" in caplog.text
+    data = ["--dataset", "market1501", "--root", str(tmp_path / "copy"), "--max-rank", "3"]
+    assert main(["viz", "cmc", str(tiny_checkpoint), *data, "--out", str(tmp_path / "cmc.png")]) == 2
+    assert "0999_c1s1" in capsys.readouterr().err and not (tmp_path / "cmc.png").exists()
+    assert main(["viz", "cmc", str(tiny_checkpoint), *data, "--skip-unreadable", "--out", str(tmp_path / "cmc.png")]) == 0

@@ -4,10 +4,13 @@ What `igoas extract` does, callable from Python. A folder is searched recursivel
 in the Market-1501 style (`0002_c1s1_000451_03.jpg`) give the identity and camera, any
 other name gets -1 for both. A dataset split takes identities and cameras from the
 dataset's own loader. Unreadable images are skipped and recorded in the file
-(`bad_paths`), so one corrupt file never loses a long extraction.
+(`bad_paths`), so one corrupt file never loses a long extraction; features that are
+ranked at once (`query_and_gallery`, `checkpoint_cmc`) fail on them by default instead,
+since a smaller gallery changes the metrics.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,9 @@ import numpy as np
 from igoas.errors import IgoasError
 from igoas.inference import ReIDModel
 from igoas.retrieval.features_file import Features, save_features
+
+LOG = logging.getLogger(__name__)
+ON_ERROR = ("fail", "skip")
 
 
 @dataclass(frozen=True)
@@ -72,23 +78,56 @@ def sample_images(samples: Sequence[Any], description: str) -> ImageList:
 
 def query_and_gallery(model: ReIDModel | str | os.PathLike, dataset: Any, query_set: str = "query",
                       queries: Sequence[Any] | None = None, batch_size: int = 64,
-                      num_workers: int = 0) -> tuple[Features, Features]:
+                      num_workers: int = 0, on_error: str = "fail") -> tuple[Features, Features]:
     """Unit-length features of a dataset's query set (or of chosen `queries`) and of its
-    gallery: what ranked lists, distance distributions and CMC curves of a checkpoint use."""
+    gallery: what ranked lists, distance distributions and CMC curves of a checkpoint use.
+
+    An image that cannot be read is an error naming it (`on_error="fail"`, as in
+    evaluation): leaving it out would shrink the query set or the gallery and change every
+    ranking and metric. `on_error="skip"` ranks without such images, with a warning.
+    """
     from igoas.data import query_samples
 
+    if on_error not in ON_ERROR:
+        raise IgoasError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     chosen = list(queries) if queries is not None else query_samples(dataset, query_set)
-    return (extract(model, sample_images(chosen, f"{len(chosen)} {query_set} images"), batch_size=batch_size,
-                    num_workers=num_workers),
-            extract(model, sample_images(dataset.gallery, "gallery"), batch_size=batch_size, num_workers=num_workers))
+    if not isinstance(model, ReIDModel):
+        model = ReIDModel.from_checkpoint(model)  # once for both sides
+
+    def embedded(samples: Sequence[Any], description: str) -> Features:
+        features = extract(model, sample_images(samples, description), batch_size=batch_size, num_workers=num_workers)
+        return _all_read(features, description, on_error)
+
+    return embedded(chosen, f"{len(chosen)} {query_set} images"), embedded(dataset.gallery, "gallery")
+
+
+def _all_read(features: Features, description: str, on_error: str) -> Features:
+    """`features` when every image was embedded; else an error naming the unreadable ones,
+    or with `on_error="skip"` a warning that the ranking runs without them."""
+    from igoas.data.base import listing
+
+    if not features.bad_paths:
+        return features
+    reasons = features.metadata.get("bad_reasons") or {}
+    named = listing([reasons.get(path) or path for path in features.bad_paths])
+    count = f"{len(features.bad_paths)} image(s) of the {description}"
+    if on_error == "skip":
+        LOG.warning("%s cannot be read and are left out, which changes the rankings and metrics:%s", count, named)
+        return features
+    raise IgoasError(f"{count} cannot be read; leaving them out would change the rankings and metrics:{named}\n"
+                     "Repair or remove them (`igoas data check` lists every problem of a dataset copy), or "
+                     "rank without them: on_error=\"skip\" (`--skip-unreadable` on the command line).")
 
 
 def checkpoint_cmc(model: ReIDModel | str | os.PathLike, dataset: Any, query_set: str = "query",
-                   max_rank: int = 50, batch_size: int = 64, num_workers: int = 0) -> np.ndarray:
-    """The CMC curve (fractions, rank 1 first) of a checkpoint on one query set of `dataset`."""
+                   max_rank: int = 50, batch_size: int = 64, num_workers: int = 0,
+                   on_error: str = "fail") -> np.ndarray:
+    """The CMC curve (fractions, rank 1 first) of a checkpoint on one query set of `dataset`;
+    unreadable images fail or are skipped as in `query_and_gallery`."""
     from igoas.evaluation import evaluate_features
 
-    query, gallery = query_and_gallery(model, dataset, query_set, batch_size=batch_size, num_workers=num_workers)
+    query, gallery = query_and_gallery(model, dataset, query_set, batch_size=batch_size, num_workers=num_workers,
+                                       on_error=on_error)
     result = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
                                gallery.camids, max_rank=max_rank)
     return np.asarray(result.cmc)

@@ -34,6 +34,9 @@ def _extraction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", "--workers",
                         type=int, default=0, help="image-decoding processes (default 0: main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="rank without query or gallery images that cannot be read (this changes the numbers; "
+                             "default: stop and name them)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +165,8 @@ def _ranked(args: argparse.Namespace) -> list[Path]:
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     queries = _evenly_spaced(query_samples(dataset, args.query_set), args.num_queries)
-    query, gallery = query_and_gallery(model, dataset, args.query_set, queries, args.batch_size, args.num_workers)
+    query, gallery = query_and_gallery(model, dataset, args.query_set, queries, args.batch_size, args.num_workers,
+                                       _on_error(args))
     distances = compute_distance(query.embeddings, gallery.embeddings, args.metric)
     lists = RankedLists.from_distances(distances, query.paths, query.pids, query.camids, gallery.paths, gallery.pids,
                                        gallery.camids, args.topk)
@@ -191,7 +195,7 @@ def _distances(args: argparse.Namespace) -> list[Path]:
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     query, gallery = query_and_gallery(model, dataset, args.query_set, batch_size=args.batch_size,
-                                       num_workers=args.num_workers)
+                                       num_workers=args.num_workers, on_error=_on_error(args))
     positive, negative = sampled_pair_distances(query.embeddings, gallery.embeddings, query.pids, gallery.pids,
                                                 query.camids, gallery.camids, args.metric, args.max_negatives)
     roc = roc_curve(positive, negative)
@@ -259,6 +263,11 @@ def _model(checkpoint: str, args: argparse.Namespace) -> Any:
                                      channels_last=False)
 
 
+def _on_error(args: argparse.Namespace) -> str:
+    """What ranking does with an unreadable query or gallery image: stop (default) or skip it."""
+    return "skip" if args.skip_unreadable else "fail"
+
+
 def _build_dataset(args: argparse.Namespace) -> Any:
     from igoas.data import build_dataset
 
@@ -310,7 +319,7 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
     from igoas.extraction import checkpoint_cmc
 
     return checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
-                          args.batch_size, args.num_workers)
+                          args.batch_size, args.num_workers, _on_error(args))
 
 
 def _labels(text: str | None, sources: Sequence[str]) -> list[str]:

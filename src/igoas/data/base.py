@@ -205,16 +205,16 @@ def raise_if_unparsed(name: str, unparsed: Sequence[UnparsedFile], strict: bool)
         return
     unreadable = [u for u in unparsed if u.problem]
     if unreadable:
-        listed = _listing([f"{u.path!r}: {u.problem}" for u in unreadable])
+        listed = listing([f"{u.path!r}: {u.problem}" for u in unreadable])
         raise DatasetError(f"{name}: {len(unreadable)} image entr(y/ies) cannot be read:{listed}\n"
                            "`igoas data check` lists every problem of the copy.")
     raise DatasetError(f"{name}: {len(unparsed)} image name(s) or list line(s) do not match the expected form "
-                       f"{unparsed[0].form} (e.g. {unparsed[0].example}):{_listing([u.path for u in unparsed])}\n"
+                       f"{unparsed[0].form} (e.g. {unparsed[0].example}):{listing([u.path for u in unparsed])}\n"
                        "Rename or remove them, or load with strict=False to skip them; "
                        "`igoas data check` lists every problem of the copy.")
 
 
-def _listing(lines: Sequence[str]) -> str:
+def listing(lines: Sequence[str]) -> str:
     """The first MAX_LISTED lines, indented on lines of their own, then how many more there are."""
     more = [f"... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else []
     return "".join(f"\n  {line}" for line in [*lines[:MAX_LISTED], *more])
