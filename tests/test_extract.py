@@ -123,3 +123,41 @@ def test_ranking_a_checkpoint_fails_on_unreadable_images_unless_skipping(
     assert main(["viz", "cmc", str(tiny_checkpoint), *data, "--out", str(tmp_path / "cmc.png")]) == 2
     assert "0999_c1s1" in capsys.readouterr().err and not (tmp_path / "cmc.png").exists()
     assert main(["viz", "cmc", str(tiny_checkpoint), *data, "--skip-unreadable", "--out", str(tmp_path / "cmc.png")]) == 0
+
+
+def test_dataset_reader_options_on_the_command_line(tiny_checkpoint: Path, dataset, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "PartialREID"
+    for folder, count in (("occluded_body_images", 3), ("partial_body_images", 2), ("whole_body_images", 1)):
+        (root / folder).mkdir(parents=True)
+        for index, sample in enumerate(dataset.query[:count]):
+            shutil.copy(sample.path, root / folder / f"001_{index + 1:02d}.jpg")
+    out = tmp_path / "query.npz"
+    command = ["extract", str(tiny_checkpoint), str(tmp_path), "--dataset", "partial_reid", "--workers", "0",
+               "--no-progress", "--out", str(out)]
+    assert main([*command, "-o", "query_folder=partial_body_images"]) == 0
+    features = load_features(out)
+    assert len(features) == 2 and all("partial_body_images" in path for path in features.paths)
+    assert "partial_reid_query_folder=partial_body_images" in features.metadata["source"]
+    assert main([*command, "--option", "query_folder=occluded_body_images", "--split", "gallery"]) == 0
+    assert len(load_features(out)) == 1
+    assert main([*command, "-o", "split=half"]) == 2
+    assert "split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "-o", "query_folder"])
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["extract", str(tiny_checkpoint), str(tmp_path), "-o", "split=half", "--out", str(out)]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_a_reader_option_named_split_is_not_the_dataset_split(synthetic_root: Path, tmp_path: Path) -> None:
+    from igoas.extraction import dataset_images
+
+    root = tmp_path / "Occluded_REID"
+    for kind in ("occluded_body_images", "whole_body_images"):
+        for pid in (1, 90):
+            (root / kind / f"{pid:03d}").mkdir(parents=True)
+            (root / kind / f"{pid:03d}" / f"{pid:03d}_01.tif").write_bytes(b"")
+    half = dataset_images("occluded_reid", tmp_path, "train", {"split": "half"})
+    assert [Path(path).name for path in half.paths] == ["090_01.tif", "090_01.tif"]
+    assert "occluded_reid_split=half" in half.description

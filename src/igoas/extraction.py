@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -133,16 +133,22 @@ def checkpoint_cmc(model: ReIDModel | str | os.PathLike, dataset: Any, query_set
     return np.asarray(result.cmc)
 
 
-def dataset_images(name: str, root: str | os.PathLike, split: str = "query", **options: object) -> ImageList:
-    """One split of a dataset: `train`, `query`, `gallery` or an extra query set (`query:NAME` or `NAME`)."""
+def dataset_images(name: str, root: str | os.PathLike, split: str = "query",
+                   options: Mapping[str, object] | None = None) -> ImageList:
+    """One split of a dataset: `train`, `query`, `gallery` or an extra query set (`query:NAME` or `NAME`).
+
+    `options` go to the dataset's reader (e.g. {"split": "half"} for Occluded-ReID: a
+    mapping, since that reader's `split` is not this one). The description names the
+    protocol the reader used, which the features file keeps."""
     from igoas.data import build_dataset
 
-    dataset = build_dataset(name, root, **options)
+    dataset = build_dataset(name, root, **dict(options or {}))
     splits = dataset.splits()
     samples = splits.get(split, splits.get(f"query:{split}"))
     if samples is None:
         raise IgoasError(f"dataset {name} at {root} has no split {split!r}; choose one of {sorted(splits)}")
-    return sample_images(samples, f"{name} {split} split at {root}")
+    protocol = ", ".join(f"{key}={value}" for key, value in dataset.protocol_info.items())
+    return sample_images(samples, f"{name} {split} split at {root} ({protocol})")
 
 
 def extract(

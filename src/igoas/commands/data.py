@@ -4,21 +4,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from igoas.commands.arguments import add_reader_options
 from igoas.errors import ConfigError, DatasetError
-
-
-def _option(text: str) -> tuple[str, object]:
-    """KEY=VALUE with the value read as an int or a boolean where it looks like one."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    lowered = value.lower()
-    if lowered in ("true", "false"):
-        return key, lowered == "true"
-    try:
-        return key, int(value)
-    except ValueError:
-        return key, value
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +13,7 @@ def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME",
                         help="market1501, dukemtmcreid, occluded_duke, msmt17, cuhk03_np, occluded_reid, "
                              "partial_reid, partial_ilids, p_dukemtmc, custom or synthetic")
-    parser.add_argument("-o", "--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                        help="a reader option, e.g. split=half (occluded_reid), variant=labeled (cuhk03_np)")
+    add_reader_options(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,11 @@
-"""`igoas extract CKPT IMAGES_DIR_OR_DATASET --out FEATURES`: embeddings of a folder or a dataset split."""
+"""`igoas extract CKPT IMAGES_DIR_OR_DATASET --out FEATURES [--dataset NAME -o KEY=VALUE]`: embeddings of a
+folder or a dataset split."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+from igoas.commands.arguments import add_reader_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="read SOURCE as this dataset (market1501, occluded_duke, synthetic, ...)")
     parser.add_argument("--split", default="query",
                         help="with --dataset: train, query, gallery or an extra query set such as holistic (default query)")
+    add_reader_options(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
                         type=int, default=2, help="image-decoding processes (0: decode in the main process)")
@@ -29,10 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from igoas.inference import ReIDModel
     from igoas.retrieval.features_file import check_features_path
 
+    from igoas.errors import IgoasError
     from igoas.fileio import check_output
 
+    if args.option and not args.dataset:
+        raise IgoasError("-o/--option sets a dataset reader option: pass it together with --dataset NAME")
     check_output(check_features_path(args.out))  # before any image is listed or embedded
-    images = dataset_images(args.dataset, args.source, args.split) if args.dataset else folder_images(args.source)
+    images = (dataset_images(args.dataset, args.source, args.split, dict(args.option)) if args.dataset
+              else folder_images(args.source))
     model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                       backend=args.backend)
     features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
