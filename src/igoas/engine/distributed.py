@@ -187,13 +187,16 @@ class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(input)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        dims = [0] + list(range(2, input.dim()))
-        shape = [1, -1] + [1] * (input.dim() - 2)
-        count = torch.tensor([input.numel() // input.shape[1]], dtype=input.dtype, device=input.device)
-        total = sum_across(torch.cat([input.sum(dims), count]))
+        # In fp32 whatever the input's dtype, as torch's BatchNorm does under autocast: bf16
+        # sums lose precision, and the running statistics are fp32 buffers.
+        values = input.float()
+        dims = [0] + list(range(2, values.dim()))
+        shape = [1, -1] + [1] * (values.dim() - 2)
+        count = torch.tensor([values.numel() // values.shape[1]], dtype=torch.float32, device=values.device)
+        total = sum_across(torch.cat([values.sum(dims), count]))
         n = total[-1]
         mean = total[:-1] / n
-        centred = input - mean.view(shape)
+        centred = values - mean.view(shape)
         var = sum_across(centred.pow(2).sum(dims)) / n
         output = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
@@ -204,7 +207,7 @@ class CrossProcessBatchNorm(nn.modules.batchnorm._BatchNorm):
                 momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_((var * n / (n - 1)).detach(), momentum)
-        return output
+        return output.to(input.dtype)
 
 
 def convert_sync_batchnorm(model: nn.Module, ctx: DistributedContext) -> nn.Module:
