@@ -164,6 +164,42 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synt
     assert any((out / "tensorboard").iterdir()) and (out / "config.yaml").is_file() and (out / "train.log").is_file()
 
 
+def _same_weights(run: Path, reference: Path) -> bool:
+    ours, theirs = (load_checkpoint(folder / "checkpoints/last.pth")["model"] for folder in (run, reference))
+    return all(torch.equal(tensor, ours[key]) for key, tensor in theirs.items())
+
+
+def _evaluations(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, synthetic_root: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "boundary"
+    stopped = train(tiny_run(synthetic_root, out, "train.stop_after_iters=4"))  # the last batch of epoch 1
+    payload = load_checkpoint(out / "checkpoints/last.pth")
+    assert not stopped.finished and (payload["epoch"], payload["batch"], payload["iteration"]) == (1, 0, 4)
+    assert [e["epoch"] for e in _evaluations(out)] == [1] and (out / "checkpoints/best.pth").is_file()
+    assert payload["best"]["iteration"] == 4
+
+    # A checkpoint as earlier versions wrote it: epoch 0, batch 4, the epoch's evaluation
+    # skipped. One interrupted resume already logged that evaluation, not yet last.pth.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(out, legacy)
+    payload.update(epoch=0, batch=4, metrics={}, best={})
+    torch.save(payload, legacy / "checkpoints/last.pth")
+    (legacy / "checkpoints/best.pth").unlink()
+
+    for run in (out, legacy):
+        assert train(resume=run).finished
+        assert _same_weights(run, finished_run), run
+        assert _evaluations(run) == _evaluations(finished_run), run  # one record per epoch end, same numbers
+        best = load_checkpoint(run / "checkpoints/best.pth")["best"]
+        assert best == load_checkpoint(finished_run / "checkpoints/best.pth")["best"]
+        assert (run / "metrics.json").is_file()
+    assert "those steps run first" in (legacy / "train.log").read_text()
+
+
 def test_resume_with_another_process_count_restarts_the_epoch(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "regrouped"
     train(tiny_run(synthetic_root, out, "train.stop_after_iters=6", "eval.every=0"))

@@ -9,7 +9,7 @@ rebuilt, so an `optim.lr` override is the rate actually used. Settings the check
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -71,14 +71,32 @@ def sync_learning_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> Non
         group["lr"] = base * factor(scheduler.last_epoch)
 
 
+class Position(NamedTuple):
+    """Where a resumed run continues. `epoch_end_pending`: the checkpoint was written after
+    an epoch's last batch but before that epoch's end steps (evaluation, last.pth), as
+    earlier versions did when `train.stop_after_iters` fell on an epoch's last batch; the
+    run performs them before training on."""
+
+    epoch: int
+    batch: int
+    iteration: int
+    epoch_end_pending: bool = False
+
+
 def check_position(payload: Mapping[str, Any], epochs: int, iters_per_epoch: int, same_world: bool,
-                   source: str) -> tuple[int, int, int]:
-    """The checkpoint's (epoch, batch, iteration), refused when out of range for this run."""
+                   source: str) -> Position:
+    """The checkpoint's (epoch, batch, iteration), refused when out of range for this run.
+
+    A checkpoint at (e, iters_per_epoch) reads as (e + 1, 0) with the end of epoch e + 1
+    (counted from 1) pending."""
     try:
         epoch, batch, iteration = (int(payload[key]) for key in ("epoch", "batch", "iteration"))
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{source}: its epoch/batch/iteration entries are missing or not numbers; "
                               "the checkpoint is damaged") from None
+    pending = batch == iters_per_epoch and 0 <= epoch < epochs
+    if pending:
+        epoch, batch = epoch + 1, 0
     problems = []
     if not 0 <= epoch <= epochs:
         problems.append(f"epoch {epoch} is outside 0..{epochs} (train.epochs)")
@@ -90,7 +108,7 @@ def check_position(payload: Mapping[str, Any], epochs: int, iters_per_epoch: int
     if problems:
         raise CheckpointError(f"{source}: cannot continue from its position: {'; '.join(problems)}. Resume with "
                               "the run's own data and train.epochs, or start a new run from its weights.")
-    return epoch, batch, iteration
+    return Position(epoch, batch, iteration, pending)
 
 
 def nonfinite_tensors(module: nn.Module) -> list[str]:

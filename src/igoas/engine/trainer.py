@@ -39,7 +39,7 @@ from igoas.engine.replicas import check_replicas, replica_generators, replicated
 from igoas.engine.resume import (changed_settings, check_position, nonfinite_tensors, optimiser_settings,
                                  reapply_settings, sync_learning_rates)
 from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
-from igoas.engine.run_log import RunLogger
+from igoas.engine.run_log import RunLogger, truncate_jsonl
 from igoas.data import build_dataset, build_train_loader, build_transforms
 from igoas.data.check import ensure_trainable
 from igoas.errors import CheckpointError, ConfigError, IgoasError
@@ -196,12 +196,16 @@ class _Run:
         self.metrics: dict[str, dict[str, float]] = {}
         self.last_results: dict[str, Any] = {}
         self.best: dict[str, Any] = {}
+        self._epoch_end_pending = False  # set by _restore for checkpoints of earlier versions
         restored = [f"resume: {note}" for note in self._restore(payload)] if payload is not None else []
         self._notes = restored + list(notes or [])
         self.log = RunLogger(self.run_dir, enabled=ctx.is_main, log_every=cfg.train.log_every,
                              tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar,
                              resume_step=self.iteration if payload is not None else None,
                              resume_text_bytes=payload.get("train_log_bytes") if payload is not None else None)
+        if self._epoch_end_pending and ctx.is_main:
+            # an evaluation of that epoch end logged by an earlier, interrupted resume runs again
+            truncate_jsonl(self.files.metrics_log, lambda record: record.get("iteration", 0) < self.iteration)
         self._trainable_phase: str | None = None
         self._wrapped: nn.Module = self.model
 
@@ -242,8 +246,9 @@ class _Run:
             raise CheckpointError(f"{source}: lacks {', '.join(missing)}, so training cannot continue exactly from "
                                   "it; it holds weights only (use it with `igoas eval` or as model.pretrained)")
         saved_world = int(payload.get("world_size", 1))
-        self.epoch, self.batch, self.iteration = check_position(
-            payload, self.cfg.train.epochs, self.iters_per_epoch, saved_world == self.ctx.world_size, source)
+        position = check_position(payload, self.cfg.train.epochs, self.iters_per_epoch,
+                                  saved_world == self.ctx.world_size, source)
+        self.epoch, self.batch, self.iteration, self._epoch_end_pending = position
         fresh = optimiser_settings(self.optimizer)
         states = [("optimiser", self.optimizer, "optimizer"), ("scheduler", self.scheduler, "scheduler"),
                   ("sampler", self.loader.sampler, "sampler")]
@@ -270,6 +275,9 @@ class _Run:
                          "the data order after this point differs from an uninterrupted run")
             if self.batch:
                 notes.append(self._restart_epoch())
+        if self._epoch_end_pending:
+            notes.append(f"the checkpoint was saved after the last batch of epoch {self.epoch} but before that "
+                         "epoch's end (evaluation when due, last.pth); those steps run first")
         return [f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"] + notes
 
     def _restart_epoch(self) -> str:
@@ -294,18 +302,24 @@ class _Run:
             for note in self._notes:
                 self.log.info(note)
         try:
+            if self._epoch_end_pending:
+                self._end_epoch()
             while self.epoch < cfg.train.epochs:
                 if not self._train_epoch(total):
-                    return self._result(finished=False)
+                    return self._stopped()
                 self.epoch, self.batch = self.epoch + 1, 0
                 self._end_epoch()
+                if self._stop_reached() and self.epoch < cfg.train.epochs:
+                    return self._stopped()
             self._write_final_metrics()
             return self._result(finished=True)
         finally:
             self.log.close()
 
     def _train_epoch(self, total: int) -> bool:
-        """One epoch from `self.batch` on; False when the run must stop early."""
+        """One epoch from `self.batch` on; False when the run stops within it (on
+        `train.stop_after_iters` before the epoch's last batch; a stop on the last batch
+        lets the epoch end first, evaluation and last.pth included)."""
         cfg = self.cfg
         self._set_trainable()
         self.loader.sampler.set_epoch(self.epoch)
@@ -317,16 +331,23 @@ class _Run:
             self.iteration += 1
             self.log.step({"epoch": self.epoch + 1, "iteration": self.iteration, "batch": self.batch, **record},
                           len(batch["pid"]) * self.ctx.world_size, total)
-            stop = cfg.train.stop_after_iters is not None and self.iteration >= cfg.train.stop_after_iters
+            stop = self._stop_reached() and self.batch < self.iters_per_epoch
             if stop or self._checkpoint_due():
                 self._save_last()
             if stop:
                 self.log.end_epoch()
-                self.log.info(f"stopped after {self.iteration} iterations (train.stop_after_iters); "
-                              f"continue with: igoas train --resume {self.run_dir}")
                 return False
         self.log.end_epoch()
         return True
+
+    def _stop_reached(self) -> bool:
+        stop = self.cfg.train.stop_after_iters
+        return stop is not None and self.iteration >= stop
+
+    def _stopped(self) -> TrainResult:
+        self.log.info(f"stopped after {self.iteration} iterations (train.stop_after_iters); "
+                      f"continue with: igoas train --resume {self.run_dir}")
+        return self._result(finished=False)
 
     def _end_epoch(self) -> None:
         """The steps after every epoch, in this order: evaluation when due (which keeps
