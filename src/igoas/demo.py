@@ -55,7 +55,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     table.update({f"{SHOWN_AS.get(name, name)}, untrained": value for name, value in untrained_results.items()})
     print(format_table(table))
     figures = _figures(out, trained_results, untrained_results, features)
-    document = _document(trained_results, untrained_results, result, figures, cfg)
+    document = _document(trained_results, untrained_results, result, figures, cfg, dataset)
     write_json(RunDir(out).final_metrics, document)
     report = _report(out)
     print(f"[demo] occluded queries: mAP {document['mAP']:.1f} % trained vs "
@@ -108,13 +108,14 @@ def _ranked_list_figure(out: Path, features: dict[str, Any]) -> Path:
 
 
 def _document(trained: dict[str, Any], untrained: dict[str, Any], result: Any, figures: list[Path],
-              cfg: Any) -> dict[str, Any]:
+              cfg: Any, dataset: Any) -> dict[str, Any]:
     from igoas.artifacts.preprocess import Preprocess
     from igoas.engine.features import results_document
     from igoas.provenance import evaluation_record
 
     document = results_document(trained, epoch=result.epoch, query_sets_shown_as=SHOWN_AS,
-                                **evaluation_record(cfg, result.last_checkpoint, Preprocess.from_config(cfg).to_dict()))
+                                **evaluation_record(cfg, result.last_checkpoint, Preprocess.from_config(cfg).to_dict(),
+                                                    {cfg.data.dataset: dataset}))
     document["untrained"] = results_document(untrained)
     document["figures"] = [str(path) for path in figures]
     return document

@@ -147,8 +147,9 @@ def dataset_images(name: str, root: str | os.PathLike, split: str = "query",
     samples = splits.get(split, splits.get(f"query:{split}"))
     if samples is None:
         raise IgoasError(f"dataset {name} at {root} has no split {split!r}; choose one of {sorted(splits)}")
-    protocol = ", ".join(f"{key}={value}" for key, value in dataset.protocol_info.items())
-    return sample_images(samples, f"{name} {split} split at {root} ({protocol})")
+    from igoas.data.base import protocol_title
+
+    return sample_images(samples, f"{protocol_title(name, dataset.protocol_info)} {split} split at {root}")
 
 
 def extract(

@@ -49,22 +49,30 @@ def evaluation_settings(eval_config: Any) -> dict[str, Any]:
     return {name: _plain(getattr(eval_config, name)) for name in EVAL_SETTINGS}
 
 
-def dataset_records(cfg: Any) -> list[dict[str, Any]]:
-    """Name, root and reader options of each dataset a run config evaluates on."""
+def dataset_records(cfg: Any, datasets: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Name, root and reader options of each dataset a run config evaluates on, and with
+    `datasets` (name -> the ReIDDataset evaluated) the protocol each reader used
+    (`protocol_info`: e.g. Occluded-ReID's split, Partial-REID's query folder)."""
     data = cfg.data
     if not data.targets:
-        return [{"name": data.dataset, "root": str(data.root), "options": _plain(data.options)}]
-    records = []
-    for name in data.targets:
-        options = dict(_plain(data.target_options).get(name) or {})
-        records.append({"name": name, "root": str(options.pop("root", data.root)), "options": options})
+        records = [{"name": data.dataset, "root": str(data.root), "options": _plain(data.options)}]
+    else:
+        records = []
+        for name in data.targets:
+            options = dict(_plain(data.target_options).get(name) or {})
+            records.append({"name": name, "root": str(options.pop("root", data.root)), "options": options})
+    for record in records:
+        if datasets and record["name"] in datasets:
+            record["protocol"] = dict(datasets[record["name"]].protocol_info)
     return records
 
 
-def evaluation_record(cfg: Any, checkpoint: Any, preprocess: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluation_record(cfg: Any, checkpoint: Any, preprocess: Mapping[str, Any] | None = None,
+                      datasets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything an evaluation's numbers depend on: checkpoint (path and SHA-256), the
-    datasets with their roots, the input preprocessing, the `eval.*` settings, versions."""
-    record: dict[str, Any] = {"checkpoint": checkpoint_identity(checkpoint), "datasets": dataset_records(cfg)}
+    datasets with their roots (and, given the datasets evaluated, their protocols), the
+    input preprocessing, the `eval.*` settings, versions."""
+    record: dict[str, Any] = {"checkpoint": checkpoint_identity(checkpoint), "datasets": dataset_records(cfg, datasets)}
     if preprocess is not None:
         record["preprocess"] = _plain(dict(preprocess))
     record["eval"] = evaluation_settings(cfg.eval)

@@ -28,8 +28,9 @@ def default_output(checkpoint: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from igoas.data.base import protocol_title
     from igoas.fileio import check_output, write_json
-    from igoas.engine.features import evaluate_checkpoint, results_document
+    from igoas.engine.features import eval_datasets, evaluate_checkpoint, results_document
     from igoas.evaluation import format_table
     from igoas.provenance import evaluation_record
 
@@ -38,9 +39,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("eval.rerank=true")
     out = check_output(args.out if args.out else default_output(Path(args.weights)))
     results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides)
+    datasets = eval_datasets(cfg)  # read again for the protocol each reader used (no image is decoded)
+    for name, dataset in datasets.items():
+        print(protocol_title(name, dataset.protocol_info))
     print(format_table(results))
     document = results_document(results, epoch=payload.get("epoch"),
-                                **evaluation_record(cfg, args.weights, payload.get("preprocess")))
+                                **evaluation_record(cfg, args.weights, payload.get("preprocess"), datasets))
     write_json(out, document)
     print(f"metrics written to {out}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +95,12 @@ class ReIDDataset:
                 mark = "" if expected is None or expected == (ids, images) else "  (differs)"
                 row.append("-" if expected is None else f"{expected[0]}/{expected[1]}{mark}")
             rows.append(row)
-        protocol = ", ".join(f"{k}={v}" for k, v in self.protocol_info.items())
-        title = f"{self.name} ({protocol})"
-        return title + "\n" + format_table(header, rows)
+        return protocol_title(self.name, self.protocol_info) + "\n" + format_table(header, rows)
+
+
+def protocol_title(name: str, protocol_info: Mapping[str, Any]) -> str:
+    """`NAME (protocol=..., ...)`: how tables and records say which protocol a number used."""
+    return f"{name} ({', '.join(f'{key}={value}' for key, value in protocol_info.items())})"
 
 
 def split_statistics(samples: Sequence[Sample]) -> tuple[int, int, int]:

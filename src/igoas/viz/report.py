@@ -160,7 +160,7 @@ def _provenance(final: dict[str, Any]) -> str:
     if not isinstance(checkpoint, dict):  # written before checkpoints were recorded with their hash
         checkpoint = {"path": checkpoint}
     rows = [("checkpoint", checkpoint.get("path")), ("SHA-256", checkpoint.get("sha256")), ("epoch", final.get("epoch"))]
-    rows += [("data", f"{d.get('name')} at {d.get('root')}") for d in final.get("datasets") or [] if isinstance(d, dict)]
+    rows += [("data", _data_row(d)) for d in final.get("datasets") or [] if isinstance(d, dict)]
     settings = final.get("eval") or {}
     if settings:
         rows.append(("evaluation", ", ".join(f"{key} {value}" for key, value in settings.items())))
@@ -170,6 +170,15 @@ def _provenance(final: dict[str, Any]) -> str:
     cells = [f"<tr><th>{_e(name)}</th><td class=text>{_e(str(value))}</td></tr>" for name, value in rows
              if value is not None]
     return f"<table>{''.join(cells)}</table>" if cells else ""
+
+
+def _data_row(record: dict[str, Any]) -> str:
+    """`NAME (protocol=...) at ROOT`; records written before protocols were kept give `NAME at ROOT`."""
+    from igoas.data.base import protocol_title
+
+    protocol = record.get("protocol")
+    name = protocol_title(str(record.get("name")), protocol) if isinstance(protocol, dict) else record.get("name")
+    return f"{name} at {record.get('root')}"
 
 
 def _e(text: str) -> str:
