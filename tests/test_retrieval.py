@@ -197,3 +197,30 @@ def test_search_commands_end_to_end(
     for weights, warned in ((moved, False), (retrained, True)):
         assert main(["search", "query", str(tmp_path / "gallery.index"), query.path, "--weights", str(weights)]) == 0
         assert ("not the checkpoint that embedded the gallery" in capsys.readouterr().err) == warned
+
+
+@pytest.mark.parametrize(("kind", "option", "value", "allowed"), [
+    ("ivf", "nprobe", 0, "at least 1"), ("ivf", "nprobe", -3, "at least 1"), ("ivf", "nlist", -1, "0..30"),
+    ("ivf", "nlist", 31, "0..30"), ("hnsw", "m", 0, "at least 2"), ("hnsw", "m", 1, "at least 2"),
+    ("hnsw", "ef_construction", 0, "at least 1"), ("hnsw", "ef_search", 0, "at least 1"),
+])
+def test_index_options_out_of_range_are_named_before_faiss_sees_them(kind: str, option: str, value: int,
+                                                                      allowed: str) -> None:
+    with pytest.raises(IgoasError, match=rf"{option}={value} \(--{option.replace('_', '-')}\).*allowed: whole numbers, {allowed}"):
+        GalleryIndex.build(_gallery(30), kind=kind, **{option: value})
+
+
+def test_index_options_at_their_limits_work_and_a_bad_side_file_is_refused(tmp_path: Path) -> None:
+    gallery = _gallery(30, dim=8)
+    assert GalleryIndex.build(gallery, kind="ivf", nlist=30, nprobe=1).search(gallery.embeddings[:1], 1).indices[0, 0] >= 0
+    assert GalleryIndex.build(gallery, kind="ivf", nlist=0).options["nlist"] >= 1  # 0: from the gallery size
+    assert GalleryIndex.build(gallery, kind="hnsw", m=2, ef_construction=1, ef_search=1).search(
+        gallery.embeddings[:1], 1).indices[0, 0] >= 0
+    GalleryIndex.build(gallery, kind="ivf").save(tmp_path / "g.index")
+    side = json.loads(metadata_path(tmp_path / "g.index").read_text())
+    side["options"]["nprobe"] = 0
+    metadata_path(tmp_path / "g.index").write_text(json.dumps(side))
+    with pytest.raises(IgoasError, match="nprobe=0"):
+        GalleryIndex.load(tmp_path / "g.index")
+    with pytest.raises(IgoasError, match="whole numbers"):
+        GalleryIndex.build(gallery, kind="ivf", nprobe="many")

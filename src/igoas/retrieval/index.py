@@ -29,6 +29,25 @@ DEFAULT_OPTIONS: dict[str, dict[str, int]] = {
     "ivf": {"nlist": 0, "nprobe": 16},
     "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
 }
+# The smallest value FAISS takes for each option (it crashes, raises only at search time, or
+# silently returns nothing below it); nlist is also at most the gallery size.
+OPTION_MINIMUM = {"nlist": 0, "nprobe": 1, "m": 2, "ef_construction": 1, "ef_search": 1}
+OPTION_MEANING = {"nlist": "0 chooses it from the gallery size", "nprobe": "lists visited per query",
+                  "m": "links per node", "ef_construction": "build-time beam width",
+                  "ef_search": "search-time beam width"}
+
+
+def check_options(options: dict[str, int], count: int | None = None) -> None:
+    """Refuse an option value FAISS cannot use, naming it and its allowed range, before
+    FAISS sees it; with the gallery size `count`, nlist may not exceed it (each list
+    needs at least one training point)."""
+    for name, value in options.items():
+        least = OPTION_MINIMUM[name]
+        largest = count if name == "nlist" and count is not None else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < least or (largest and value > largest):
+            allowed = f"{least}..{largest}, the gallery holds {count} embeddings" if largest else f"at least {least}"
+            raise IgoasError(f"index option {name}={value!r} (--{name.replace('_', '-')}) is out of range "
+                             f"(allowed: whole numbers, {allowed}); {name}: {OPTION_MEANING[name]}")
 
 
 def _build_flat(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
@@ -119,6 +138,7 @@ class GalleryIndex:
         self.pids = np.asarray(pids, dtype=np.int64)
         self.camids = np.asarray(camids, dtype=np.int64)
         self.metadata = dict(metadata or {})
+        check_options(self.options)  # also for a side file edited by hand
         INDEX_KINDS[kind].configure(faiss.downcast_index(index), self.options)
 
     @classmethod
@@ -135,7 +155,12 @@ class GalleryIndex:
             )
         if len(features) == 0:
             raise IgoasError("cannot build an index from an empty features file (no readable images?)")
-        settings = {**DEFAULT_OPTIONS[kind], **{key: int(value) for key, value in options.items()}}
+        try:
+            given = {key: int(value) for key, value in options.items()}
+        except (TypeError, ValueError):
+            raise IgoasError(f"index options take whole numbers, got {options}") from None
+        settings = {**DEFAULT_OPTIONS[kind], **given}
+        check_options(settings, count=len(features))
         embeddings = _unit_rows(features.embeddings)
         index = INDEX_KINDS[kind].build(embeddings.shape[1], embeddings, settings)
         index.add(embeddings)
