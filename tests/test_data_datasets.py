@@ -280,6 +280,40 @@ def test_custom_lists_numeric_ids_drop_junk_and_without_cameras_go_cross_set(tmp
     assert {s.camid for s in data.query} == {0} and {s.camid for s in data.gallery} == {1}
 
 
+def test_custom_lists_drop_junk_identities_from_every_split(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("t1.jpg 5 c1\nt2.jpg -1 c2\nt3.jpg 9 c1\n")
+    (tmp_path / "query.txt").write_text("q1.jpg carol c1\nq2.jpg -1 c2\n")
+    (tmp_path / "gallery.txt").write_text("g1.jpg carol c2\ng2.jpg -1 c1\ng3.jpg dave c1\n")
+    data = build_dataset("custom", tmp_path)
+    assert [Path(s.path).name for s in data.train] == ["t1.jpg", "t3.jpg"] and data.num_train_pids == 2
+    assert [Path(s.path).name for s in data.query + data.gallery] == ["q1.jpg", "g1.jpg", "g3.jpg"]
+    assert pids(data.query + data.gallery) == [0, 1]  # carol and dave; -1 is never a name
+
+
+def test_custom_space_separated_paths_with_spaces_and_no_camera(tmp_path: Path) -> None:
+    make_files(tmp_path / "my photos", ["a 1.jpg", "b.jpg"])
+    (tmp_path / "query.txt").write_text("my photos/a 1.jpg alice\n")
+    (tmp_path / "gallery.txt").write_text("my photos/b.jpg alice\nother.jpg bob\n")
+    data = build_dataset("custom", tmp_path)
+    assert [s.path for s in data.query] == [str(tmp_path / "my photos" / "a 1.jpg")]
+    assert Path(data.gallery[0].path).is_file() and data.query[0].pid == data.gallery[0].pid
+    assert data.protocol_info["protocol"] == "cross_set"
+    (tmp_path / "query.txt").write_text("my photos/a 1.jpg alice c1\n")  # with a camera column too
+    (tmp_path / "gallery.txt").write_text("my photos/b.jpg alice c2\n")
+    data = build_dataset("custom", tmp_path)
+    assert Path(data.query[0].path).name == "a 1.jpg" and data.protocol_info["protocol"] == "same_camera"
+
+
+def test_custom_mixed_camera_columns_name_the_odd_line(tmp_path: Path) -> None:
+    (tmp_path / "query.txt").write_text("scans/front door/0001 alice\nq2.jpg bob\n")  # no extension: ambiguous
+    (tmp_path / "gallery.txt").write_text("g1.jpg alice\ng2.jpg bob\n")
+    with pytest.raises(DatasetError) as err:
+        build_dataset("custom", tmp_path)
+    message = str(err.value)
+    assert "query.txt:1: `scans/front door/0001 alice` reads as path, identity and camera" in message
+    assert ".csv" in message and "q2.jpg" not in message and "g1.jpg" not in message
+
+
 def test_custom_reports_missing_lists_and_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="query list"):
         build_dataset("custom", tmp_path)
