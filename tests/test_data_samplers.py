@@ -125,5 +125,35 @@ def test_resume_with_another_world_size_restarts_the_epoch(caplog: pytest.LogCap
     other = RandomTrainSampler(data, seed=1, world_size=1)
     with caplog.at_level(logging.WARNING):
         other.load_state_dict(sampler.state_dict())
-    assert "restarting epoch 4" in caplog.text
-    assert other.epoch == 4 and len(list(other)) == 40
+    assert "world_size" in caplog.text and "epoch 5 restarts" in caplog.text  # epochs counted from 1, as logged
+    assert other.epoch == 4 and len(list(other)) == 40 and "world_size (2 -> 1)" in other.restart_reason
+
+
+def test_identity_sampler_resumes_past_the_dataset_size_in_its_padded_order() -> None:
+    # identities with fewer than K images are padded: 40 x 2 images, K = 4 -> 160 per epoch
+    data = samples_with([2] * 40)
+    reference = RandomIdentitySampler(data, 8, 4, seed=3)
+    reference.set_epoch(1)
+    expected = [b.tolist() for b in _loader(reference, data, 8)]
+    assert len(expected) * 8 == 160 > len(data)
+    interrupted = RandomIdentitySampler(data, 8, 4, seed=3)
+    interrupted.set_epoch(1)
+    loader = iter(_loader(interrupted, data, 8))
+    delivered = [next(loader).tolist() for _ in range(15)]
+    state = interrupted.state_dict()
+    assert (state["consumed"], state["epoch_length"]) == (120, 160)
+    for saved in (state, {key: value for key, value in state.items() if key != "epoch_length"}):  # earlier format
+        resumed = RandomIdentitySampler(data, 8, 4, seed=3)
+        resumed.load_state_dict(saved)
+        assert resumed.restart_reason is None
+        assert delivered + [b.tolist() for b in _loader(resumed, data, 8)] == expected
+    with pytest.raises(ValueError, match="161 of 160"):
+        RandomIdentitySampler(data, 8, 4, seed=3).load_state_dict({**state, "consumed": 161})
+
+
+def test_a_training_set_of_the_same_size_with_another_layout_restarts_the_epoch() -> None:
+    sampler = RandomIdentitySampler(samples_with([2] * 40), 8, 4, seed=3)
+    sampler.mark_consumed(40)
+    other = RandomIdentitySampler(samples_with([4] * 20), 8, 4, seed=3)  # 80 images too, 80 per epoch
+    other.load_state_dict(sampler.state_dict())
+    assert "epoch_length (160 -> 80)" in other.restart_reason and len(list(other)) == 80

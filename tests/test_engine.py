@@ -200,19 +200,25 @@ def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, sy
     assert "those steps run first" in (legacy / "train.log").read_text()
 
 
-def test_resume_with_another_process_count_restarts_the_epoch(synthetic_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["process count", "training set size"])
+def test_resume_whose_sampler_position_does_not_fit_restarts_the_epoch(change: str, synthetic_root: Path,
+                                                                        tmp_path: Path) -> None:
     out = tmp_path / "regrouped"
     train(tiny_run(synthetic_root, out, "train.stop_after_iters=6", "eval.every=0"))
     last = out / "checkpoints/last.pth"
     payload = load_checkpoint(last)
     assert (payload["epoch"], payload["batch"]) == (1, 2)
-    payload["world_size"] = payload["sampler"]["world_size"] = 2  # as if written by two processes
+    if change == "process count":
+        payload["world_size"] = payload["sampler"]["world_size"] = 2  # as if written by two processes
+    else:  # as if written on a training set with one image more, the same iterations per epoch
+        payload["sampler"]["num_samples"] += 1
     torch.save(payload, last)
     result = train(resume=out)
     assert result.finished and result.iteration == EPOCHS * 4  # epoch 2 ran again from its first batch
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == list(range(1, EPOCHS * 4 + 1))
-    assert "restarts from its first batch" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "restarts from its first batch" in log and ("world_size" if change == "process count" else "num_samples") in log
 
 
 def test_training_writes_best_and_final_metrics(finished_run: Path) -> None:

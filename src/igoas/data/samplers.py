@@ -34,6 +34,7 @@ class EpochSampler(Sampler[int]):
         self._consumed = 0  # samples of the current epoch handed out as batches
         self._skip = 0  # samples the next iteration skips (set by load_state_dict)
         self._cache: tuple[int, list[int]] | None = None
+        self.restart_reason: str | None = None  # set by load_state_dict when the saved position is dropped
 
     def epoch_order(self) -> list[int]:
         """This rank's indices for the current epoch, in order."""
@@ -63,23 +64,34 @@ class EpochSampler(Sampler[int]):
         self._consumed = min(self._consumed + count, len(self._order()))
 
     def state_dict(self) -> dict:
+        # epoch_length: the identity sampler's order can be longer than the dataset (identities
+        # with fewer than K images are padded), so positions are checked against it
         return {"kind": self.kind, "epoch": self.epoch, "consumed": self._consumed, "seed": self.seed,
-                "world_size": self.world_size, "num_samples": self.num_samples}
+                "world_size": self.world_size, "num_samples": self.num_samples, "epoch_length": len(self._order())}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume: the saved epoch, seed and position. With another world size or dataset
-        the saved position means nothing, so the saved epoch restarts from its beginning."""
+        """Resume: the saved epoch, seed and position. With another sampler, world size,
+        dataset size or epoch order the saved position means nothing, so the saved epoch
+        restarts from its beginning and `restart_reason` says why (None: position kept)."""
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
         self._cache = None
-        same_setup = (state.get("kind") == self.kind and state.get("world_size") == self.world_size
-                      and state.get("num_samples") == self.num_samples)
-        if not same_setup:
-            LOG.warning("sampler state saved with another sampler, world size or dataset size; "
-                        "restarting epoch %d from its beginning", self.epoch)
-        if self.epoch < 0 or (same_setup and not 0 <= int(state["consumed"]) <= self.num_samples):
-            raise ValueError(f"sampler position out of range: epoch {self.epoch}, {state['consumed']} of "
-                             f"{self.num_samples} samples consumed")
-        self._skip = int(state["consumed"]) if same_setup else 0
+        if self.epoch < 0:
+            raise ValueError(f"sampler epoch {self.epoch} is negative")
+        length = len(self._order())
+        current = {"kind": self.kind, "world_size": self.world_size, "num_samples": self.num_samples,
+                   "epoch_length": length}
+        # states written by earlier versions have no epoch_length: nothing to compare it with
+        changed = [key for key, value in current.items()
+                   if state.get(key, value if key == "epoch_length" else None) != value]
+        self.restart_reason = None
+        if changed:
+            self.restart_reason = "sampler state saved with another " + ", ".join(
+                f"{key} ({state.get(key)} -> {current[key]})" for key in changed)
+            LOG.warning("%s; epoch %d restarts from its beginning", self.restart_reason, self.epoch + 1)
+        elif not 0 <= int(state["consumed"]) <= length:
+            raise ValueError(f"sampler position out of range: epoch {self.epoch + 1}, {state['consumed']} of "
+                             f"{length} samples of the epoch order consumed")
+        self._skip = 0 if changed else int(state["consumed"])
         self._consumed = self._skip
 
 

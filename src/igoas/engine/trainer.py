@@ -273,8 +273,9 @@ class _Run:
         if saved_world != self.ctx.world_size:
             notes.append(f"checkpoint written by {saved_world} process(es), continuing with {self.ctx.world_size}: "
                          "the data order after this point differs from an uninterrupted run")
-            if self.batch:
-                notes.append(self._restart_epoch())
+        reason = self.loader.sampler.restart_reason
+        if reason and self.batch:  # the sampler starts the epoch afresh: the counts follow it
+            notes.append(f"{reason}: {self._restart_epoch()}")
         if self._epoch_end_pending:
             notes.append(f"the checkpoint was saved after the last batch of epoch {self.epoch} but before that "
                          "epoch's end (evaluation when due, last.pth); those steps run first")
