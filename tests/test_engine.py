@@ -257,6 +257,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path,
     assert kept["iteration"] == 2 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.parametrize("poisoned_call, where", [(1, "at epoch 1, batch 2, iteration 2"),
+                                                   (2, "at the end of epoch 1, iteration 4")])
+def test_nonfinite_weights_are_reported_with_epochs_counted_from_one(poisoned_call: int, where: str,
+                                                                    synthetic_root: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import igoas.engine.trainer as trainer
+
+    calls = {"n": 0}
+
+    def check(module):  # the weight check before each checkpoint: at iterations 2 and 4 (the epoch's end)
+        calls["n"] += 1
+        return ["bn.running_var"] if calls["n"] == poisoned_call else []
+
+    monkeypatch.setattr(trainer, "nonfinite_tensors", check)
+    with pytest.raises(TrainingDiverged, match=where):
+        train(tiny_run(synthetic_root, tmp_path / "poisoned", "train.checkpoint_every_iters=2", "eval.every=0"))
+
+
 # ----------------------------------------------------------------------------- checkpoint errors
 class _Arbitrary:
     """An object only a full unpickler can rebuild."""

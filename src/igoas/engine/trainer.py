@@ -497,11 +497,15 @@ class _Run:
             last = self.files.last_checkpoint
             kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written"
             message = (f"non-finite values in {len(bad)} weight/buffer tensor(s) ({', '.join(bad[:4])}"
-                       f"{', ...' if len(bad) > 4 else ''}) at epoch {self.epoch}, iteration {self.iteration}; "
+                       f"{', ...' if len(bad) > 4 else ''}) {self._where()}, iteration {self.iteration}; "
                        f"nothing was saved, {kept}. Lower optim.lr or set optim.grad_clip, then continue with "
                        f"`igoas train --resume {self.run_dir} optim.lr=...`")
             self.log.info(message)
             raise TrainingDiverged(message)
+
+    def _where(self) -> str:
+        """The position as the logs print it (epochs counted from 1): within an epoch, or at its end."""
+        return f"at epoch {self.epoch + 1}, batch {self.batch}" if self.batch else f"at the end of epoch {self.epoch}"
 
     def _save_last(self) -> None:
         self._check_finite()
