@@ -233,6 +233,17 @@ def test_training_writes_best_and_final_metrics(finished_run: Path) -> None:
     assert final["mAP"] == pytest.approx(evaluations[-1]["query"]["mAP"])
 
 
+def test_a_run_killed_before_its_final_metrics_writes_them_on_resume(finished_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed_at_the_end"
+    shutil.copytree(finished_run, run)
+    (run / "metrics.json").unlink()  # the kill came after the final last.pth, before metrics.json
+    result = train(resume=run)
+    assert result.finished and result.iteration == EPOCHS * 4
+    written, reference = (json.loads((folder / "metrics.json").read_text()) for folder in (run, finished_run))
+    assert (written["epoch"], written["mAP"], written["R1"]) == (reference["epoch"], reference["mAP"], reference["R1"])
+    assert _evaluations(run) == _evaluations(finished_run)  # not logged twice
+
+
 # ----------------------------------------------------------------------------- NaN stop
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -447,17 +447,21 @@ class _Run:
         return evaluation_due(self.epoch, self.cfg.train.epochs, self.cfg.eval.every, self.cfg.eval.also_every)
 
     def _evaluate(self) -> None:
-        self._check_finite()
-        # Evaluation must not move the training RNG streams (loaders draw seeds from them).
-        with torch.random.fork_rng(devices=[]):
-            runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.runtime.device))
-            results = evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
+        results = self._rank_query_sets()
         if not self.ctx.is_main:
             return
         self.last_results = results
         self.metrics = percent_summary(results)
         self.log.metrics(self.epoch, self.iteration, self.metrics)
         self._keep_best()
+
+    def _rank_query_sets(self) -> dict[str, Any]:
+        """The evaluation of the current weights (every process takes part)."""
+        self._check_finite()
+        # Evaluation must not move the training RNG streams (loaders draw seeds from them).
+        with torch.random.fork_rng(devices=[]):
+            runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.runtime.device))
+            return evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
 
     def _keep_best(self) -> None:
         """best.pth follows the highest mAP of the main query set (the first evaluated)."""
@@ -514,7 +518,13 @@ class _Run:
         barrier(self.ctx)
 
     def _write_final_metrics(self) -> None:
-        if not self.ctx.is_main or not self.last_results:
+        """metrics.json from the final evaluation. A resumed run whose last.pth is already the
+        final one (killed before metrics.json was written) evaluates that checkpoint again,
+        without logging the evaluation a second time."""
+        if any_across(self.ctx.is_main and not self.last_results, self.ctx):
+            self.log.info(f"evaluating the final weights again for {self.files.final_metrics}")
+            self.last_results = self._rank_query_sets()
+        if not self.ctx.is_main:
             return
         from igoas.provenance import evaluation_record
 
