@@ -244,6 +244,24 @@ def test_a_run_killed_before_its_final_metrics_writes_them_on_resume(finished_ru
     assert _evaluations(run) == _evaluations(finished_run)  # not logged twice
 
 
+def test_resume_takes_the_best_record_from_best_pth(finished_run: Path, synthetic_root: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "stale_best"
+    train(tiny_run(synthetic_root, out, "train.stop_after_iters=2"))
+    assert load_checkpoint(out / "checkpoints/last.pth")["best"] == {}
+    # as after a stop between an evaluation's best.pth and the last.pth that would follow it
+    shutil.copy(finished_run / "checkpoints/best.pth", out / "checkpoints/best.pth")
+    written = load_checkpoint(out / "checkpoints/best.pth")["best"]
+    assert train(resume=out, overrides=["train.stop_after_iters=3"]).best == written
+    assert load_checkpoint(out / "checkpoints/last.pth")["best"] == written
+    assert "best.pth's record is the best so far" in (out / "train.log").read_text()
+
+    (out / "checkpoints/best.pth").unlink()  # a record without its weights: the next evaluation writes them
+    result = train(resume=out, overrides=["train.stop_after_iters=4"])
+    assert result.best["iteration"] == 4 and load_checkpoint(out / "checkpoints/best.pth")["best"] == result.best
+    assert "best.pth is missing" in (out / "train.log").read_text()
+
+
 # ----------------------------------------------------------------------------- NaN stop
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -265,8 +265,9 @@ class _Run:
         reapply_settings(self.optimizer, self.scheduler, fresh)
         self.metrics = dict(payload.get("metrics") or {})
         self.best = dict(payload.get("best") or {})
+        notes = self._reconcile_best() if self.ctx.is_main else []
         try:
-            notes = restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
+            notes += restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
             raise CheckpointError(f"{source}: its random-number state is damaged ({err}); an exact resume is "
                                   "impossible: resume from another checkpoint or start a new run") from None
@@ -280,6 +281,33 @@ class _Run:
             notes.append(f"the checkpoint was saved after the last batch of epoch {self.epoch} but before that "
                          "epoch's end (evaluation when due, last.pth); those steps run first")
         return [f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"] + notes
+
+    def _reconcile_best(self) -> list[str]:
+        """Make the best record describe best.pth. best.pth is written before last.pth, so a
+        stop between the two leaves it holding an evaluation the checkpoint does not know of:
+        best.pth's own record then becomes the best so far (the file is what the run hands
+        over); a missing or unreadable best.pth clears the record, so the next evaluation
+        writes it."""
+        path = self.files.best_checkpoint
+        if not path.is_file():
+            if not self.best:
+                return []
+            self.best = {}
+            return [f"{path} is missing; the next evaluation writes it"]
+        try:
+            recorded = dict(load_checkpoint(path).get("best") or {})
+        except CheckpointError as err:
+            self.best = {}
+            return [f"{err}; the next evaluation replaces it"]
+        if recorded.get("iteration") == self.best.get("iteration"):
+            return []
+        before = (f"iteration {self.best['iteration']}, mAP {self.best['mAP']:.2f}" if self.best else "none")
+        self.best = recorded
+        if not recorded:
+            return [f"{path} holds no best record; the next evaluation replaces it"]
+        return [f"{path} holds the evaluation of iteration {recorded['iteration']} (mAP {recorded['mAP']:.2f}) "
+                f"while the checkpoint's best record is {before} (the run stopped between the two saves): "
+                "best.pth's record is the best so far"]
 
     def _restart_epoch(self) -> str:
         """Go back to the start of the interrupted epoch (its position in the data order
