@@ -108,3 +108,23 @@ def test_two_gloo_processes_as_two_dataparallel_replicas(synthetic_root: Path, t
     assert all(torch.isfinite(torch.tensor(r["loss"]["total"])) for r in logs[2])
     saved = load_checkpoint(runs[2] / "checkpoints/last.pth")
     assert saved["config"]["train"]["replicas"] == 2 and saved["world_size"] == 2
+
+
+def test_two_processes_resume_each_with_its_own_random_streams(synthetic_root: Path, tmp_path: Path) -> None:
+    """Flips are drawn from each process's own stream: a stopped and resumed two-process run
+    ends with the weights of an uninterrupted one only if every process continues its own."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SETTINGS.format(root=synthetic_root).replace("{flip: 0.0}", "{flip: 0.5}"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "igoas", "train"]
+    settings = ["train.epochs=1", "train.deterministic=true", "eval.every=0"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    _launch([*torchrun, str(config), f"train.output_dir={whole}", *settings], env_threads=1)
+    _launch([*torchrun, str(config), f"train.output_dir={stopped}", *settings, "train.stop_after_iters=2"],
+            env_threads=1)
+    saved = load_checkpoint(stopped / "checkpoints/last.pth")
+    assert saved["iteration"] == 2 and len(saved["rng_by_rank"]) == 2
+    assert not torch.equal(saved["rng_by_rank"][0]["torch"], saved["rng_by_rank"][1]["torch"])
+    _launch([*torchrun, "--resume", str(stopped)], env_threads=1)
+    reference, resumed = (load_checkpoint(run / "checkpoints/last.pth")["model"] for run in (whole, stopped))
+    assert all(torch.equal(tensor, resumed[key]) for key, tensor in reference.items())

@@ -17,7 +17,7 @@ from igoas.config import load_config
 from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
 from igoas.engine.embedding import embed
 from igoas.engine.optim import lr_factor, open_layers
-from igoas.engine.rng import capture_rng_state, restore_rng_state
+from igoas.engine.rng import capture_rng_state, restore_rng_state, state_for_rank
 from igoas.engine.trainer import TrainingDiverged, train
 from igoas.errors import CheckpointError, ConfigError
 from igoas.losses import LossConfig, compute_losses
@@ -115,6 +115,19 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
     first = draws()
     restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True), {"occlusion": generator})
     assert draws() == first
+
+
+def test_each_process_restores_its_own_random_streams() -> None:
+    states = [{"rank": rank} for rank in range(3)]
+    assert state_for_rank(states[0], states, 3, 2, 3) == (states[2], False, [])  # its own, exactly
+    assert state_for_rank(states[0], None, 1, 0, 1) == (states[0], False, [])  # single-process checkpoints
+    # earlier multi-process checkpoints hold rank 0's streams only: the others are derived afresh
+    assert state_for_rank(states[0], None, 3, 0, 3)[:2] == (states[0], False)
+    state, derive, notes = state_for_rank(states[0], None, 3, 1, 3)
+    assert derive and "rank 0's random streams only" in notes[0]
+    for rank in (0, 1):  # another number of processes: every process derives its streams afresh
+        state, derive, notes = state_for_rank(states[0], states, 3, rank, 2)
+        assert state is states[0] and derive and "saved by 3 process(es), continuing with 2" in notes[0]
 
 
 # ----------------------------------------------------------------------------- exact resume

@@ -2,15 +2,16 @@
 
 Exact resume needs every stream a run draws from (Python, NumPy, torch CPU and CUDA, and
 the dedicated generators such as the occlusion's) saved in a form
-`torch.load(weights_only=True)` accepts. `seed_for` derives independent seeds from a run
-seed and other integers (rank, epoch, ...).
+`torch.load(weights_only=True)` accepts; in a multi-process run every process's streams,
+by rank (`state_for_rank` picks a process's own). `seed_for` derives independent seeds
+from a run seed and other integers (rank, epoch, ...).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import random
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -75,3 +76,26 @@ def restore_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.G
         else:
             notes.append(f"generator {name!r} not in the checkpoint; it keeps its fresh seed")
     return notes
+
+
+def state_for_rank(saved: Mapping[str, Any], by_rank: Sequence[Mapping[str, Any]] | None, saved_world: int,
+                   rank: int, world_size: int) -> tuple[Mapping[str, Any], bool, list[str]]:
+    """The saved state process `rank` restores, whether its global streams must then be
+    derived afresh, and notes for the log (the same in every process).
+
+    `saved` is rank 0's state (all a single-process checkpoint, or one written by earlier
+    versions, holds); `by_rank` every process's. Processes draw from their own streams
+    (seeded by rank), so a process never takes another's: with another number of processes,
+    or a rank whose state was not saved, the global streams are derived afresh. Shared
+    generators (the occlusion's) are the same in every state and always restored."""
+    if saved_world == world_size and by_rank is not None and len(by_rank) == world_size:
+        return by_rank[rank], False, []
+    if saved_world == world_size == 1:
+        return saved, False, []
+    if saved_world != world_size:
+        note = (f"random streams saved by {saved_world} process(es), continuing with {world_size}: each "
+                "process's streams are derived afresh from the seed, its rank and the iteration")
+    else:
+        note = ("the checkpoint holds rank 0's random streams only (an earlier version wrote it): the other "
+                "processes' streams are derived afresh from the seed, their rank and the iteration")
+    return saved, saved_world != world_size or rank > 0, [note]

@@ -31,14 +31,16 @@ from igoas.artifacts.preprocess import Preprocess
 from igoas.artifacts.run_dir import RunDir, claim_run_folder
 from igoas.fileio import atomic_write, write_json
 from igoas.engine.distributed import (DistributedContext, any_across, average_across, barrier,
-                                      convert_sync_batchnorm, init_distributed, shutdown, unwrap, wrap_model)
+                                      convert_sync_batchnorm, gather_objects, init_distributed, shutdown, unwrap,
+                                      wrap_model)
 from igoas.engine.embedding import Runtime
 from igoas.engine.features import eval_datasets, evaluate_datasets, percent_summary, results_document
 from igoas.engine.optim import build_optimizer, build_scheduler, open_layers
 from igoas.engine.replicas import check_replicas, replica_generators, replicated_forward
 from igoas.engine.resume import (changed_settings, check_position, nonfinite_tensors, optimiser_settings,
                                  reapply_settings, sync_learning_rates)
-from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, seed_for, use_deterministic_kernels
+from igoas.engine.rng import (capture_rng_state, restore_rng_state, seed_everything, seed_for, state_for_rank,
+                              use_deterministic_kernels)
 from igoas.engine.run_log import RunLogger, truncate_jsonl
 from igoas.data import build_dataset, build_train_loader, build_transforms
 from igoas.data.check import ensure_trainable
@@ -267,10 +269,14 @@ class _Run:
         self.best = dict(payload.get("best") or {})
         notes = self._reconcile_best() if self.ctx.is_main else []
         try:
-            notes += restore_rng_state(payload["rng"], {"occlusion": self.occlusion_generator})
+            state, derive, rng_notes = state_for_rank(payload["rng"], payload.get("rng_by_rank"), saved_world,
+                                                      self.ctx.rank, self.ctx.world_size)
+            notes += rng_notes + restore_rng_state(state, {"occlusion": self.occlusion_generator})
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as err:
             raise CheckpointError(f"{source}: its random-number state is damaged ({err}); an exact resume is "
                                   "impossible: resume from another checkpoint or start a new run") from None
+        if derive:
+            seed_everything(seed_for(self.cfg.train.seed, self.ctx.rank, self.iteration))
         if saved_world != self.ctx.world_size:
             notes.append(f"checkpoint written by {saved_world} process(es), continuing with {self.ctx.world_size}: "
                          "the data order after this point differs from an uninterrupted run")
@@ -497,25 +503,29 @@ class _Run:
         if not self.best or self.metrics[main]["mAP"] > self.best["mAP"]:
             self.best = {"epoch": self.epoch, "iteration": self.iteration, "query_set": main,
                          "mAP": self.metrics[main]["mAP"], "metrics": self.metrics}
-            save_checkpoint(self.files.best_checkpoint, self._payload(training_state=False))
+            save_checkpoint(self.files.best_checkpoint, self._payload())
             self.log.info(f"new best {main} mAP {self.best['mAP']:.2f} at epoch {self.epoch}: {self.files.best_checkpoint}")
 
     # ------------------------------------------------------------------ checkpoints
-    def _payload(self, training_state: bool) -> dict[str, Any]:
+    def _payload(self, rng: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint: weights and progress, and with `rng` (every process's RNG state,
+        by rank) the whole training state a resume needs."""
         model = unwrap(self.model)
         payload = checkpoint_payload(model, self._preprocess(), config=to_dict(self.cfg), epoch=self.epoch,
                                      iteration=self.iteration, metrics=self.metrics, batch=self.batch, best=self.best)
-        if training_state:
+        if rng is not None:
             payload.update({
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "grad_scaler": self.scaler.state_dict(),
                 "sampler": self.loader.sampler.state_dict(),
-                "rng": capture_rng_state({"occlusion": self.occlusion_generator}),
+                "rng": rng[0],  # rank 0's, as single-process checkpoints hold
                 "occlusion_state": model.occlusion.state_dict(),
                 "world_size": self.ctx.world_size,
                 "train_log_bytes": self.log.text_size(),
             })
+            if len(rng) > 1:
+                payload["rng_by_rank"] = rng
         return payload
 
     def _preprocess(self) -> Preprocess:
@@ -541,8 +551,10 @@ class _Run:
 
     def _save_last(self) -> None:
         self._check_finite()
+        # each process draws from its own streams: all are saved, for each to continue its own
+        rng = gather_objects(capture_rng_state({"occlusion": self.occlusion_generator}), self.ctx)
         if self.ctx.is_main:
-            save_checkpoint(self.files.last_checkpoint, self._payload(training_state=True))
+            save_checkpoint(self.files.last_checkpoint, self._payload(rng))
         barrier(self.ctx)
 
     def _write_final_metrics(self) -> None:
