@@ -312,12 +312,13 @@ class _Run:
         if not recorded:
             return [f"{path} holds no best record; the next evaluation replaces it"]
         return [f"{path} holds the evaluation of iteration {recorded['iteration']} (mAP {recorded['mAP']:.2f}) "
-                f"while the checkpoint's best record is {before} (the run stopped between the two saves): "
+                f"while the checkpoint's best record is {before} (as a stop between the two saves leaves them): "
                 "best.pth's record is the best so far"]
 
     def _restart_epoch(self) -> str:
-        """Go back to the start of the interrupted epoch (its position in the data order
-        means nothing with another number of processes); the updates it made stay."""
+        """Go back to the start of the interrupted epoch, as the sampler did (its saved
+        position means nothing with another number of processes or training set); the
+        updates it made stay."""
         done, self.batch = self.batch, 0
         self.iteration -= done
         self.scheduler.last_epoch = self.iteration
