@@ -244,6 +244,7 @@ def test_training_writes_best_and_final_metrics(finished_run: Path) -> None:
     assert "optimizer" not in best  # weights for use, not for resuming
     final = json.loads((finished_run / "metrics.json").read_text())
     assert final["mAP"] == pytest.approx(evaluations[-1]["query"]["mAP"])
+    assert "protocol" in final["datasets"][0]  # which protocol the reader used, as `igoas eval` records
 
 
 def test_a_run_killed_before_its_final_metrics_writes_them_on_resume(finished_run: Path, tmp_path: Path) -> None:

@@ -570,7 +570,8 @@ class _Run:
         from igoas.provenance import evaluation_record
 
         summary = results_document(self.last_results, epoch=self.epoch, best=self.best,
-                                   **evaluation_record(self.cfg, self.files.last_checkpoint, self._preprocess().to_dict()))
+                                   **evaluation_record(self.cfg, self.files.last_checkpoint, self._preprocess().to_dict(),
+                                                     self.targets))
         write_json(self.files.final_metrics, summary)
 
     def _result(self, finished: bool) -> TrainResult:
