@@ -10,7 +10,6 @@ the times.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +20,7 @@ from igoas.ablation.statistics import per_query_scores
 from igoas.errors import IgoasError
 from igoas.fileio import write_json
 from igoas.fingerprint import as_json, same_recipe
+from igoas.provenance import sha256_of
 from igoas.robustness import REPORTED_METRICS
 
 RUN_RECORD = "ablation_run.json"
@@ -70,18 +70,10 @@ def trunk_sha256(pretrained: Any) -> str | None:
     return (pretrained_identity(pretrained) or {}).get("sha256") or None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pretrained_identity(pretrained: Any) -> dict[str, str] | None:
     """The pretrained weights a run started from: the path and, for a file, its SHA-256."""
     if isinstance(pretrained, str) and Path(pretrained).is_file():
-        return {"path": pretrained, "sha256": file_sha256(pretrained)}
+        return {"path": pretrained, "sha256": sha256_of(pretrained)}
     if pretrained in (False, None):
         return None
     return {"path": str(pretrained), "sha256": ""}
