@@ -113,6 +113,15 @@ def test_train_transform_flip_pad_jitter_and_erasing(pictures: list[Sample]) -> 
     assert (erased == 0).all(dim=0).sum() > 20  # a block set to the mean (0 after normalising)
 
 
+def test_random_erasing_draws_zhongs_area_range() -> None:
+    """Areas up to 40 % of the image, as Zhong et al. and torchreid (torchvision stops at 33 %)."""
+    image = torch.full((3, 80, 40), 128, dtype=torch.uint8)
+    transform = build_transforms(80, 40, train=True, flip=0.0, random_erasing=1.0)
+    torch.manual_seed(0)
+    areas = [float((transform(image) == 0).all(dim=0).float().mean()) for _ in range(400)]
+    assert min(areas) < 0.05 and 0.34 < max(areas) <= 0.41
+
+
 def test_image_dataset_items(pictures: list[Sample]) -> None:
     item = ImageDataset(pictures, build_transforms(64, 32, train=False))[4]
     assert set(item) == {"image", "pid", "camid", "path", "index"}

@@ -177,6 +177,10 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synt
     assert any((out / "tensorboard").iterdir()) and (out / "config.yaml").is_file() and (out / "train.log").is_file()
 
 
+def test_a_run_shorter_than_the_igo_schedule_says_so(finished_run: Path) -> None:
+    assert f"warning: the IGO schedule does not fit {EPOCHS} epochs" in (finished_run / "train.log").read_text()
+
+
 def _same_weights(run: Path, reference: Path) -> bool:
     ours, theirs = (load_checkpoint(folder / "checkpoints/last.pth")["model"] for folder in (run, reference))
     return all(torch.equal(tensor, ours[key]) for key, tensor in theirs.items())

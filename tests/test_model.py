@@ -136,13 +136,16 @@ def _igo_reference(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return build_occlusion("igo")(images, 20.0, torch.Generator().manual_seed(0))
 
 
-def test_feature_level_dropblock_zeroes_attention_band() -> None:
+def test_feature_level_dropblock_drops_before_the_extra_block_so_the_mask_loss_acts() -> None:
     model = _tiny(occlusion="batch_dropblock").train()
     layer3_inputs = _record_inputs(model.layer3)
+    block_inputs = _record_inputs(model.suppression_bottleneck)
     out = model(_images(), 0.0, torch.Generator().manual_seed(1))
     assert layer3_inputs[0].shape[0] == 4, "feature-level occlusion should not duplicate the batch"
     hidden = out.visible_mask.expand_as(out.attention) == 0
-    assert hidden.any() and (out.attention[hidden] == 0).all()
+    assert hidden.any() and (block_inputs[0][hidden] == 0).all(), "the band is dropped from the stage-4 output"
+    assert (out.attention[hidden] != 0).any(), "the OSM must see features to suppress in the band"
+    assert compute_losses(out, torch.tensor([0, 1, 2, 3])).terms["mask_suppression"] > 0
     assert (out.global_map.abs().sum(dim=1) > 0).all(), "global branch must not be dropped"
 
 

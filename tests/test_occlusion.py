@@ -42,6 +42,22 @@ def test_igo_schedule_values(epoch: int, expected: float) -> None:
     assert igo_area_ratio(epoch) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("epochs, fits", [(90, True), (57, True), (56, False), (30, False)])
+def test_igo_schedule_warning_names_the_scaled_options(epochs: int, fits: bool) -> None:
+    warning = build_occlusion("igo").schedule_warning(epochs)
+    assert (warning is None) == fits
+    if not fits:
+        assert f"model.occlusion_options.slope={0.4 / epochs:.6g}" in warning
+        assert f"ramp_epochs={round(56 * epochs / 90) - 1}" in warning
+
+
+def test_scaled_igo_schedules_and_fixed_igo_fit_their_runs() -> None:
+    # the shipped scaled schedules: 20 epochs (study), 6 (demo), 2 (quick demo)
+    for epochs, ramp in [(20, 11), (6, 3), (2, 0)]:
+        assert build_occlusion("igo", slope=0.4 / epochs, ramp_epochs=ramp).schedule_warning(epochs) is None
+    assert build_occlusion("igo_fixed").schedule_warning(2) is None
+
+
 def test_igo_schedule_granularity() -> None:
     # per epoch: constant within an epoch; per iteration: grows within it
     assert igo_area_ratio(30.7) == pytest.approx(igo_area_ratio(30))

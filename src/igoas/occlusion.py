@@ -126,6 +126,10 @@ class Occlusion:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    def schedule_warning(self, epochs: int) -> str | None:
+        """Why a run of `epochs` epochs would not see this method's whole schedule (None: it does)."""
+        return None
+
     def _record(self, rectangles: Sequence[Rectangle | None], images: Tensor) -> None:
         total = images.shape[-2] * images.shape[-1] * (images.shape[0] if len(rectangles) > 1 else 1)
         self.last_occluded_fraction = sum(r.area for r in rectangles if r is not None) / max(total, 1)
@@ -171,6 +175,18 @@ class IGO(Occlusion):
 
     def _draw_area_ratio(self, progress: float, generator: torch.Generator | None) -> float:
         return self.area_ratio(progress)
+
+    def schedule_warning(self, epochs: int) -> str | None:
+        """The ramp is in absolute epochs (the authors' 90-epoch recipe): a shorter run ends
+        before the area reaches `final`, which silently makes IGO a smaller occluder."""
+        ramp_epochs = self.schedule["ramp_epochs"]
+        if epochs - 1 > ramp_epochs:
+            return None
+        return (f"the IGO schedule does not fit {epochs} epochs: the occluded area grows until epoch "
+                f"{ramp_epochs + 1} and reaches its final ratio {self.schedule['final']:.3f} only after it, so "
+                f"this run ends at {self.area_ratio(epochs - 1):.3f}. To keep the recipe's shape at this length, "
+                f"set model.occlusion_options.slope={0.4 / epochs:.6g} and "
+                f"model.occlusion_options.ramp_epochs={max(round(56 * epochs / 90) - 1, 0)} (docs/model.md)")
 
     def rectangle(self, height: int, width: int, progress: float,
                   generator: torch.Generator | None = None) -> Rectangle:
@@ -233,6 +249,9 @@ class FixedIGO(IGO):
 
     def _draw_area_ratio(self, progress: float, generator: torch.Generator | None) -> float:
         return self.fixed_ratio if self.area_range is None else _uniform(generator, *self.area_range)
+
+    def schedule_warning(self, epochs: int) -> str | None:
+        return None  # no schedule: every step draws the same size
 
 
 def _erasing_rectangle(generator: torch.Generator | None, height: int, width: int, area_range: Sequence[float],

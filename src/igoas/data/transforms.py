@@ -16,6 +16,10 @@ from torchvision.transforms import v2
 from igoas.artifacts.images import NormalizeToFloat, resize_image
 from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
 
+# Random erasing's area fraction and aspect h/w ranges (Zhong et al., torchreid).
+ERASING_AREA = (0.02, 0.4)
+ERASING_ASPECT = (0.3, 1 / 0.3)
+
 
 class Resize:
     """The transforms' resize step: `igoas.artifacts.images.resize_image`, the resize inference uses too."""
@@ -70,5 +74,7 @@ def build_transforms(
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     steps.append(NormalizeToFloat(mean, std))
     if train and random_erasing > 0:
-        steps.append(v2.RandomErasing(p=random_erasing, value=0))
+        # Zhong et al.'s sizes (area 2-40 %, aspect 0.3-3.3, as torchreid's), not torchvision's
+        # 2-33 %; the fill 0 is the mean colour once normalised.
+        steps.append(v2.RandomErasing(p=random_erasing, scale=ERASING_AREA, ratio=ERASING_ASPECT, value=0))
     return v2.Compose(steps)

@@ -184,6 +184,7 @@ class _Run:
         # the checkpoint, never from pretrained files.
         seed_everything(cfg.train.seed)
         self.model = self._build_model(pretrained=cfg.model.pretrained if payload is None else False)
+        schedule_warning = unwrap(self.model).occlusion.schedule_warning(cfg.train.epochs)
         # Per-process streams (augmentation, anything global) differ by rank; the occlusion
         # generator is shared so every process hides the same region.
         seed_everything(seed_for(cfg.train.seed, ctx.rank))
@@ -200,7 +201,7 @@ class _Run:
         self.best: dict[str, Any] = {}
         self._epoch_end_pending = False  # set by _restore for checkpoints of earlier versions
         restored = [f"resume: {note}" for note in self._restore(payload)] if payload is not None else []
-        self._notes = restored + list(notes or [])
+        self._notes = restored + list(notes or []) + ([f"warning: {schedule_warning}"] if schedule_warning else [])
         self.log = RunLogger(self.run_dir, enabled=ctx.is_main, log_every=cfg.train.log_every,
                              tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar,
                              resume_step=self.iteration if payload is not None else None,

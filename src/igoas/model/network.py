@@ -113,11 +113,16 @@ class IGOAS(nn.Module):
         x = self.global_stage4(x)
         return self.global_bottleneck(x) if hasattr(self, "global_bottleneck") else x
 
-    def _suppression_map(self, x: Tensor) -> Tensor:
+    def _suppression_stage4(self, x: Tensor) -> Tensor:
         if hasattr(self, "suppression_cbam"):
             x = self.suppression_cbam(x)
-        x = self.suppression_stage4(x)
+        return self.suppression_stage4(x)
+
+    def _suppression_block(self, x: Tensor) -> Tensor:
         return self.suppression_bottleneck(x) if hasattr(self, "suppression_bottleneck") else x
+
+    def _suppression_map(self, x: Tensor) -> Tensor:
+        return self._suppression_block(self._suppression_stage4(x))
 
     def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
         """Stage-4 maps that each branch pools (global: after the extra block; suppression:
@@ -176,8 +181,11 @@ class IGOAS(nn.Module):
             shared = self._trunk(torch.cat([images, occluded]))
             raw, hidden = shared[:batch], shared[batch:]
         global_map = self._global_map(raw)
-        suppression_map, mask = self._occlude_map(self._suppression_map(hidden), mask, progress, generator)
-        attention = self.osm(suppression_map)
+        # A feature-level method drops its band on the stage-4 output, before the extra
+        # block: dropped after it, the band would reach the OSM as exact zeros, which the
+        # CBAM keeps at zero, and the suppression mask loss could never act.
+        suppressed, mask = self._occlude_map(self._suppression_stage4(hidden), mask, progress, generator)
+        attention = self.osm(self._suppression_block(suppressed))
         global_feature = self.global_reduction(self.global_pool(global_map))
         suppression_feature = self.suppression_reduction(self.suppression_pool(attention))
         logits = {
