@@ -88,6 +88,15 @@ def test_overrides_are_typed_and_nested() -> None:
     assert cfg.model.occlusion_options.fill == "normalized" and cfg.loss.triplet == "soft"
 
 
+def test_a_mapping_override_merges_and_an_empty_one_empties() -> None:
+    preset = load_config("synthetic_study")
+    merged = load_config("synthetic_study", ["model.occlusion_options={slope: 0.5}"])
+    assert merged.model.occlusion_options == {**preset.model.occlusion_options, "slope": 0.5}
+    emptied = load_config("synthetic_study", ["model.occlusion_options={}", "data.augment={}"])
+    assert emptied.model.occlusion_options == {} and emptied.data.augment == {}
+    assert preset.model.occlusion_options.slope == 0.02, "the preset itself is not changed"
+
+
 @pytest.mark.parametrize("override, words", [
     ("optim.lrr=0.1", ["optim.lrr", "unknown"]),
     ("optimizer.lr=0.1", ["optimizer", "unknown"]),

@@ -273,7 +273,11 @@ def load_config(path_or_preset: str | os.PathLike[str] | None = None, overrides:
 
 
 def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
-    """Merge dotted `section.key=value` strings (YAML values: `[1, 2]`, `null`, `true`)."""
+    """Merge dotted `section.key=value` strings (YAML values: `[1, 2]`, `null`, `true`).
+
+    A mapping merges into the mapping it overrides (`model.occlusion_options={slope: 0.1}`
+    changes one option and keeps the preset's others); an empty one, `key={}`, empties it.
+    """
     overrides = list(overrides)
     for item in overrides:
         if "=" not in item or item.startswith("="):
@@ -285,7 +289,18 @@ def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"overrides {overrides}: a value is not valid YAML ({' '.join(str(err).split())}); "
                           "quote lists and strings, e.g. data.mean=[0.5,0.5,0.5]") from None
+    emptied = [key for key in (item.partition("=")[0] for item in overrides)
+               if _is_empty_mapping(OmegaConf.select(layer, key))
+               and isinstance(OmegaConf.select(config, key, default=None), DictConfig)]
+    if emptied:
+        config = config.copy()
+        for key in emptied:
+            OmegaConf.update(config, key, {}, merge=False)
     return _merge(config, layer, "override")
+
+
+def _is_empty_mapping(value: Any) -> bool:
+    return isinstance(value, DictConfig) and len(value) == 0
 
 
 def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> DictConfig:

@@ -116,6 +116,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        _sync_folder(path.parent)
     except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -129,6 +130,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
                              f"{path.name} (if any) is kept.") from None
         raise
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder entry too, so that a power cut after the rename cannot bring back
+    the old file (best effort: some systems and file systems cannot sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike[str], document: Any, indent: int | None = 2) -> Path:

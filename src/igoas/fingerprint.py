@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from igoas.config import to_dict
+from igoas.config import RunConfig, to_dict
 
-# Keys that change where or how visibly a run executes, not what it learns: a study moved
-# to another folder or re-run with more workers still counts as the same study (eval.fprs
-# only adds TPR columns, which the study does not report).
-RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "eval.fprs", "train.output_dir",
-                "train.device", "train.log_every", "train.tensorboard", "train.progress_bar")
+# Keys that change where, in how many pieces or how visibly a run executes, not what it
+# learns: a study moved to another folder, re-run with more workers or threads, or trained
+# in chunks (stop_after_iters, checkpoint_every_iters) still counts as the same study
+# (eval.fprs only adds TPR columns, which the study does not report; eval.batch_size only
+# groups the same evaluation differently).
+RUNTIME_KEYS = ("data.root", "data.num_workers", "data.on_error", "eval.num_workers", "eval.fprs", "eval.batch_size",
+                "train.output_dir", "train.device", "train.log_every", "train.tensorboard", "train.progress_bar",
+                "train.cpu_threads", "train.stop_after_iters", "train.checkpoint_every_iters")
 
 
 def as_json(value: Any) -> Any:
@@ -45,15 +48,21 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """`key: old -> new` for every dotted key whose value differs.
+    """`key: old -> new` for every dotted key whose value differs (RUNTIME_KEYS aside).
 
-    A key the old config lacks is an option added to igoas since it was saved, whose
-    default keeps the earlier behaviour: not a difference, so records and runs made before
-    an option existed stay valid.
+    A key the old config lacks is a difference unless it is a schema option added to
+    igoas since the old config was saved and `new` keeps its default: records and runs made
+    before an option existed stay valid, while a key added to a free-form section
+    (`data.options`, `data.augment`, `model.occlusion_options`, ...) is a real change.
     """
-    a, b = _flat(old), _flat(new)
+    a, b = _flat(fingerprint(old)), _flat(fingerprint(new))
+    defaults = _schema_defaults()
     return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-            if key in a and a.get(key) != b.get(key)]
+            if (a.get(key) != b.get(key) if key in a else key not in defaults or b[key] != defaults[key])]
+
+
+def _schema_defaults() -> dict[str, Any]:
+    return _flat(as_json(OmegaConf.to_container(OmegaConf.structured(RunConfig), resolve=True)))
 
 
 def same_recipe(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
