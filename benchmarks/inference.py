@@ -42,6 +42,7 @@ import torch
 
 from igoas.inference import ReIDModel
 from igoas.model import build_model
+from igoas.speed import cpu_has_native_bf16
 from igoas.artifacts.preprocess import Preprocess
 
 IMAGENET = Preprocess(384, 128)  # the published input: ImageNet mean and std
@@ -136,7 +137,6 @@ def reid_paths(network: torch.nn.Module, preprocess: Preprocess, batch_size: int
                device: str) -> tuple[dict[str, Embed], str]:
     """The ReIDModel paths (PyTorch, and OpenVINO on the CPU), each on its own copy of the network."""
     from igoas.backends import openvino_available
-    from igoas.speed import cpu_has_native_bf16
 
     settings = {
         "pytorch_fp32": dict(precision="fp32", channels_last=False),
@@ -226,7 +226,7 @@ def main() -> None:
         "repeats": args.repeats,
         "threads": threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "native_bf16": cpu_has_native_bf16(),
         "pytorch_auto": auto_path,
         "images_per_s": {k: round(v, 2) for k, v in speeds.items()},
         "ratio_vs_fp32": {k: round(v, 3) for k, v in ratios.items()},

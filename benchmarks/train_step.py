@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
-from igoas.speed import (DTYPES, compile_network, cpu_has_native_bf16, inference_context, prepare_model_for_inference,
-                         set_tf32, to_memory_format)
+from igoas.speed import (DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, inference_context,
+                         prepare_model_for_inference, set_tf32, to_memory_format)
 
 RECIPE_EPOCHS, RECIPE_EPOCH_IMAGES = 90, 15_618  # Occluded-Duke, the published recipe
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -56,10 +56,9 @@ class StepPath:
 
 def available_precisions(device: str, requested: list[str]) -> list[str]:
     """The requested precisions this device runs natively (fp32 always; tf32 and fp16 on
-    CUDA; bf16 on CUDA or a CPU with native bf16); fp32 first."""
+    CUDA; bf16 where `has_native_bf16`: CUDA 8.0+ or a CPU with native bf16); fp32 first."""
     cuda = torch.device(device).type == "cuda"
-    usable = {"fp32": True, "tf32": cuda, "fp16": cuda,
-              "bf16": (cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_has_native_bf16())}
+    usable = {"fp32": True, "tf32": cuda, "fp16": cuda, "bf16": has_native_bf16(device)}
     return ["fp32"] + [p for p in requested if p != "fp32" and usable[p]]
 
 

@@ -22,6 +22,7 @@ from igoas.engine.trainer import TrainingDiverged, train
 from igoas.errors import CheckpointError, ConfigError
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
+from igoas.speed import cpu_has_native_bf16
 
 EPOCHS, BATCH = 2, 8
 
@@ -398,7 +399,7 @@ def test_eval_command_errors_are_one_line(tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("igoas eval: error:") and "missing.pth" in err and "\n" not in err
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="bf16 is emulated on this CPU")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 is emulated on this CPU")
 def test_bf16_autocast_trains_on_cpu(synthetic_root: Path, tmp_path: Path) -> None:
     # 64x32, not 32x16: width-1 stage-3 maps hit a CPU bf16 BatchNorm kernel fault in torch
     result = train(tiny_run(synthetic_root, tmp_path / "bf16", "train.precision=bf16", "train.deterministic=false",

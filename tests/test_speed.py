@@ -28,10 +28,46 @@ def test_auto_precision_on_cpu_only_picks_native_bf16(native_bf16) -> None:
     assert speed.resolve_precision("bf16", "cpu") == "bf16"  # explicit request is honoured
 
 
-def test_auto_precision_on_cuda(monkeypatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert speed.resolve_precision("auto", "cuda:0") == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+@pytest.mark.parametrize("machine", ["x86_64", "AMD64"])
+def test_auto_precision_ignores_emulated_avx512_bf16(monkeypatch, machine: str) -> None:
+    # Skylake-SP .. Ice Lake-SP: oneDNN says bf16 is supported, but only emulates it
+    monkeypatch.setattr(speed.platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert speed.resolve_precision("auto", "cpu") == "fp32"
+    assert speed.resolve_channels_last("auto", "cpu") is False
+    for native in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, native, lambda: True)
+        assert speed.resolve_precision("auto", "cpu") == "bf16"
+
+
+def test_auto_precision_on_arm_asks_onednn(monkeypatch) -> None:
+    monkeypatch.setattr(speed.platform, "machine", lambda: "aarch64")
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert speed.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+
+
+@pytest.mark.skipif(not torch.cpu._is_amx_tile_supported(), reason="no AMX on this CPU")
+def test_auto_precision_picks_bf16_on_amx() -> None:
+    assert speed.resolve_precision("auto", "cpu") == "bf16"
+
+
+def test_auto_precision_on_cuda_follows_the_requested_device(monkeypatch) -> None:
+    capabilities = {0: (7, 5), 1: (8, 0)}  # a T4 next to an A100; bf16 on the T4 is emulated
+    current = {"index": 1}
+
+    def capability(device=None) -> tuple[int, int]:
+        index = None if device is None else torch.device(device).index
+        return capabilities[current["index"] if index is None else index]
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what torch says for both
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    assert speed.resolve_precision("auto", "cuda:0") == "fp16"
+    assert speed.resolve_precision("auto", "cuda:1") == "bf16"
+    assert speed.resolve_precision("auto", "cuda") == "bf16"
+    current["index"] = 0
     assert speed.resolve_precision("auto", "cuda") == "fp16"
     assert speed.resolve_channels_last("auto", "cuda") is True
 

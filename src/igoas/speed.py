@@ -1,9 +1,11 @@
 """Speed options shared by training, inference and the benchmark: precision and memory format.
 
-`auto` only picks a reduced precision where the hardware runs it natively: bf16 on a CPU
-whose oneDNN reports native bf16 (AVX-512 BF16 / AMX), bf16 on CUDA devices that support
-it, else fp16 on CUDA, else fp32. On CPUs without native bf16 it is emulated and many
-times slower than fp32, so `auto` never chooses it there.
+`auto` only picks a reduced precision where the hardware runs it natively: bf16 on an x86
+CPU with AVX-512 BF16 or AMX (on ARM, one with the BF16 extension), bf16 on CUDA devices
+of compute capability 8.0 or newer, else fp16 on CUDA, else fp32. Elsewhere bf16 is
+emulated and many times slower than fp32, so `auto` never chooses it there. oneDNN's own
+`_is_mkldnn_bf16_supported` and `torch.cuda.is_bf16_supported()` count emulation
+(any AVX-512 CPU; V100/T4), which is why neither is asked on x86 or CUDA.
 
 `tf32` is fp32 storage with TensorFloat-32 matrix products and cuDNN convolutions on CUDA
 (what "fp32" meant on Ampere GPUs under PyTorch 1.7, where both were on by default: the
@@ -15,6 +17,7 @@ forward passes it wraps and puts the previous values back on exit.
 from __future__ import annotations
 
 import contextlib
+import platform
 from typing import Iterator
 
 import torch
@@ -30,17 +33,32 @@ def _device_type(device: torch.device | str) -> str:
     return torch.device(device).type
 
 
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (oneDNN's own check)."""
+    """True when this CPU computes bf16 in hardware: AVX-512 BF16 or AMX on x86 (oneDNN
+    reports any AVX-512 CPU, which only emulates it); on other CPUs oneDNN's check, which
+    on ARM asks for the BF16 extension."""
+    if platform.machine().lower() in _X86:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _auto_precision(device_type: str) -> str:
-    if device_type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device_type == "cpu" and cpu_has_native_bf16():
+def has_native_bf16(device: torch.device | str) -> bool:
+    """True when `device` computes bf16 in hardware: a CPU as `cpu_has_native_bf16`, a CUDA
+    device of compute capability 8.0 or newer (7.x only emulates it); the one check `auto`
+    and the benchmarks use."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def _auto_precision(device: torch.device | str) -> str:
+    if has_native_bf16(device):
         return "bf16"
-    return "fp32"
+    return "fp16" if _device_type(device) == "cuda" else "fp32"
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -49,7 +67,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        return _auto_precision(_device_type(device))
+        return _auto_precision(device)
     if precision == "tf32" and _device_type(device) != "cuda":
         return "fp32"
     if precision == "fp16" and _device_type(device) == "cpu":
