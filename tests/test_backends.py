@@ -80,3 +80,34 @@ def test_converted_models_are_cached_by_content(tiny_checkpoint: Path, synthetic
         next(model.network.parameters()).add_(0.01)  # other weights: another key, converted anew
     key = backends.network_key(model.network, model.preprocess_config.height, model.preprocess_config.width)
     assert f"{key}.xml" not in cached
+
+
+def test_network_key_covers_pooling_and_model_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("openvino")
+    from igoas.model import build_model
+
+    avg = build_model("igoas", 3, backbone="resnet18", global_pooling="avg")
+    pooled_by_max = build_model("igoas", 3, backbone="resnet18", global_pooling="max")
+    pooled_by_max.load_state_dict(avg.state_dict())  # same weights, another graph
+    key = backends.network_key(avg, 32, 16)
+    assert backends.network_key(pooled_by_max, 32, 16) != key
+    assert backends.network_key(avg, 32, 16) == key
+
+    # heads.py defines no Module class, yet its pooling functions are part of the graph
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda path: read_bytes(path) + (b"# edited" if path.name == "heads.py" else b""))
+    assert backends.network_key(avg, 32, 16) != key
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    openvino = pytest.importorskip("openvino")
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp: No space left on device")
+
+    monkeypatch.setattr(openvino, "save_model", disk_full)
+    backends._save_conversion(object(), tmp_path / "cache" / "key.xml")
+    assert "warning: cannot cache the OpenVINO model" in capsys.readouterr().err
+    assert list((tmp_path / "cache").iterdir()) == []  # no staging folder left behind

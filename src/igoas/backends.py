@@ -6,8 +6,9 @@ docs/benchmarks.md), and faster still at bf16 on CPUs that compute bf16 natively
 (dynamic batch size) and converted when the model is built. Exporting and converting take
 tens of seconds, so the converted model is cached (`$XDG_CACHE_HOME/igoas/openvino`, or
 `~/.cache/igoas/openvino`) under a key made of everything that decides the graph: every
-module's class, source file and plain settings, every weight and buffer, the input size
-and the torch and OpenVINO versions. A later build of the same network reads it back in
+module's class, plain settings and the functions it calls through attributes (by qualified
+name: the pooling options), the source of igoas.model and of every module class, every
+weight and buffer, the input size and the torch and OpenVINO versions. A later build of the same network reads it back in
 under a second (ResNet-50: 12 s to build); any change to the weights or the code makes a new key.
 
 `auto` picks OpenVINO only where it was measured to pay and is exact at fp32: a CPU
@@ -116,23 +117,47 @@ def _convert(network: torch.nn.Module, height: int, width: int) -> Any:
     return openvino.convert_model(program)
 
 
+def _setting(value: Any) -> Any:
+    """A module attribute as it enters the key: plain values as they are, functions (such
+    as the pooling an igoas network calls) by their qualified name; None for the rest."""
+    if isinstance(value, (bool, int, float, str, tuple, type(None))):
+        return value
+    if callable(value) and hasattr(value, "__qualname__") and not isinstance(value, torch.nn.Module):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return None
+
+
+def _graph_sources(network: torch.nn.Module) -> list[Path]:
+    """The source files the graph is traced from: every file of igoas.model (plain functions
+    such as the heads' pooling live there without a Module class), and the file of every
+    module class and of every function a module holds."""
+    import igoas.model
+
+    files = {path.resolve() for path in Path(igoas.model.__file__).parent.glob("*.py")}
+    for module in network.modules():
+        functions = [value for value in vars(module).values() if callable(value) and _setting(value) is not None]
+        for item in [type(module), *functions]:
+            try:
+                source = inspect.getsourcefile(item)
+            except TypeError:  # built-in
+                source = None
+            if source is not None:
+                files.add(Path(source).resolve())
+    return sorted(files)
+
+
 def network_key(network: torch.nn.Module, height: int, width: int) -> str:
     """SHA-256 of what decides the converted graph (see the module docstring)."""
     import openvino
 
     digest = hashlib.sha256(f"{height}x{width} torch {torch.__version__} openvino {openvino.__version__}".encode())
-    sources: dict[str, bytes] = {}
     for name, module in network.named_modules():
         kind = type(module)
-        settings = {key: value for key, value in sorted(vars(module).items())
-                    if key != "training" and not key.startswith("_")
-                    and isinstance(value, (bool, int, float, str, tuple, type(None)))}
+        settings = {key: _setting(value) for key, value in sorted(vars(module).items())
+                    if key != "training" and not key.startswith("_") and _setting(value) is not None}
         digest.update(f"{name}:{kind.__module__}.{kind.__qualname__}:{settings!r}".encode())
-        source = inspect.getsourcefile(kind)
-        if source is not None and source not in sources:
-            sources[source] = Path(source).read_bytes()
-    for source in sorted(sources):
-        digest.update(sources[source])
+    for source in _graph_sources(network):
+        digest.update(f"{source.name}:".encode() + source.read_bytes())
     for name, tensor in list(network.state_dict().items()):
         value = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
@@ -170,6 +195,6 @@ def _save_conversion(converted: Any, xml: Path) -> None:
             for leftover in staging.iterdir():
                 leftover.unlink()
             staging.rmdir()
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # OpenVINO reports a failed write (disk full) as RuntimeError
         print(f"warning: cannot cache the OpenVINO model in {xml.parent} ({err}); it is converted again next time",
               file=sys.stderr)
