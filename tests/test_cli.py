@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -149,3 +150,21 @@ def test_arguments_are_checked_before_any_work(argv: list[str], message: str, tm
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and "re-download" not in err
+
+
+@pytest.mark.parametrize("out", ["DIR #1", "yes", "runs/a: b"])
+def test_train_out_reaches_the_run_as_given(out: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # YAML would cut "#1" as a comment, read "yes" as true and "a: b" as a mapping
+    import igoas.engine.trainer as trainer
+
+    given = []
+
+    def fake_train(cfg, **kwargs):
+        given.append(cfg.train.output_dir)
+        return SimpleNamespace(finished=True, epoch=1, iteration=2, run_dir=cfg.train.output_dir, metrics={},
+                               best=None)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    assert main(["train", "synthetic_demo_quick", "--out", out]) == 0
+    assert given == [out] and f"run directory: {out}" in capsys.readouterr().out

@@ -6,10 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import igoas.data
+import igoas.engine.trainer
+import igoas.pretrain
+from igoas.config import load_config
 from igoas.data import render_synthetic
 from igoas.errors import ConfigError
+from igoas.fingerprint import fingerprint
 from igoas.model import build_model
-from igoas.pretrain import TRUNK_FILE, check_disjoint_identities, pretrain, trunk_state_dict
+from igoas.pretrain import PRESET, TRUNK_FILE, check_disjoint_identities, pretrain, trunk_state_dict
 
 TINY_PRETRAIN = ("data.options.size=tiny", "data.height=64", "data.width=32", "data.batch_size=8", "train.epochs=1",
                  "optim.warmup_epochs=0", "eval.batch_size=64")
@@ -40,6 +45,32 @@ def test_population_must_not_share_identities_with_the_evaluated_sets(tmp_path: 
     with pytest.raises(ConfigError, match="seed 0"):
         check_disjoint_identities(same_seed)
     check_disjoint_identities(render_synthetic(tmp_path / "seed1000", seed=1000, size="tiny", image_size=(64, 32)))
+
+
+class _ReachedTraining(Exception):
+    """Raised by the stand-in trainer: pretraining got as far as training."""
+
+
+def test_paths_reach_the_run_as_given_and_the_recipe_is_unchanged(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    given = []
+
+    def fake_train(cfg, **kwargs):
+        given.append(cfg)
+        raise _ReachedTraining
+
+    monkeypatch.setattr(igoas.data, "build_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(igoas.pretrain, "check_disjoint_identities", lambda root: None)
+    monkeypatch.setattr(igoas.engine.trainer, "train", fake_train)
+    out = tmp_path / "pt #1: yes"  # YAML would cut a comment here
+    with pytest.raises(_ReachedTraining):
+        pretrain(out, overrides=TINY_PRETRAIN, log=None)
+    with pytest.raises(_ReachedTraining):  # an override still names another population folder
+        pretrain(out, overrides=(*TINY_PRETRAIN, "data.root=/elsewhere"), log=None)
+    assert given[0].train.output_dir == str(out / "run") and given[0].data.root == str(out / "data")
+    assert given[1].train.output_dir == str(out / "run") and given[1].data.root == "/elsewhere"
+    # what the cache compares is what the preset and the overrides describe, as before
+    assert fingerprint(given[0]) == fingerprint(load_config(PRESET, TINY_PRETRAIN))
 
 
 @pytest.mark.slow

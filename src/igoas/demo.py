@@ -12,13 +12,18 @@ from typing import Any, Sequence
 
 PRESET, QUICK_PRESET = "synthetic_demo", "synthetic_demo_quick"
 RANKED_QUERIES = 6  # rows of the ranked-list figure
+# In every folder the demo writes: a later demo may replace that folder's run.
+DEMO_MARKER = ".igoas_demo"
 # What the synthetic set's query sets are, for people reading the table and the figures.
 SHOWN_AS = {"query": "occluded queries", "holistic": "holistic queries"}
 
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: str | Path | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run the demo and return what it wrote to `out_dir/metrics.json`."""
+             overrides: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo and return what it wrote to `out_dir/metrics.json`.
+
+    A re-run replaces the run of an earlier demo in `out_dir`; a folder holding anything
+    else is refused unless `overwrite`, which replaces its run files."""
     from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.artifacts.run_dir import RunDir
     from igoas.config import load_config, model_arguments, to_dict
@@ -30,10 +35,12 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     from igoas.model import build_model
 
     out = Path(out_dir)
-    settings = [f"train.output_dir={out}"] + ([f"data.root={data_dir}"] if data_dir else []) + list(overrides)
-    cfg = load_config(QUICK_PRESET if quick else PRESET, settings)
-    # saved absolute, so `igoas eval` of the checkpoint reads these images from any folder, not a new copy
-    cfg.data.root = str(Path(cfg.data.root).resolve())
+    cfg = load_config(QUICK_PRESET if quick else PRESET, overrides)
+    # set on the config, not as overrides, so YAML never reads the paths ("#", "yes", ": ");
+    # the root saved absolute, so `igoas eval` of the checkpoint reads these images from any folder
+    cfg.train.output_dir = str(out)
+    cfg.data.root = str(Path(data_dir or cfg.data.root).resolve())
+    _claim_folder(out, overwrite)
     set_cpu_threads(cfg.train.cpu_threads)
     print(f"[demo] synthetic occluded pedestrians in {cfg.data.root} (rendered on first use, then cached)")
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **to_dict(cfg.data.options))
@@ -42,12 +49,13 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
     # The reference: the network the run starts from (same architecture, seed and initialisation).
     seed_everything(cfg.train.seed)
-    untrained = build_model(num_classes=dataset.num_train_pids, pretrained=False, **model_arguments(cfg.model))
+    untrained = build_model(num_classes=dataset.num_train_pids, pretrained=cfg.model.pretrained,
+                            **model_arguments(cfg.model))
     untrained_results, _ = _evaluate(untrained, dataset, cfg)
 
     print(f"[demo] training {cfg.model.name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) "
           f"for {cfg.train.epochs} epochs")
-    result = train(cfg, overwrite=True)  # the demo folder is the demo's own: a re-run replaces it
+    result = train(cfg, overwrite=True)  # the folder is the demo's own (checked above): a re-run replaces it
     model, _ = model_from_checkpoint(result.last_checkpoint)
     trained_results, features = _evaluate(model, dataset, cfg)
 
@@ -64,6 +72,37 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
     print(f"[demo] report folder {out}: metrics.json, {', '.join(str(p.relative_to(out)) for p in figures)}"
           + (f", {report.relative_to(out)}" if report else "") + f"; TensorBoard: tensorboard --logdir {out}")
     return document
+
+
+def _claim_folder(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a folder holding files an earlier demo did not write (a
+    training run's checkpoints must not vanish into a demo), then mark it as the demo's."""
+    from igoas.artifacts.run_dir import LOCK_FILE
+    from igoas.errors import ConfigError
+    from igoas.fileio import atomic_write
+
+    marker = out / DEMO_MARKER
+    if out.is_dir() and not overwrite and not marker.is_file() and not _holds_demo_report(out):
+        foreign = sorted(path.name for path in out.iterdir() if path.name != LOCK_FILE)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ConfigError(f"{out} holds files an earlier demo did not write ({shown}); give the demo another "
+                              "--out folder, or pass --overwrite to replace the run files there")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(marker, lambda handle: handle.write(b"written by igoas demo: a re-run of the demo replaces it\n"))
+
+
+def _holds_demo_report(out: Path) -> bool:
+    """Whether `out` holds the demo's metrics.json (folders written before the marker existed)."""
+    import json
+
+    from igoas.artifacts.run_dir import RunDir
+
+    try:
+        document = json.loads(RunDir(out).final_metrics.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "untrained" in document
 
 
 def _evaluate(model: Any, dataset: Any, cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:

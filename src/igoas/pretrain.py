@@ -95,7 +95,7 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     for a ResNet-50 trunk or `train.epochs=1` for a quick check; the population is rendered
     into `<out_dir>/data` unless they set `data.root`.
     """
-    from igoas.config import load_config
+    from igoas.config import apply_overrides, load_config, validate
     from igoas.artifacts.run_dir import RunDir
     from igoas.engine.trainer import train
     from omegaconf import OmegaConf
@@ -103,7 +103,13 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     log = log or (lambda message: None)
     out = Path(out_dir).expanduser().absolute()
     run_dir = out / RUN_FOLDER
-    cfg = load_config(preset, [f"data.root={out / 'data'}", *overrides, f"train.output_dir={run_dir}"])
+    # The paths are set on the config, not as overrides, so YAML never reads them ("#", "yes", ": ");
+    # the population's default folder comes before the overrides (which may name another).
+    cfg = load_config(preset)
+    cfg.data.root = str(out / "data")
+    cfg = apply_overrides(cfg, overrides)
+    cfg.train.output_dir = str(run_dir)
+    validate(cfg)
     wanted = fingerprint(cfg)
     record = _read_record(out)
     saved_config = record.get("config") if record is not None else None

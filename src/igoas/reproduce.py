@@ -3,17 +3,19 @@
 Each table row names the preset that trains it, the dataset and query set it is read
 from, and the published value where this project holds a checked copy of it. For
 Occluded-Duke the authors' own training log gives a whole trajectory (SPEC section 6), so
-a run is compared epoch by epoch, not only at the end.
+a run is compared epoch by epoch, not only at the end. Run folders are told apart by the
+config they were trained with, never by their names or order.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
+from igoas.fingerprint import differences, fingerprint, same_recipe
 
 # Every evaluation in the authors' log of the published Occluded-Duke run
 # (log/2020-12-10-21-05-33: every 4th and every 10th epoch of 120): epoch -> (R1, mAP) in
@@ -157,3 +159,58 @@ def compare_run(run_dir: str | Path, row: Row) -> Comparison:
         for p in points if int(p["epoch"]) in row.trajectory
     ]
     return Comparison(row, best, points[-1], per_epoch)
+
+
+def recipe(config: Any) -> dict[str, Any]:
+    """What a run learns (`igoas.fingerprint.fingerprint`), also without its targets' roots:
+    where a table's datasets lie (`--root`) does not change which preset a run is."""
+    values = fingerprint(config)
+    for options in values.get("data", {}).get("target_options", {}).values():
+        if isinstance(options, dict):
+            options.pop("root", None)
+    return values
+
+
+def saved_recipe(run_dir: str | Path) -> dict[str, Any]:
+    """The recipe of the config a run folder was trained with (its config.yaml)."""
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = RunDir(run_dir).config
+    if not path.is_file():
+        raise IgoasError(f"{path}: not found; is {run_dir} a training run folder?")
+    try:
+        config = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise IgoasError(f"{path}: not a readable run config ({' '.join(str(err).split())})") from None
+    if not isinstance(config, DictConfig):
+        raise IgoasError(f"{path}: not a run config (no data/model/train sections)")
+    return recipe(config)
+
+
+def match_runs(run_dirs: Iterable[str | Path], configs: Mapping[str, Any]) -> dict[str, Path]:
+    """Assign each run folder to the preset (a key of `configs`, its config the value) that
+    it was trained with; a folder of none of them, of several, or a second folder of one
+    preset, and a preset without a folder, are refused."""
+    wanted = {preset: recipe(config) for preset, config in configs.items()}
+    found: dict[str, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        saved = saved_recipe(run_dir)
+        matches = [preset for preset, values in wanted.items() if same_recipe(saved, values)]
+        if not matches:
+            nearest = min(wanted, key=lambda preset: len(differences(saved, wanted[preset])))
+            raise IgoasError(f"{run_dir} was not trained with any preset of this table ({', '.join(wanted)}); "
+                             f"it differs from {nearest} in {'; '.join(differences(saved, wanted[nearest])[:5])}. "
+                             "Give the overrides it was trained with (they apply to every preset)")
+        if len(matches) > 1:
+            raise IgoasError(f"{run_dir} matches several presets ({', '.join(matches)}); cannot tell its table row")
+        if matches[0] in found:
+            raise IgoasError(f"{found[matches[0]]} and {run_dir} are both runs of {matches[0]}; "
+                             "give one per preset")
+        found[matches[0]] = run_dir
+    missing = [preset for preset in wanted if preset not in found]
+    if missing:
+        raise IgoasError(f"no run folder of {', '.join(missing)} given; this table needs one run folder per preset "
+                         f"({', '.join(wanted)})")
+    return found

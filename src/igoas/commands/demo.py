@@ -1,4 +1,4 @@
-"""`igoas demo [--out DIR] [--quick]`: the whole pipeline on the embedded synthetic dataset (`igoas.demo`)."""
+"""`igoas demo [--out DIR] [--quick] [--overwrite]`: the whole pipeline on the synthetic dataset (`igoas.demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="report folder (default: runs/demo)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of about a minute: tiny dataset, a few iterations")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run files of a --out folder that an earlier demo did not write")
     parser.add_argument("--data", metavar="DIR", help="where the synthetic set is rendered and cached "
                                                       "(default: data/synthetic, data/synthetic_tiny with --quick)")
 
@@ -20,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
     from igoas.fileio import check_output
 
     check_output(args.out, folder=True)
-    run_demo(args.out, quick=args.quick, data_dir=args.data, overrides=args.overrides)
+    run_demo(args.out, quick=args.quick, data_dir=args.data, overrides=args.overrides, overwrite=args.overwrite)
     return 0

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from igoas.fileio import write_json
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,16 +17,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="folder holding the datasets (sets data.root and the targets' roots)")
     parser.add_argument("--out", default="runs/reproduce", help="folder for the runs and the comparison")
     parser.add_argument("--check", metavar="RUN_DIR", nargs="+",
-                        help="do not train: compare existing run folders (one per preset of the table)")
+                        help="do not train: compare existing run folders (one per preset of the table, in any "
+                             "order: each is matched to its preset by the config it was trained with)")
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value) applied to every run")
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.reproduce import compare_run, table_rows
+    from igoas.reproduce import compare_run, match_runs, table_rows
 
     rows = table_rows(args.table)
     out = Path(args.out)
-    run_dirs = _given_runs(args.check, rows) if args.check else _train(rows, out, args.root, args.overrides)
+    presets = dict.fromkeys(row.preset for row in rows)
+    configs = {preset: _preset_config(preset, args.root, args.overrides) for preset in presets}
+    run_dirs = match_runs(args.check, configs) if args.check else _train(configs, out)
     comparisons = [compare_run(run_dirs[row.preset], row) for row in rows]
     for comparison in comparisons:
         print("\n".join(comparison.lines()))
@@ -32,31 +39,57 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _given_runs(run_dirs: list[str], rows) -> dict[str, Path]:
-    """Match the given run folders to the table's presets by the preset name in their saved config path."""
-    from igoas.errors import IgoasError
+def _preset_config(preset: str, root: str | None, overrides: list[str]) -> DictConfig:
+    """The config a preset of the table trains with: the overrides, then `--root`, set on the
+    config rather than as an override so that YAML never reads the path ("#", "yes", ": ")."""
+    from omegaconf import OmegaConf
 
-    presets = list(dict.fromkeys(row.preset for row in rows))
-    if len(run_dirs) != len(presets):
-        raise IgoasError(f"this table needs one run folder per preset ({', '.join(presets)}); got {len(run_dirs)}")
-    return {preset: Path(run_dir) for preset, run_dir in zip(presets, run_dirs)}
-
-
-def _train(rows, out: Path, root: str | None, overrides: list[str]) -> dict[str, Path]:
-    """Train each preset of the table once (continuing a run that was interrupted)."""
     from igoas.config import load_config
+
+    config = load_config(preset, overrides)
+    if root:
+        config.data.root = root
+        for name in config.data.targets:
+            OmegaConf.update(config, f"data.target_options.{name}.root", root, force_add=True)
+    return config
+
+
+def _train(configs: dict[str, DictConfig], out: Path) -> dict[str, Path]:
+    """Train each preset of the table once in `out/<preset>` (continuing a run that was interrupted)."""
     from igoas.artifacts.run_dir import RunDir
     from igoas.engine.trainer import train
 
     run_dirs = {}
-    for preset in dict.fromkeys(row.preset for row in rows):
+    for preset, config in configs.items():
         run_dir = out / preset
-        extra = [f"train.output_dir={run_dir}"] + ([f"data.root={root}"] if root else [])
-        config = load_config(preset, extra + list(overrides))
-        if root:
-            for name in config.data.targets:
-                config.data.target_options.setdefault(name, {})["root"] = root
+        config.train.output_dir = str(run_dir)
         resume = run_dir if RunDir(run_dir).last_checkpoint.is_file() else None
+        if resume is None:
+            _check_fresh_start(run_dir, config)
         train(config, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
         run_dirs[preset] = run_dir
     return run_dirs
+
+
+def _check_fresh_start(run_dir: Path, config: DictConfig) -> None:
+    """A fresh run replaces the run files in `run_dir`: refuse unless nothing is lost, that is
+    the folder is empty or holds a run of this same config killed before its first checkpoint."""
+    from igoas.artifacts.run_dir import CHECKPOINTS, LOCK_FILE, RunDir
+    from igoas.errors import IgoasError
+    from igoas.fingerprint import differences
+    from igoas.reproduce import recipe, saved_recipe
+
+    if not run_dir.is_dir() or not any(path.name != LOCK_FILE for path in run_dir.iterdir()):
+        return
+    checkpoints = sorted(path.name for path in (run_dir / CHECKPOINTS).glob("*.pth"))
+    if checkpoints:
+        held = f"checkpoints ({', '.join(checkpoints)}) but no last.pth to continue from"
+    elif not RunDir(run_dir).config.is_file():
+        held = "files but no run config.yaml"
+    else:
+        changes = differences(saved_recipe(run_dir), recipe(config))
+        if not changes:
+            return
+        held = f"a run of another config ({'; '.join(changes[:5])})"
+    raise IgoasError(f"{run_dir} holds {held}, a run `igoas reproduce` did not start or cannot continue; "
+                     "move that folder away or give another --out, so that nothing there is replaced")

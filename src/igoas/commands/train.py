@@ -26,8 +26,6 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(preset_names()))
         return 0
     config, overrides = split_config_and_overrides(args.config, args.overrides)
-    if args.out:
-        overrides.append(f"train.output_dir={args.out}")
     if args.resume:
         if args.out:
             raise ConfigError("--resume continues in the run's own directory; drop --out")
@@ -36,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         if config is None:
             raise ConfigError("give a config file or preset (e.g. `igoas train occluded_duke_igoas`) or --resume RUN_DIR")
-        result = train(load_config(config, overrides), overwrite=args.overwrite)
+        cfg = load_config(config, overrides)
+        if args.out:  # set on the config, not as an override, so YAML never reads the path ("#", "yes", ": ")
+            cfg.train.output_dir = args.out
+        result = train(cfg, overwrite=args.overwrite)
     state = "finished" if result.finished else "stopped early (resumable)"
     print(f"{state} at epoch {result.epoch}, iteration {result.iteration}; run directory: {result.run_dir}")
     for name, values in result.metrics.items():
