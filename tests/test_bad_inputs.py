@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -479,3 +480,27 @@ def test_train_log_matches_the_checkpoint_after_a_kill(synthetic_root: Path, tmp
              if " iteration " in line and "] iteration" in line]
     assert steps == ["1", "2", "3", "4", "5"]
     assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- optional extras
+def test_a_missing_extra_is_named_with_its_install_command(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_viz import _fake_run
+
+    run = tmp_path / "run"
+    _fake_run(run)
+    capsys.readouterr()  # the run's own log lines
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out = run_cli(capsys, "viz", "curves", str(run), "--out", str(tmp_path / "c.png"))
+    assert code == 2 and "'matplotlib'" in out and "pip install 'igoas[viz]'" in out and out.count("\n") == 0
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_robustness_checks_the_figures_extra_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    # the dataset is not even read: a missing one would otherwise be the error
+    code, out = run_cli(capsys, "robustness", "missing.pth", "--dataset", "synthetic", "--root",
+                        str(tmp_path / "no_dataset"), "--out", str(tmp_path / "out"))
+    assert code == 2 and "pip install 'igoas[viz]'" in out
+    assert not (tmp_path / "out" / "robustness.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,6 +130,8 @@ def test_nested_actions_describe_themselves(capsys: pytest.CaptureFixture[str]) 
     (["viz", "ranked", "missing.pth", "--dataset", "synthetic", "--root", "x", "--out", "ranked.gif"],
      "figures are written as .png, .jpg, .jpeg, .pdf, .svg"),
     (["viz", "report", "run", "--out", "report.png"], "name it .html"),
+    (["viz", "occlusion", "--images", "x.jpg", "-o", "split=half", "--out", "o.png"],
+     "-o/--option sets a dataset reader option"),
     (["search", "query", "missing.index", "q.jpg", "--draw", "ranked.bmp"], "figures are written as"),
     # outputs that could not be written at the end are refused first
     (["eval", "--weights", "missing.pth", "--out", "a_folder"], "exists and is not a file"),
@@ -168,3 +171,47 @@ def test_train_out_reaches_the_run_as_given(out: str, monkeypatch: pytest.Monkey
     monkeypatch.setattr(trainer, "train", fake_train)
     assert main(["train", "synthetic_demo_quick", "--out", out]) == 0
     assert given == [out] and f"run directory: {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_config_in_a_folder_with_an_equals_sign_is_a_config(relative: bool, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "lr=0.1"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("optim:\n  lrr: 0.1\n")  # read, it names its own wrong key
+    monkeypatch.chdir(tmp_path)
+    config = "lr=0.1/config.yaml" if relative else str(folder / "config.yaml")
+    assert main(["train", config, f"train.output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_module_of_the_extras_table_is_in_that_extra_of_pyproject() -> None:
+    import tomllib
+
+    from igoas.extras import EXTRA_OF_MODULE
+
+    distribution = {"faiss": "faiss-cpu", "skimage": "scikit-image", "multipart": "python-multipart"}
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    declared = {re.split(r"[<>=!~;\[ ]", requirement)[0].lower(): extra for extra, requirements in extras.items()
+                for requirement in requirements if not requirement.startswith("igoas[") and extra != "test"}
+    assert {distribution.get(module, module): extra for module, extra in EXTRA_OF_MODULE.items()} == declared
+
+
+@pytest.mark.parametrize("error, expected", [
+    (ModuleNotFoundError("No module named 'faiss'", name="faiss"), "pip install 'igoas[search]'"),
+    (ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime"), "pip install 'igoas[export]'"),
+    (ModuleNotFoundError("No module named 'matplotlib.pyplot'", name="matplotlib.pyplot"), "igoas[viz]"),
+    (ImportError("cannot import name 'x' from 'safetensors'", name="safetensors"), "igoas[safetensors]"),
+    (ModuleNotFoundError("No module named 'google'", name="google"), "'google', which is not installed"),
+    (ModuleNotFoundError("No module named 'igoas.gone'", name="igoas.gone"), None),
+    (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), None),
+])
+def test_a_missing_library_names_its_extra(error: ImportError, expected: str | None) -> None:
+    from igoas.extras import missing_module_message
+
+    message = missing_module_message(error)
+    assert message == expected if expected is None else expected in message and "\n" not in message

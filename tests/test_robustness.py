@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igoas.cli import main
-from igoas.errors import ConfigError
+from igoas.errors import ConfigError, IgoasError
 from igoas.commands.robustness import parse_areas
 from igoas.occluder_painting import POSITIONS, occluded_pixel_count, occlusion_mask, query_rng
 from igoas.occluder_painting import paint_occluder
@@ -197,3 +197,27 @@ def test_robustness_cli(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: P
     assert main(["robustness", str(tiny_checkpoint), "--dataset", "synthetic", "--root", str(synthetic_root),
                  "--positions", "middle", "--out", str(out)]) == 2
     assert "middle" in capsys.readouterr().err
+
+
+def test_a_drawing_of_the_wrong_shape_is_named() -> None:
+    from igoas.occluder_painting import _occluder_layers
+
+    with pytest.raises(IgoasError, match="expected 2 x 2 x 4"):
+        _occluder_layers(np.zeros((2, 2, 3), np.uint8), 2, 2)
+
+
+def test_reader_options_reach_the_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import igoas.data
+
+    seen: list[tuple[tuple, dict]] = []
+
+    def build_dataset(*args, **options):
+        seen.append((args, options))
+        raise IgoasError("stop here")
+
+    monkeypatch.setattr(igoas.data, "build_dataset", build_dataset)
+    assert main(["robustness", "a.pth", "--dataset", "partial_reid", "--root", str(tmp_path), "-o", "split=half",
+                 "--option", "query_folder=partial_body_images", "--out", str(tmp_path / "out")]) == 2
+    assert "stop here" in capsys.readouterr().err
+    assert seen == [(("partial_reid", str(tmp_path)), {"split": "half", "query_folder": "partial_body_images"})]

@@ -330,3 +330,34 @@ def test_sampled_pair_distances_match_the_full_matrix_and_sample_negatives() -> 
     positive, negative = sampled_pair_distances(qf, gf, q_pids, g_pids, q_cams, g_cams, max_negatives=300, seed=1)
     assert len(positive) == len(full[0]) and 200 < len(negative) < 400
     assert set(np.round(negative, 6)) <= set(np.round(full[1], 6))
+
+
+def test_a_percent_cmc_below_one_stays_below_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import igoas.viz.curves as curves
+
+    drawn: list = []
+    monkeypatch.setattr(curves, "save_figure", lambda figure, out: drawn.append(figure) or Path(out))
+    weak = tmp_path / "weak.eval.json"  # a near-random model on a big gallery: R1 0.2 %, R20 0.9 %
+    weak.write_text(json.dumps({"query_sets": {"query": {"cmc": [0.2, 0.5, 0.9]}}}))
+    assert main(["viz", "cmc", str(weak), "--out", str(tmp_path / "cmc.png")]) == 0
+    np.testing.assert_allclose(drawn[0].axes[0].lines[0].get_ydata(), [0.2, 0.5, 0.9])
+    plot_cmc_curves({"fractions": np.array([0.002, 0.005])}, tmp_path / "f.png")
+    np.testing.assert_allclose(drawn[1].axes[0].lines[0].get_ydata(), [0.2, 0.5])
+    plot_cmc_curves({"percent": np.array([40.0, 60.0])}, tmp_path / "p.png", unit="percent")
+    np.testing.assert_allclose(drawn[2].axes[0].lines[0].get_ydata(), [40.0, 60.0])
+
+
+def test_viz_reader_options_reach_the_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import igoas.data
+
+    seen: list[dict] = []
+
+    def build_dataset(name, root, **options):
+        seen.append(options)
+        raise IgoasError("stop here")
+
+    monkeypatch.setattr(igoas.data, "build_dataset", build_dataset)
+    assert main(["viz", "occlusion", "--dataset", "occluded_reid", "--root", str(tmp_path), "-o", "split=half",
+                 "--out", str(tmp_path / "o.png")]) == 2
+    assert "stop here" in capsys.readouterr().err and seen == [{"split": "half"}]

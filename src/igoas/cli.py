@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 
+from igoas.commands.arguments import is_override
 from igoas.errors import IgoasError, describe_os_error
-
-# A dotted config override such as `eval.metric=cosine` or `data.root=/data`.
-OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
 
 # command name -> (module under igoas.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -85,11 +82,6 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     return args
 
 
-def is_override(text: str) -> bool:
-    """Whether a command-line word is a `key=value` config override rather than a file or preset name."""
-    return OVERRIDE.match(text) is not None
-
-
 def _pull_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
     """Split `argv` into the words for argparse and the overrides, keeping options' own values in place."""
     takes = {option: action.nargs for action in parser._actions for option in action.option_strings}
@@ -134,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as err:  # files and folders the command could not read or write
         print(f"igoas {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    except ImportError as err:  # an optional library (matplotlib, faiss, onnx, ...) is missing
+        from igoas.extras import missing_module_message
+
+        message = missing_module_message(err)
+        if message is None:
+            raise
+        print(f"igoas {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"igoas {args.command}: interrupted", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from igoas.errors import ConfigError
+from igoas.errors import ConfigError, IgoasError
 
 RANDOM_ASPECT_RANGE = (0.5, 2.0)
 MIN_SHAPE_SIDE = 32  # pixels: the occluder painters need about this much room for their details

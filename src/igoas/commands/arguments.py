@@ -2,6 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
+
+# A dotted config override such as `eval.metric=cosine` or `data.root=/data`.
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def is_override(text: str) -> bool:
+    """Whether a command-line word is a `key=value` config override rather than a config file or
+    preset name: a word naming a file that exists, or ending in .yaml/.yml, is a config even
+    with an `=` in it (`lr=0.1/config.yaml`)."""
+    if OVERRIDE.match(text) is None or text.lower().endswith(CONFIG_SUFFIXES):
+        return False
+    try:
+        return not Path(text).exists()
+    except OSError:  # a name too long for the file system is no file
+        return True
 
 
 def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
@@ -11,7 +29,7 @@ def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
 
 def split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """argparse puts a leading `key=value` in the CONFIG slot; move it back to the overrides."""
-    if config is not None and "=" in config:
+    if config is not None and is_override(config):
         return None, [config, *overrides]
     return config, list(overrides)
 
@@ -35,3 +53,12 @@ def add_reader_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--option", action="append", type=reader_option, default=[], metavar="KEY=VALUE",
                         help="a dataset reader option, repeatable: split=half (occluded_reid), variant=labeled "
                              "(cuhk03_np), query_folder=partial_body_images (partial_reid); see docs/datasets.md")
+
+
+def reader_options(args: argparse.Namespace) -> dict[str, object]:
+    """The `-o KEY=VALUE` options as the reader's keywords; refused without the --dataset they are for."""
+    if args.option and not args.dataset:
+        from igoas.errors import IgoasError
+
+        raise IgoasError("-o/--option sets a dataset reader option: pass it together with --dataset NAME")
+    return dict(args.option)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from igoas.commands.arguments import add_reader_options
+from igoas.commands.arguments import add_reader_options, reader_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,13 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from igoas.inference import ReIDModel
     from igoas.retrieval.features_file import check_features_path
 
-    from igoas.errors import IgoasError
     from igoas.fileio import check_output
 
-    if args.option and not args.dataset:
-        raise IgoasError("-o/--option sets a dataset reader option: pass it together with --dataset NAME")
+    options = reader_options(args)
     check_output(check_features_path(args.out))  # before any image is listed or embedded
-    images = (dataset_images(args.dataset, args.source, args.split, dict(args.option)) if args.dataset
+    images = (dataset_images(args.dataset, args.source, args.split, options) if args.dataset
               else folder_images(args.source))
     model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                       backend=args.backend)

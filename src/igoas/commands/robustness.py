@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from igoas.commands.arguments import add_reader_options, reader_options
 from igoas.errors import ConfigError
 
 
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="occlusion (occluders over growing areas) or corruptions (blur, noise, weather, digital)")
     parser.add_argument("--dataset", required=True, help="dataset name (occluded_duke, market1501, synthetic, ...)")
     parser.add_argument("--root", required=True, help="folder holding the dataset")
+    add_reader_options(parser)
     parser.add_argument("--areas", default=",".join(f"{a:g}" for a in DEFAULT_AREAS),
                         help="occluded percentages of each query, e.g. 0,10,20 or 0,10,...,60 (default 0,10,...,60)")
     parser.add_argument("--positions", default=",".join(DEFAULT_POSITIONS),
@@ -61,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from igoas.engine.embedding import Runtime
     from igoas.robustness import occlusion_stress_test, write_stress_test
 
+    from igoas.extras import require
     from igoas.fileio import check_output
 
     check_output(args.out, folder=True)
+    require("matplotlib", "drawing the suite's figures")  # before the compute, whose results it would lose
     checkpoints = _labelled_checkpoints(args)
-    dataset = build_dataset(args.dataset, args.root)
+    dataset = build_dataset(args.dataset, args.root, **reader_options(args))
     runtime = Runtime.resolve(args.device, args.precision)
     if args.suite == "corruptions":
         return _run_corruptions(args, checkpoints, dataset, runtime)

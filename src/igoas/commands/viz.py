@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from igoas.commands.arguments import add_reader_options, reader_options
 from igoas.errors import IgoasError
 
 
@@ -27,6 +28,7 @@ def _image_source(parser: argparse.ArgumentParser, default_num: int) -> None:
 def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--dataset", required=required, help="dataset name (market1501, occluded_duke, synthetic, ...)")
     parser.add_argument("--root", required=required, help="folder holding the dataset")
+    add_reader_options(parser)
 
 
 def _extraction(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +180,7 @@ def _cmc(args: argparse.Namespace) -> list[Path]:
 
     labels = _labels(args.labels, args.results)
     curves = {label: _cmc_curve(source, args) for label, source in zip(labels, args.results)}
-    return [plot_cmc_curves(curves, args.out, max_rank=args.max_rank)]
+    return [plot_cmc_curves(curves, args.out, max_rank=args.max_rank, unit="percent")]
 
 
 def _curves(args: argparse.Namespace) -> list[Path]:
@@ -229,6 +231,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     from igoas.fileio import check_output
     from igoas.viz._figure import figure_format
 
+    if hasattr(args, "option"):
+        reader_options(args)  # -o without --dataset would be ignored
     out = getattr(args, "out", None)
     if out or getattr(args, "out_dir", None):
         check_output(out or args.out_dir, folder=bool(getattr(args, "per_query", False)) or not out)
@@ -273,7 +277,7 @@ def _build_dataset(args: argparse.Namespace) -> Any:
 
     if not args.dataset or not args.root:
         raise IgoasError("this figure needs a dataset: pass --dataset NAME --root FOLDER")
-    return build_dataset(args.dataset, args.root)
+    return build_dataset(args.dataset, args.root, **reader_options(args))
 
 
 def _image_paths(args: argparse.Namespace) -> list[str]:
@@ -301,7 +305,8 @@ def _evenly_spaced(samples: Sequence[Any], count: int) -> list[Any]:
 
 
 def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
-    """A CMC curve from an evaluation JSON file, or by evaluating a checkpoint on --dataset."""
+    """A CMC curve in percent: from an evaluation JSON file (which holds percentages), or by
+    evaluating a checkpoint on --dataset (fractions, scaled here)."""
     path = Path(source)
     if path.suffix.lower() == ".json":
         try:
@@ -318,8 +323,8 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
         return np.asarray(entry["cmc"], dtype=np.float64)
     from igoas.extraction import checkpoint_cmc
 
-    return checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
-                          args.batch_size, args.num_workers, _on_error(args))
+    return 100.0 * checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
+                                  args.batch_size, args.num_workers, _on_error(args))
 
 
 def _labels(text: str | None, sources: Sequence[str]) -> list[str]:

@@ -11,28 +11,31 @@ from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
 from igoas.viz.run_logs import load_run_logs, series
 
 
-def as_percent(curve: np.ndarray) -> np.ndarray:
-    """A CMC curve in percent: fractions (every value <= 1, as `RankResult.cmc`) are scaled by 100."""
-    curve = np.asarray(curve, dtype=np.float64).ravel()
-    return curve * 100.0 if curve.size and curve.max() <= 1.0 else curve
+# What a CMC curve holds -> the factor that turns it into percent.
+CMC_UNITS = {"fraction": 100.0, "percent": 1.0}
 
 
 def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_rank: int = 20, *,
-                    size: tuple[int, int] = (640, 480), dpi: int = DEFAULT_DPI) -> Path:
+                    unit: str = "fraction", size: tuple[int, int] = (640, 480), dpi: int = DEFAULT_DPI) -> Path:
     """Matching rate against rank, one line per run, ranks 1..`max_rank`, in percent.
 
-    Curves may be fractions or percentages (see `as_percent`). Ranks are whole numbers on
-    the x axis, the y axis spans 0-100 % so curves of different figures compare by eye, and
-    the legend (each run's Rank-1) sits below the plot, where it cannot hide a curve.
+    `unit` says what the curves hold, never guessed from their values (a weak model's
+    percent curve can stay below 1): "fraction" (`RankResult.cmc`,
+    `igoas.extraction.checkpoint_cmc`) or "percent" (the `cmc` lists of `igoas eval`'s
+    JSON). Ranks are whole numbers on the x axis, the y axis spans 0-100 % so curves of
+    different figures compare by eye, and the legend (each run's Rank-1) sits below the
+    plot, where it cannot hide a curve.
     """
     from matplotlib.ticker import MaxNLocator
 
     if not curves:
         raise IgoasError("plot_cmc_curves needs at least one curve")
+    if unit not in CMC_UNITS:
+        raise IgoasError(f"CMC unit {unit!r}: choose one of {', '.join(CMC_UNITS)}")
     figure = new_figure(*size, dpi=dpi)
     axes = figure.add_subplot()
     for label, curve in curves.items():
-        values = as_percent(curve)[:max_rank]
+        values = np.asarray(curve, dtype=np.float64).ravel()[:max_rank] * CMC_UNITS[unit]
         if values.size == 0:
             raise IgoasError(f"CMC curve {label!r} is empty")
         axes.plot(np.arange(1, values.size + 1), values, marker="o", markersize=3, label=f"{label} (R1 {values[0]:.1f}%)")
