@@ -13,7 +13,8 @@ import torch
 from igoas.cli import main
 from igoas.artifacts.checkpoint import load_checkpoint
 from igoas.errors import IgoasError
-from igoas.export import EmbeddingGraph, check_export, export_model, exported_info, load_exported
+import igoas.export
+from igoas.export import EmbeddingGraph, ExportCheck, check_export, export_model, exported_info, load_exported
 from igoas.inference import ReIDModel
 
 
@@ -61,13 +62,63 @@ def test_check_detects_a_different_model(exported, reid: ReIDModel, tiny_checkpo
     assert not check.passed and check.max_cosine_distance > 1e-3
 
 
-def test_failed_check_exits_non_zero_and_removes_the_file(
-    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_failed_check_exits_non_zero_and_keeps_the_previous_file(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "model.pt"
-    # a negative tolerance cannot be met, so this exercises the failure path of a correct export
-    assert main(["export", str(tiny_checkpoint), "--format", "torchscript", "--out", str(out), "--tolerance", "-1"]) == 1
-    assert "check FAILED" in capsys.readouterr().out and not out.exists()
+    out.write_bytes(b"a previous, good export")
+    checked = []
+
+    def failing_check(path, graph, preprocess, format, batch_sizes, tolerance):
+        checked.append(Path(path))
+        assert Path(path).parent == tmp_path and Path(path).suffix == ".pt" and Path(path) != out
+        return ExportCheck(tuple(batch_sizes), 0.5, tolerance)
+
+    monkeypatch.setattr(igoas.export, "check_export", failing_check)
+    assert main(["export", str(tiny_checkpoint), "--format", "torchscript", "--out", str(out)]) == 1
+    assert "check FAILED" in capsys.readouterr().out and checked
+    assert out.read_bytes() == b"a previous, good export" and list(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt(), IgoasError("the embeddings contain NaN or Inf")])
+def test_an_interrupted_check_leaves_no_unchecked_file(reid: ReIDModel, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, interruption) -> None:
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"a previous, good export")
+
+    def interrupted_check(*args, **kwargs):
+        raise interruption
+
+    monkeypatch.setattr(igoas.export, "check_export", interrupted_check)
+    with pytest.raises(type(interruption)):
+        export_model(reid, "torchscript", out)
+    assert out.read_bytes() == b"a previous, good export" and list(tmp_path.iterdir()) == [out]
+    out.unlink()
+    with pytest.raises(type(interruption)):
+        export_model(reid, "torchscript", out)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--check-batch-sizes", "0"], r"check batch sizes \[0\] \(--check-batch-sizes\): each must be .* 1 or more"),
+    (["--check-batch-sizes", "3", "-2"], r"check batch sizes \[3, -2\] \(--check-batch-sizes\)"),
+    (["--tolerance", "-1"], r"tolerance -1.0 \(--tolerance\): .* 0 or more; give e.g. 0.0001"),
+    (["--tolerance", "nan"], r"tolerance nan \(--tolerance\): .* must be a finite number"),
+    (["--opset", "17"], r"opset 17 \(--opset\): the ONNX exporter writes opsets 18 to 23 .* leave the default 18"),
+    (["--opset", "26"], r"opset 26 \(--opset\)"),
+])
+def test_bad_options_are_refused_before_any_work(tiny_checkpoint: Path, tmp_path: Path, options: list[str],
+                                                 message: str, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_work(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded despite a bad option")
+
+    monkeypatch.setattr(ReIDModel, "from_checkpoint", no_work)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(tiny_checkpoint), "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("igoas export: error:") and "\n" not in err and re.search(message, err), err
+    assert not out.exists()
 
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:

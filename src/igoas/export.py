@@ -9,19 +9,25 @@ size from the model file alone.
 
 Every export is run on fresh inputs of two batch sizes (3 and 5 by default, neither of
 which was used for tracing, which checks the dynamic batch dimension) and compared with
-the PyTorch model in fp32; an export whose largest cosine distance exceeds the tolerance
-is deleted rather than left looking valid.
+the PyTorch model in fp32. The export is written to a temporary file beside the target and
+only renamed onto it once the check passed, so an export that fails the check (largest
+cosine distance above the tolerance, or an error or Ctrl-C during the check) never appears
+under the target name, and a previous export there is left as it was.
 
 ONNX uses the `torch.export`-based exporter (`dynamo=True`) at opset 18: in this PyTorch
 it is the maintained path, exports the network without warnings, and its lowest native
-opset is 18 (asking for 17 triggers a lossy version conversion).
+opset is 18. Opsets 18 to 23 (the highest torch.onnx declares) are accepted; for others
+the exporter's version converter either fails on this network and quietly writes opset 18
+anyway (17, or 29 and up) or the export fails (26 to 28), so they are refused up front.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
+import math
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,7 @@ from igoas.inference import ReIDModel
 from igoas.artifacts.preprocess import Preprocess
 
 DEFAULT_OPSET = 18
+MAX_OPSET = 23
 DEFAULT_TOLERANCE = 1e-4
 CHECK_BATCH_SIZES = (3, 5)
 METADATA_KEY = "igoas"
@@ -152,12 +159,15 @@ def export_model(
     check_batch_sizes: Sequence[int] = CHECK_BATCH_SIZES,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> ExportResult:
-    """Write `model` (a ReIDModel or a checkpoint path) in `format`, then check it.
+    """Write `model` (a ReIDModel or a checkpoint path) in `format`, check it, and only then
+    put it at `out`.
 
     `out` defaults to the checkpoint path with the format's suffix. The result always
-    carries the check; when it failed, the file has been removed.
+    carries the check; when it failed, nothing was written to `out` (a file already there
+    is kept).
     """
     exporter = _format(format)
+    _check_options(format, opset, check_batch_sizes, tolerance)
     checkpoint = None if isinstance(model, ReIDModel) else Path(model)
     path = Path(out) if out is not None else (checkpoint or Path("model")).with_suffix(exporter.suffix)
     if checkpoint is not None and path.resolve() == checkpoint.resolve():
@@ -169,11 +179,44 @@ def export_model(
     info = {"preprocess": model.preprocess_config.to_dict(), "model_spec": model.spec,
             "input": "RGB float in [0, 1], B x 3 x H x W, resized to preprocess height x width",
             "output": "unit-length embeddings, B x D"}
-    exporter.write(graph, example, path, info, opset)
-    check = check_export(path, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
-    if not check.passed:
-        path.unlink(missing_ok=True)
+    staged = _staging_file(path)
+    try:
+        exporter.write(graph, example, staged, info, opset)
+        check = check_export(staged, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
+        if check.passed:
+            os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
     return ExportResult(path, format, check)
+
+
+def _check_options(format: str, opset: int, check_batch_sizes: Sequence[int], tolerance: float) -> None:
+    """Refuse options the export or its check cannot honour, before any work."""
+    if format == "onnx" and not DEFAULT_OPSET <= opset <= MAX_OPSET:
+        raise IgoasError(f"opset {opset} (--opset): the ONNX exporter writes opsets {DEFAULT_OPSET} to {MAX_OPSET} "
+                         f"of this network (others fail or come out as opset {DEFAULT_OPSET}); leave the default "
+                         f"{DEFAULT_OPSET} or pick one in that range")
+    if not check_batch_sizes or any(int(size) != size or size < 1 for size in check_batch_sizes):
+        raise IgoasError(f"check batch sizes {list(check_batch_sizes)} (--check-batch-sizes): each must be a whole "
+                         f"number of images, 1 or more; give e.g. {' '.join(map(str, CHECK_BATCH_SIZES))} (the default)")
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise IgoasError(f"tolerance {tolerance} (--tolerance): the largest accepted cosine distance must be a "
+                         f"finite number, 0 or more; give e.g. {DEFAULT_TOLERANCE:g} (the default)")
+
+
+def _staging_file(path: Path) -> Path:
+    """A new empty file beside `path` with its suffix (the format's loaders go by suffix),
+    where the export is written and checked before it is renamed onto `path`."""
+    from igoas.errors import describe_os_error
+    from igoas.fileio import temporary_name_prefix
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=temporary_name_prefix(path), suffix=path.suffix, dir=path.parent)
+    except OSError as err:
+        raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
+    os.close(fd)
+    return Path(name)
 
 
 def reference_graph(model: ReIDModel) -> EmbeddingGraph:

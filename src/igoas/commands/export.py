@@ -5,12 +5,13 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.export import CHECK_BATCH_SIZES, DEFAULT_OPSET, DEFAULT_TOLERANCE
+    from igoas.export import CHECK_BATCH_SIZES, DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET
 
     parser.add_argument("checkpoint", help="igoas checkpoint (.pth)")
     parser.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="file format (default onnx)")
     parser.add_argument("--out", help="output file (default: the checkpoint path with .onnx or .pt)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, {DEFAULT_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--check-batch-sizes", type=int, nargs="+", default=list(CHECK_BATCH_SIZES),
                         help="batch sizes the export is checked on (default 3 5)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"check {verdict}: {args.format} vs PyTorch fp32 on batches of {sizes} images: "
           f"max cosine distance {check.max_cosine_distance:.3e} (tolerance {check.tolerance:.0e})")
     if not check.passed:
-        print(f"the export does not reproduce the model; {result.path} was removed")
+        print(f"the export does not reproduce the model; nothing was written to {result.path}")
         return 1
     print(f"wrote {result.path}")
     return 0
