@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,17 +202,30 @@ def test_every_module_of_the_extras_table_is_in_that_extra_of_pyproject() -> Non
     assert {distribution.get(module, module): extra for module, extra in EXTRA_OF_MODULE.items()} == declared
 
 
-@pytest.mark.parametrize("error, expected", [
-    (ModuleNotFoundError("No module named 'faiss'", name="faiss"), "pip install 'igoas[search]'"),
-    (ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime"), "pip install 'igoas[export]'"),
-    (ModuleNotFoundError("No module named 'matplotlib.pyplot'", name="matplotlib.pyplot"), "igoas[viz]"),
-    (ImportError("cannot import name 'x' from 'safetensors'", name="safetensors"), "igoas[safetensors]"),
-    (ModuleNotFoundError("No module named 'google'", name="google"), "'google', which is not installed"),
-    (ModuleNotFoundError("No module named 'igoas.gone'", name="igoas.gone"), None),
-    (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), None),
+@pytest.mark.parametrize("error, installed, expected", [
+    (ModuleNotFoundError("No module named 'faiss'", name="faiss"), False, "pip install 'igoas[search]'"),
+    (ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime"), False, "pip install 'igoas[export]'"),
+    (ModuleNotFoundError("No module named 'matplotlib.pyplot'", name="matplotlib.pyplot"), False, "igoas[viz]"),
+    (ImportError("cannot import name 'x' from 'safetensors'", name="safetensors"), True,
+     "installed but fails to import"),
+    (ModuleNotFoundError("No module named 'onnx.reference'", name="onnx.reference"), True,
+     "pip install -U 'igoas[export]'"),
+    (ModuleNotFoundError("No module named 'google'", name="google"), False, "'google', which is not installed"),
+    (ModuleNotFoundError("No module named 'torch.gone'", name="torch.gone"), True, None),
+    (ModuleNotFoundError("No module named 'igoas.gone'", name="igoas.gone"), True, None),
+    (ImportError("cannot import name 'x' from 'numpy'", name="numpy"), True, None),
 ])
-def test_a_missing_library_names_its_extra(error: ImportError, expected: str | None) -> None:
-    from igoas.extras import missing_module_message
+def test_a_missing_library_names_its_extra(error: ImportError, installed: bool, expected: str | None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas import extras
 
-    message = missing_module_message(error)
+    monkeypatch.setattr(extras, "_installed", lambda module: installed)
+    message = extras.missing_module_message(error)
     assert message == expected if expected is None else expected in message and "\n" not in message
+
+
+def test_a_module_blocked_in_sys_modules_counts_as_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas.extras import _installed
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert not _installed("matplotlib") and _installed("torch")

@@ -95,6 +95,12 @@ def test_a_mapping_override_merges_and_an_empty_one_empties() -> None:
     emptied = load_config("synthetic_study", ["model.occlusion_options={}", "data.augment={}"])
     assert emptied.model.occlusion_options == {} and emptied.data.augment == {}
     assert preset.model.occlusion_options.slope == 0.02, "the preset itself is not changed"
+    refilled = load_config("synthetic_study", ["model.occlusion_options={}", "model.occlusion_options.slope=0.1"])
+    assert refilled.model.occlusion_options == {"slope": 0.1}
+    later_empty = load_config("synthetic_study", ["model.occlusion_options={slope: 0.1}", "model.occlusion_options={}"])
+    assert later_empty.model.occlusion_options == {}
+    typed = load_config("synthetic_study", ["train={}", "model={}"])
+    assert typed == preset, "an empty typed section changes nothing"
 
 
 @pytest.mark.parametrize("override, words", [

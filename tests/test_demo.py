@@ -84,6 +84,22 @@ def test_demo_replaces_its_own_earlier_run(tmp_path: Path, demo_calls: dict[str,
         run_demo(old, quick=True)
 
 
+def test_a_run_trained_over_a_demo_folder_is_no_longer_the_demos(tmp_path: Path,
+                                                                   demo_calls: dict[str, Any]) -> None:
+    from igoas.artifacts.run_dir import RunDir, claim_run_folder
+
+    with pytest.raises(_ReachedTraining):
+        run_demo(tmp_path / "demo", quick=True)
+    assert RunDir(tmp_path / "demo").demo_marker.is_file(), "marked even when training stops early"
+    with claim_run_folder(tmp_path / "demo", overwrite=True):  # what `igoas train --overwrite` does
+        (tmp_path / "demo" / "config.yaml").write_text("data: {dataset: market1501}\n")
+    assert not RunDir(tmp_path / "demo").demo_marker.exists()
+    demo_calls.clear()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_demo(tmp_path / "demo", quick=True)
+    assert "train" not in demo_calls
+
+
 def test_untrained_reference_starts_from_the_runs_pretrained_weights(tmp_path: Path,
                                                                      demo_calls: dict[str, Any]) -> None:
     trunk = tmp_path / "pretrain" / "trunk.pth"

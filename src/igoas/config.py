@@ -273,34 +273,48 @@ def load_config(path_or_preset: str | os.PathLike[str] | None = None, overrides:
 
 
 def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
-    """Merge dotted `section.key=value` strings (YAML values: `[1, 2]`, `null`, `true`).
+    """Merge dotted `section.key=value` strings (YAML values: `[1, 2]`, `null`, `true`), in order.
 
     A mapping merges into the mapping it overrides (`model.occlusion_options={slope: 0.1}`
-    changes one option and keeps the preset's others); an empty one, `key={}`, empties it.
+    changes one option and keeps the preset's others); an empty one, `key={}`, empties a
+    free-form mapping (`data.options`, `model.occlusion_options`, ...) at that point, so
+    overrides after it fill it again.
     """
     overrides = list(overrides)
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. optim.lr=0.001)")
+    pending: list[str] = []
+    for item in overrides:
+        key = item.partition("=")[0]
+        if _is_empty_mapping(OmegaConf.select(_parse_overrides([item]), key)):
+            config = _merge(config, _parse_overrides(pending), "override")
+            pending = []
+            if _is_free_form(OmegaConf.select(config, key, default=None)):
+                config = config.copy()
+                OmegaConf.update(config, key, {}, merge=False)
+                continue
+        pending.append(item)
+    return _merge(config, _parse_overrides(pending), "override")
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
     try:
-        layer = OmegaConf.from_dotlist(overrides)
+        return OmegaConf.from_dotlist(overrides)
     except OmegaConfBaseException as err:
         raise ConfigError(f"overrides {overrides}: {_describe(err)}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"overrides {overrides}: a value is not valid YAML ({' '.join(str(err).split())}); "
                           "quote lists and strings, e.g. data.mean=[0.5,0.5,0.5]") from None
-    emptied = [key for key in (item.partition("=")[0] for item in overrides)
-               if _is_empty_mapping(OmegaConf.select(layer, key))
-               and isinstance(OmegaConf.select(config, key, default=None), DictConfig)]
-    if emptied:
-        config = config.copy()
-        for key in emptied:
-            OmegaConf.update(config, key, {}, merge=False)
-    return _merge(config, layer, "override")
 
 
 def _is_empty_mapping(value: Any) -> bool:
     return isinstance(value, DictConfig) and len(value) == 0
+
+
+def _is_free_form(node: Any) -> bool:
+    """A plain mapping (reader options, occlusion options), not a typed section of RunConfig."""
+    return isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict
 
 
 def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> DictConfig:

@@ -12,8 +12,6 @@ from typing import Any, Sequence
 
 PRESET, QUICK_PRESET = "synthetic_demo", "synthetic_demo_quick"
 RANKED_QUERIES = 6  # rows of the ranked-list figure
-# In every folder the demo writes: a later demo may replace that folder's run.
-DEMO_MARKER = ".igoas_demo"
 # What the synthetic set's query sets are, for people reading the table and the figures.
 SHOWN_AS = {"query": "occluded queries", "holistic": "holistic queries"}
 
@@ -55,7 +53,10 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 
     print(f"[demo] training {cfg.model.name} ({cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}) "
           f"for {cfg.train.epochs} epochs")
-    result = train(cfg, overwrite=True)  # the folder is the demo's own (checked above): a re-run replaces it
+    try:
+        result = train(cfg, overwrite=True)  # the folder is the demo's own (checked above): a re-run replaces it
+    finally:
+        _mark_as_demo(out)  # a fresh run clears the marker: set it again, even when training is interrupted
     model, _ = model_from_checkpoint(result.last_checkpoint)
     trained_results, features = _evaluate(model, dataset, cfg)
 
@@ -77,19 +78,24 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_dir: s
 def _claim_folder(out: Path, overwrite: bool) -> None:
     """Refuse, before any work, a folder holding files an earlier demo did not write (a
     training run's checkpoints must not vanish into a demo), then mark it as the demo's."""
-    from igoas.artifacts.run_dir import LOCK_FILE
+    from igoas.artifacts.run_dir import LOCK_FILE, RunDir
     from igoas.errors import ConfigError
-    from igoas.fileio import atomic_write
 
-    marker = out / DEMO_MARKER
-    if out.is_dir() and not overwrite and not marker.is_file() and not _holds_demo_report(out):
+    if out.is_dir() and not overwrite and not RunDir(out).demo_marker.is_file() and not _holds_demo_report(out):
         foreign = sorted(path.name for path in out.iterdir() if path.name != LOCK_FILE)
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise ConfigError(f"{out} holds files an earlier demo did not write ({shown}); give the demo another "
                               "--out folder, or pass --overwrite to replace the run files there")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(marker, lambda handle: handle.write(b"written by igoas demo: a re-run of the demo replaces it\n"))
+    _mark_as_demo(out)
+
+
+def _mark_as_demo(out: Path) -> None:
+    from igoas.artifacts.run_dir import RunDir
+    from igoas.fileio import atomic_write
+
+    atomic_write(RunDir(out).demo_marker,
+                 lambda handle: handle.write(b"written by igoas demo: a re-run of the demo replaces it\n"))
 
 
 def _holds_demo_report(out: Path) -> bool:

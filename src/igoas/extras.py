@@ -6,6 +6,7 @@ the user is told the one `pip install 'igoas[EXTRA]'` that fixes it instead of a
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from igoas.errors import IgoasError
 
@@ -24,16 +25,31 @@ EXTRA_OF_MODULE: dict[str, str] = {
 
 def missing_module_message(err: ImportError, needed_by: str = "this command") -> str | None:
     """One line naming the missing module and the extra that installs it; None for an import
-    error that is no missing library (igoas's own modules, a name an unlisted library lacks)."""
+    error that is no missing library (igoas's own modules, a submodule or name that an
+    installed library lacks), which then surfaces as the bug it is."""
     module = (err.name or "").split(".")[0]
+    if not module or module == "igoas":
+        return None
+    installed = _installed(module)
     extra = EXTRA_OF_MODULE.get(module)
+    if extra is not None and installed:
+        return f"{needed_by} needs the optional package {module!r}, which is installed but fails to import " \
+               f"({err}); it may be too old: pip install -U 'igoas[{extra}]'"
     if extra is not None:
         return f"{needed_by} needs the optional package {module!r}, which cannot be imported ({err}); " \
                f"install the {extra} extra: pip install 'igoas[{extra}]'"
-    if isinstance(err, ModuleNotFoundError) and module and module != "igoas":
+    if isinstance(err, ModuleNotFoundError) and not installed:
         return f"{needed_by} needs the Python module {module!r}, which is not installed ({err}); install it, " \
                "or igoas with all its extras: pip install 'igoas[all]'"
     return None
+
+
+def _installed(module: str) -> bool:
+    """Whether a top-level module can be found (a module set to None in sys.modules cannot)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return True
 
 
 def require(module: str, needed_by: str) -> None:

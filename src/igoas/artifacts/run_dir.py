@@ -51,10 +51,12 @@ class RunDir:
     metrics_log = _file("metrics.jsonl", "one record per evaluation")
     tensorboard = _file("tensorboard", "event files of the same scalars")
     report = _file("report.html", "the HTML report of the run")
+    demo_marker = _file(".igoas_demo", "marks a folder whose run the demo may replace")
 
-    # What a training run writes; `igoas train --overwrite` removes exactly these.
+    # What a training run writes; `igoas train --overwrite` removes exactly these. The demo's
+    # marker goes too: a run trained over a demo folder is no longer the demo's to replace.
     RUN_FILES = ("config.yaml", CHECKPOINTS, "train.log", "train_log.jsonl", "metrics.jsonl", "metrics.json",
-                 "tensorboard", "report.html")
+                 "tensorboard", "report.html", ".igoas_demo")
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike[str]) -> "RunDir | None":
