@@ -43,6 +43,35 @@ def test_seed_and_overrides_reach_every_arm() -> None:
         arm_config("dropout", seed=1)
 
 
+STUDY_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "ablation" / "study"
+
+
+@pytest.mark.parametrize("record_file", sorted(STUDY_RECORDS.glob("*/seed*.json")),
+                         ids=lambda path: f"{path.parent.name}-{path.stem}")
+def test_committed_study_records_still_match_their_arms(record_file: Path) -> None:
+    """A change to the recipe, the arms or the fingerprint rules must not silently orphan
+    the committed study runs (hours of CPU each): every record still matches its arm."""
+    from dataclasses import asdict
+
+    from igoas.ablation import STRESS
+    from igoas.ablation.records import matches, started_from
+    from igoas.fingerprint import as_json, fingerprint
+
+    record = json.loads(record_file.read_text())
+    cfg = arm_config(record_file.parent.name, int(record_file.stem.removeprefix("seed")))
+    assert matches(record, fingerprint(cfg), as_json(asdict(STRESS)), started_from(record))
+
+
+def test_study_paths_are_set_on_the_config_not_parsed(tmp_path: Path) -> None:
+    from igoas.ablation.study import _recipe_config
+
+    out = tmp_path / "study #1: yes"  # YAML would cut a comment, read a mapping or a boolean
+    assert _recipe_config(DEFAULT_RECIPE, out, False, []).data.root == str(out / "data")
+    reduced = _recipe_config(DEFAULT_RECIPE, out, True, ["optim.lr=0.01"])
+    assert reduced.model.pretrained == str(out / "pretrain" / "trunk.pth") and reduced.optim.lr == 0.01
+    assert _recipe_config(DEFAULT_RECIPE, out, False, ["data.root=/elsewhere"]).data.root == "/elsewhere"
+
+
 @pytest.mark.parametrize("recipe", [DEFAULT_RECIPE, "synthetic_demo", "synthetic_demo_quick", "synthetic_ablation"])
 def test_recipe_igo_schedule_keeps_the_published_shape(recipe: str) -> None:
     """The published schedule ramps 0.1 + 0.4 e / 90 during epochs 0-55 of 90; the short

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from omegaconf import DictConfig
 
-from igoas.config import load_config, to_dict, validate
+from igoas.config import apply_overrides, load_config, to_dict, validate
 from igoas.errors import ConfigError
 
 DEFAULT_RECIPE = "synthetic_study"
@@ -61,13 +61,17 @@ ARMS: dict[str, Arm] = {
 }
 
 
-def arm_config(arm: str, seed: int, recipe: str | os.PathLike[str] = DEFAULT_RECIPE,
+def arm_config(arm: str, seed: int, recipe: str | os.PathLike[str] | DictConfig = DEFAULT_RECIPE,
                overrides: Iterable[str] = ()) -> DictConfig:
-    """The training config of one arm: the recipe with `overrides` applied, then the arm's
-    network and occlusion, and `train.seed=seed`."""
+    """The training config of one arm: the recipe (a preset, a YAML path or a loaded config,
+    which is not changed) with `overrides` applied, then the arm's network and occlusion,
+    and `train.seed=seed`."""
     if arm not in ARMS:
         raise ConfigError(f"unknown ablation arm {arm!r}; choose from {', '.join(ARMS)}")
-    cfg = load_config(recipe, overrides)
+    if isinstance(recipe, DictConfig):
+        cfg = apply_overrides(recipe.copy(), overrides)
+    else:
+        cfg = load_config(recipe, overrides)
     spec = ARMS[arm]
     recipe_options = to_dict(cfg.model.occlusion_options)
     cfg.model.name = spec.model

@@ -27,7 +27,7 @@ from igoas.ablation.records import (RUN_RECORD, TRUNK_RECORD, evaluation_curve, 
 from igoas.ablation.report import table_document
 from igoas.ablation.statistics import check_criteria, mean_curves, mean_stress, paired_bootstrap, summarize
 from igoas.artifacts.run_dir import RunDir
-from igoas.config import load_config, to_dict
+from igoas.config import apply_overrides, load_config, to_dict, validate
 from igoas.engine.distributed import resolve_device
 from igoas.errors import ConfigError, IgoasError
 from igoas.fileio import atomic_write, write_json
@@ -285,6 +285,19 @@ def _example_queries(dataset: Any, count: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the study
+def _recipe_config(recipe: str | os.PathLike[str], out: Path, reduced: bool, overrides: Iterable[str]) -> DictConfig:
+    """The recipe with the study's folders (set on the config, so YAML never reads a path),
+    the reduced settings and then the user's overrides."""
+    cfg = load_config(recipe)
+    cfg.data.root = str(out / "data")
+    if reduced:
+        cfg = apply_overrides(cfg, REDUCED_OVERRIDES)
+        cfg.model.pretrained = str(out / "pretrain" / "trunk.pth")
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
 def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3, methods: Sequence[str] | None = None,
                  recipe: str | os.PathLike[str] = DEFAULT_RECIPE, reduced: bool = False, overrides: Iterable[str] = (),
                  stress: StressSettings | None = None, records_dir: str | os.PathLike[str] | None = None,
@@ -306,19 +319,17 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     records = Path(records_dir).expanduser().absolute() if records_dir else out / "records"
     seeds_, arms = seed_list(seeds), arm_list(methods)
     stress = stress or (REDUCED_STRESS if reduced else STRESS)
-    reduced_overrides = (*REDUCED_OVERRIDES, f"model.pretrained={out / 'pretrain' / 'trunk.pth'}") if reduced else ()
-    all_overrides = [f"data.root={out / 'data'}", *reduced_overrides, *overrides]
     started = time.perf_counter()
 
     from igoas.data import build_dataset
 
-    recipe_cfg = load_config(recipe, all_overrides)
+    recipe_cfg = _recipe_config(recipe, out, reduced, overrides)
     if recipe_cfg.eval.rerank or recipe_cfg.eval.query_expansion:
         # the per-query scores of the bootstrap are plain-distance scores, like the table's must be
         raise ConfigError("the study scores with plain distances: drop eval.rerank and eval.query_expansion")
     ensure_pretrained(recipe_cfg, REDUCED_PRETRAIN if reduced else (), log)
     dataset = build_dataset(recipe_cfg.data.dataset, recipe_cfg.data.root, **to_dict(recipe_cfg.data.options))
-    runs = [_run_one(arm, seed, arm_config(arm, seed, recipe, all_overrides), out / "runs" / arm / f"seed{seed}",
+    runs = [_run_one(arm, seed, arm_config(arm, seed, recipe_cfg), out / "runs" / arm / f"seed{seed}",
                      record_path(records, arm, seed), dataset, stress, log)
             for seed in seeds_ for arm in arms]
 
@@ -352,7 +363,7 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     result.files["curves"] = plot_study_curves(curves, out / "curves.png")
     result.files["stress"] = plot_robustness([r for arm in arms for r in stress_means[arm]], out / "stress.png")
     first_seed = {arm: _finished_checkpoint(out / "runs" / arm / f"seed{seeds_[0]}",
-                                            arm_config(arm, seeds_[0], recipe, all_overrides)) for arm in arms}
+                                            arm_config(arm, seeds_[0], recipe_cfg)) for arm in arms}
     if all(path is not None for path in first_seed.values()):
         result.files["activations"] = plot_activation_figure(
             first_seed, {arm: ARMS[arm].label for arm in arms}, _example_queries(dataset, activation_images),
