@@ -169,6 +169,35 @@ def test_no_osm_variant_has_igoas_layers_but_no_mask_loss() -> None:
     assert not any(k.startswith("mask") for k in compute_losses(out, torch.tensor([0, 1, 2, 3])).terms)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_global_max_pool_matches_the_adaptive_pool_with_ties(dtype: torch.dtype) -> None:
+    from igoas.model.heads import global_max_pool
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (4, 8, 6, 3), generator=generator).to(dtype)  # many ties
+    for layout in (torch.contiguous_format, torch.channels_last):
+        ours, reference = (x.contiguous(memory_format=layout).clone().requires_grad_() for _ in range(2))
+        weights = torch.randn(4, 8, 1, 1, generator=generator).to(dtype)
+        (global_max_pool(ours) * weights).sum().backward()
+        (F.adaptive_max_pool2d(reference, 1) * weights).sum().backward()
+        assert torch.equal(global_max_pool(ours), F.adaptive_max_pool2d(reference, 1))
+        assert torch.equal(ours.grad, reference.grad)
+
+
+def test_training_graph_avoids_ops_without_a_deterministic_cuda_backward() -> None:
+    out = _tiny().train()(_images(), 10.0)
+    seen, stack = set(), [compute_losses(out, torch.tensor([0, 1, 2, 3])).total.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(parent for parent, _ in node.next_functions)
+    names = {type(node).__name__ for node in seen}
+    assert "MaxBackward0" in names or "MaxBackward1" in names  # the max pooling is in the graph
+    assert not {name for name in names if name.startswith("AdaptiveMaxPool")}
+
+
 def test_eval_embedding_is_normalised_and_deterministic() -> None:
     model = _tiny().eval()
     images = _images(size=(32, 16))

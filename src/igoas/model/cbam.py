@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igoas.model.heads import global_max_pool
+
 
 class CBAM(nn.Module):
     """x -> x * channel_attention(x) -> (that) * spatial_attention(that).
@@ -31,9 +33,8 @@ class CBAM(nn.Module):
         return self.fc2(torch.relu(self.fc1(descriptor)))
 
     def forward(self, x: Tensor) -> Tensor:
-        # max (not amax) so ties send their gradient to one element, as the authors' pooling does
         avg = F.adaptive_avg_pool2d(x, 1)
-        mx = F.adaptive_max_pool2d(x, 1)
+        mx = global_max_pool(x)
         x = x * torch.sigmoid(self._shared_mlp(avg) + self._shared_mlp(mx))
         spatial = torch.cat([x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1)
         return x * torch.sigmoid(self.conv_after_concat(spatial))

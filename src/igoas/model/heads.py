@@ -29,8 +29,16 @@ def _avg_pool(x: Tensor) -> Tensor:
     return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
+def global_max_pool(x: Tensor) -> Tensor:
+    """B x C x H x W -> B x C x 1 x 1, the same values and gradients as
+    `adaptive_max_pool2d(x, 1)` (ties send their gradient to one element), but with a
+    backward pass that CUDA also runs under deterministic algorithms (the adaptive pool's
+    CUDA backward refuses them)."""
+    return x.flatten(2).max(dim=2).values[..., None, None]
+
+
 def _max_pool(x: Tensor) -> Tensor:
-    return F.adaptive_max_pool2d(x, 1).flatten(1)
+    return global_max_pool(x).flatten(1)
 
 
 # The global branch averages, the suppression branch takes the maximum (SPEC section 3).
