@@ -36,3 +36,16 @@ def test_a_folder_that_cannot_be_synced_does_not_fail_the_write(tmp_path: Path,
     monkeypatch.setattr(os, "fsync", refuse_folders)
     atomic_write(tmp_path / "out.bin", lambda handle: handle.write(b"x"))
     assert (tmp_path / "out.bin").read_bytes() == b"x"
+
+
+def test_a_cache_write_can_skip_the_folder_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write(tmp_path / "cached.png", lambda handle: handle.write(b"png"), sync_folder=False)
+    assert synced == [False]

@@ -42,7 +42,7 @@ def test_igo_schedule_values(epoch: int, expected: float) -> None:
     assert igo_area_ratio(epoch) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("epochs, fits", [(90, True), (57, True), (56, False), (30, False)])
+@pytest.mark.parametrize("epochs, fits", [(90, True), (56, True), (55, False), (30, False), (1, False)])
 def test_igo_schedule_warning_names_the_scaled_options(epochs: int, fits: bool) -> None:
     warning = build_occlusion("igo").schedule_warning(epochs)
     assert (warning is None) == fits
@@ -53,7 +53,7 @@ def test_igo_schedule_warning_names_the_scaled_options(epochs: int, fits: bool) 
 
 def test_scaled_igo_schedules_and_fixed_igo_fit_their_runs() -> None:
     # the shipped scaled schedules: 20 epochs (study), 6 (demo), 2 (quick demo)
-    for epochs, ramp in [(20, 11), (6, 3), (2, 0)]:
+    for epochs, ramp in [(20, 11), (6, 3), (2, 0), (1, 0)]:  # (1, 0): the suggested ramp fits too
         assert build_occlusion("igo", slope=0.4 / epochs, ramp_epochs=ramp).schedule_warning(epochs) is None
     assert build_occlusion("igo_fixed").schedule_warning(2) is None
 

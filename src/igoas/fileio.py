@@ -95,11 +95,12 @@ def temporary_name_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], sync_folder: bool = True) -> Path:
     """Call `write(binary_file)` on a temporary file beside `path`, then rename it over `path`.
 
     On any failure `path` is left as it was; a full disk or a folder that cannot be written
-    becomes one IgoasError line naming `path`.
+    becomes one IgoasError line naming `path`. `sync_folder=False` skips flushing the
+    folder entry (a few ms a file) for caches of many small files that can be rebuilt.
     """
     from igoas.errors import IgoasError, describe_os_error
 
@@ -116,7 +117,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-        _sync_folder(path.parent)
+        if sync_folder:
+            _sync_folder(path.parent)
     except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -180,11 +180,12 @@ class IGO(Occlusion):
         """The ramp is in absolute epochs (the authors' 90-epoch recipe): a shorter run ends
         before the area reaches `final`, which silently makes IGO a smaller occluder."""
         ramp_epochs = self.schedule["ramp_epochs"]
-        if epochs - 1 > ramp_epochs:
+        if ramp_epochs + 1 <= epochs:  # the ramp (epochs 0..ramp_epochs) ends within the run
             return None
         return (f"the IGO schedule does not fit {epochs} epochs: the occluded area grows until epoch "
                 f"{ramp_epochs + 1} and reaches its final ratio {self.schedule['final']:.3f} only after it, so "
-                f"this run ends at {self.area_ratio(epochs - 1):.3f}. To keep the recipe's shape at this length, "
+                f"this run ends at {self.area_ratio(math.nextafter(epochs, 0)):.3f}. To keep the recipe's shape "
+                "at this length, "
                 f"set model.occlusion_options.slope={0.4 / epochs:.6g} and "
                 f"model.occlusion_options.ramp_epochs={max(round(56 * epochs / 90) - 1, 0)} (docs/model.md)")
 

@@ -116,4 +116,5 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
     from igoas.fileio import atomic_write
 
-    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", compress_level=1))
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", compress_level=1),
+                 sync_folder=False)  # a cache of up to 100 images per query: rebuilt if lost
