@@ -189,6 +189,19 @@ def test_a_config_in_a_folder_with_an_equals_sign_is_a_config(relative: bool, tm
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("word, override", [
+    ("data.options.split_file=lists/x.yaml", True),  # a dotted key: an override whatever its value
+    ("optim.lr=0.1", True),
+    ("lr=0.1/config.yaml", False),  # no dotted key, a YAML name: a config (missing here)
+    ("my.yaml", False),
+])
+def test_override_or_config_word(word: str, override: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas.commands.arguments import is_override
+
+    monkeypatch.chdir(tmp_path)
+    assert is_override(word) is override
+
+
 def test_every_module_of_the_extras_table_is_in_that_extra_of_pyproject() -> None:
     import tomllib
 

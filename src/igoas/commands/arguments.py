@@ -12,14 +12,17 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 
 def is_override(text: str) -> bool:
     """Whether a command-line word is a `key=value` config override rather than a config file or
-    preset name: a word naming a file that exists, or ending in .yaml/.yml, is a config even
-    with an `=` in it (`lr=0.1/config.yaml`)."""
-    if OVERRIDE.match(text) is None or text.lower().endswith(CONFIG_SUFFIXES):
+    preset name: a word naming a file that exists is a config even with an `=` in it
+    (`lr=0.1/config.yaml`), and so is a .yaml/.yml word whose part before the `=` is no dotted
+    `section.key` (an override such as `data.options.split=x.yaml` stays an override)."""
+    if OVERRIDE.match(text) is None:
         return False
     try:
-        return not Path(text).exists()
+        if Path(text).exists():
+            return False
     except OSError:  # a name too long for the file system is no file
         return True
+    return "." in text.partition("=")[0] or not text.lower().endswith(CONFIG_SUFFIXES)
 
 
 def add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
