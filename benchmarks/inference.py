@@ -16,10 +16,16 @@ fastest path whose cosine is >= 0.999 runs >= 2x fp32.
 
     python benchmarks/inference.py [--images 32] [--batch-size 16] [--repeats 3] [--threads N]
     python benchmarks/inference.py --checkpoint CKPT --eval-root DIR [--dataset synthetic]
-    python benchmarks/inference.py --device cuda
+    python benchmarks/inference.py --device cuda --out DIR
 
 On CUDA only the PyTorch paths run (OpenVINO and onnxruntime would run on the CPU); the
 `auto` path there is bf16 autocast (fp16 where the GPU lacks bf16) with channels_last.
+There the rows time the network alone on normalised batches already on the GPU (512
+images in batches of 128, cuDNN autotuning on): preprocessing in this process would
+dominate otherwise; `pytorch_fp32_end_to_end` and `pytorch_auto_end_to_end` time `embed`
+with it. Each path is reported and skipped if it fails; with --out the JSON document is
+rewritten after every path, and no timing starts that would not end within --budget-s of
+process start.
 
 Prints one JSON line with the CPU capability. Without --checkpoint the weights are random
 (no download) with BatchNorm statistics calibrated on images, which makes embeddings far
@@ -32,40 +38,26 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from bench_common import (Budget, Results, attempt, calibrate_batchnorm, embedding_step, is_cuda, json_safe, measure,
+                          output_file, prepare_device, set_tf32_switches)
 from igoas.inference import ReIDModel
 from igoas.model import build_model
-from igoas.speed import cpu_has_native_bf16
+from igoas.speed import cpu_has_native_bf16, to_memory_format
 from igoas.artifacts.preprocess import Preprocess
 
 IMAGENET = Preprocess(384, 128)  # the published input: ImageNet mean and std
 GOAL_RATIO, GOAL_COSINE = 2.0, 0.999
 Embed = Callable[[torch.Tensor], np.ndarray]  # images (uint8, or float in [0, 1]) -> unit-length embeddings
 Labels = tuple[np.ndarray, np.ndarray]  # identities, cameras
-
-
-def calibrate_batchnorm(network: torch.nn.Module, batch: torch.Tensor) -> None:
-    """Set BatchNorm statistics from data, as training would.
-
-    With random weights and default statistics, activations grow through the stages until
-    the OSM attention saturates and the suppression half of the embedding is ~1e-9 noise,
-    on which no two numerical paths agree; calibrated statistics give trained-like scales.
-    """
-    for module in network.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batches
-    network.train()
-    with torch.no_grad():
-        network(batch)
-    network.eval()
 
 
 def images_per_second(embed: Embed, images: torch.Tensor, repeats: int) -> float:
@@ -133,26 +125,44 @@ def onnx_paths(model: ReIDModel, folder: Path, calibration: torch.Tensor, batch_
     return {"onnxruntime_fp32": embedder(result.path), "onnxruntime_int8": embedder(quantised)}
 
 
-def reid_paths(network: torch.nn.Module, preprocess: Preprocess, batch_size: int,
-               device: str) -> tuple[dict[str, Embed], str]:
+def reid_models(network: torch.nn.Module, preprocess: Preprocess, device: str,
+                pytorch_only: bool = False) -> dict[str, ReIDModel]:
     """The ReIDModel paths (PyTorch, and OpenVINO on the CPU), each on its own copy of the network."""
     from igoas.backends import openvino_available
 
     settings = {
+        "pytorch_auto": dict(precision="auto", channels_last="auto"),  # first: the most informative
         "pytorch_fp32": dict(precision="fp32", channels_last=False),
         "pytorch_fp32_channels_last": dict(precision="fp32", channels_last=True),
-        "pytorch_auto": dict(precision="auto", channels_last="auto"),
     }
-    if openvino_available() and torch.device(device).type == "cpu":
+    if not pytorch_only and openvino_available() and not is_cuda(device):
         settings["openvino_fp32"] = dict(precision="fp32", backend="openvino")
         if cpu_has_native_bf16():
             settings["openvino_bf16"] = dict(precision="bf16", backend="openvino")
     # copies: channels_last converts a model's weights in place, which would change the other paths
-    models = {name: ReIDModel(copy.deepcopy(network), preprocess, device=device, **options)
-              for name, options in settings.items()}
-    auto = models["pytorch_auto"]
-    embedders = {name: (lambda x, m=model: m.embed(x, batch_size=batch_size)) for name, model in models.items()}
-    return embedders, f"precision={auto.precision}, channels_last={auto.channels_last}"
+    return {name: ReIDModel(copy.deepcopy(network), preprocess, device=device, **options)
+            for name, options in settings.items()}
+
+
+def embedder(model: ReIDModel, batch_size: int) -> Embed:
+    """`model.embed` with the TF32 switches set for its precision (not left from another path)."""
+    def embed(images: Any) -> np.ndarray:
+        set_tf32_switches(model.device, model.precision)
+        return model.embed(images, batch_size=batch_size)
+
+    return embed
+
+
+def on_device(model: ReIDModel, images: torch.Tensor, batch_size: int) -> Callable[[], Callable[[], torch.Tensor]]:
+    """A `measure` factory: the network alone on batches already normalised and on the device,
+    which is what a GPU's speed is (a real extraction decodes and normalises in loader workers)."""
+    def make() -> Callable[[], torch.Tensor]:
+        ready = model.preprocess_config.normalize(images.float() / 255).to(model.device)
+        batches = [to_memory_format(ready[start : start + batch_size], model.channels_last)
+                   for start in range(0, len(ready), batch_size)]
+        return embedding_step(model.network, batches, str(model.device), model.precision)
+
+    return make
 
 
 def eval_images(dataset: str, root: str) -> tuple[dict[str, list[str]], dict[str, Labels]]:
@@ -167,23 +177,77 @@ def eval_images(dataset: str, root: str) -> tuple[dict[str, list[str]], dict[str
     return images, labels
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=32, help="images per timed run")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=None, help="images per timed run (default: 32 CPU, 512 CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 CPU, 128 CUDA")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0,
                         help="threads for every path (default: PyTorch's default); 1 gives steadier numbers on a "
                              "machine shared with other jobs")
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (its own input size) instead of random weights")
-    parser.add_argument("--calibration-images", type=int, default=256,
-                        help="real images that calibrate the int8 quantisation (synthetic pedestrians)")
+    parser.add_argument("--backbone", default="resnet50", help="backbone of the random-weight network")
+    parser.add_argument("--height", type=int, default=384, help="input height of the random-weight network")
+    parser.add_argument("--width", type=int, default=128, help="input width of the random-weight network")
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="real images (synthetic pedestrians) that calibrate BatchNorm, the int8 quantisation "
+                             "and give the cosines (default: 256 CPU, 128 CUDA)")
     parser.add_argument("--eval-root", help="also report R1/mAP of every path on this dataset's query and gallery")
     parser.add_argument("--dataset", default="synthetic", help="the dataset at --eval-root (default synthetic)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    args = parser.parse_args()
-    cuda = torch.device(args.device).type == "cuda"
+    parser.add_argument("--pytorch-only", action="store_true", help="leave out OpenVINO and onnxruntime")
+    parser.add_argument("--budget-s", type=float, default=900.0,
+                        help="seconds from process start within which every started timing must end (default 900)")
+    parser.add_argument("--out", help="folder (or .json file) to rewrite the JSON document in after every path")
+    args = parser.parse_args(argv)
+    cuda = is_cuda(args.device)
+    args.images = args.images or (512 if cuda else 32)
+    args.batch_size = args.batch_size or (128 if cuda else 16)
+    args.calibration_images = args.calibration_images or (128 if cuda else 256)
+    return args
 
+
+def timed_rows(models: dict[str, ReIDModel], embedders: dict[str, Embed], images: torch.Tensor,
+               args: argparse.Namespace) -> dict[str, Callable[[], dict[str, Any]]]:
+    """What to time, by row name. On CUDA the network on device batches (each model's name)
+    and, as separate `_end_to_end` rows, `embed` with the preprocessing in this process; on
+    the CPU, where preprocessing is a real share of the cost, every path end to end."""
+    def end_to_end(embed: Embed) -> Callable[[], dict[str, Any]]:
+        return lambda: {"images_per_s": images_per_second(embed, images, args.repeats)}
+
+    def device_only(model: ReIDModel) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            timing = measure(on_device(model, images, args.batch_size), args.repeats, args.device, warmup=1)
+            return {"images_per_s": len(images) / timing["seconds"], "memory_before_mb": timing["memory_before_mb"],
+                    "peak_memory_mb": timing["peak_memory_mb"]}
+        return run
+
+    if not is_cuda(args.device):
+        return {name: end_to_end(embed) for name, embed in embedders.items()}
+    rows = {name: device_only(model) for name, model in models.items()}
+    rows.update({f"{name}_end_to_end": end_to_end(embedders[name]) for name in ("pytorch_auto", "pytorch_fp32")})
+    return rows
+
+
+def summarise(report: dict[str, Any]) -> None:
+    """Ratios to PyTorch fp32 (null without it) and the fastest path close enough to fp32, from the rows so far."""
+    speeds, cosines = report["images_per_s"], report["min_cosine_vs_fp32"]
+    reference = speeds.get("pytorch_fp32")
+    report["ratio_vs_fp32"] = {name: round(speed / reference, 3) if reference else None for name, speed in speeds.items()}
+    accurate = [name for name in speeds if name != "pytorch_fp32" and reference
+                and (cosines.get(name.removesuffix("_end_to_end")) or 0.0) >= GOAL_COSINE]
+    best = max(accurate, key=report["ratio_vs_fp32"].get, default=None)
+    report[f"fastest_with_cosine_{GOAL_COSINE}"] = best
+    report["goal_met"] = best is not None and report["ratio_vs_fp32"][best] >= GOAL_RATIO
+
+
+def main(argv: list[str] | None = None, clock: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Run the benchmark; `clock` (seconds elapsed) replaces the process-start clock of the budget."""
+    args = parse_args(argv)
+    cuda = is_cuda(args.device)
+    budget = Budget(args.budget_s, clock)
+    prepare_device(args.device)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -192,53 +256,74 @@ def main() -> None:
         loaded = ReIDModel.from_checkpoint(args.checkpoint, precision="fp32", channels_last=False)
         network, preprocess = loaded.network, loaded.preprocess_config
     else:
-        network = build_model("igoas", num_classes=751, pretrained=False, backbone="resnet50")
-        preprocess = IMAGENET
+        network = build_model("igoas", num_classes=751, pretrained=False, backbone=args.backbone)
+        preprocess = Preprocess(args.height, args.width) if (args.height, args.width) != (384, 128) else IMAGENET
+    report: dict[str, Any] = {
+        "benchmark": "inference",
+        "model": " ".join(str(getattr(network, "spec", {}).get(key)) for key in ("name", "backbone")),
+        "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
+        "torch": torch.__version__,
+        "weights": args.checkpoint or "random, BatchNorm calibrated",
+        "input": f"{preprocess.height}x{preprocess.width}",
+        "images": args.images, "batch_size": args.batch_size, "repeats": args.repeats, "threads": threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "timing": ("network on normalised batches already on the GPU; *_end_to_end rows include preprocessing "
+                   "in this process" if cuda else "end to end, preprocessing included"),
+        "images_per_s": {}, "memory_mb": {}, "min_cosine_vs_fp32": {}, "skipped": [], "finished": False,
+    }
+    results = Results(output_file(args.out, "inference.json"), report)
+    summarise(report)
+    results.save()
     timed = torch.randint(0, 256, (args.images, 3, preprocess.height, preprocess.width), dtype=torch.uint8)
     with tempfile.TemporaryDirectory() as folder:
         calibration = calibration_images(preprocess, args.calibration_images, Path(folder))
         if not args.checkpoint:
             calibrate_batchnorm(network, preprocess.normalize(calibration[:64]))
-        paths, auto_path = reid_paths(network, preprocess, args.batch_size, args.device)
-        reference = ReIDModel(copy.deepcopy(network), preprocess, precision="fp32", channels_last=False)
-        if not cuda:
-            paths.update(onnx_paths(reference, Path(folder), calibration, args.batch_size, threads))
-        speeds = {name: images_per_second(embed, timed, args.repeats) for name, embed in paths.items()}
+        models = reid_models(network, preprocess, args.device, args.pytorch_only)
+        auto = models["pytorch_auto"]
+        report["pytorch_auto"] = f"precision={auto.precision}, channels_last={auto.channels_last}"
+        embedders = {name: embedder(model, args.batch_size) for name, model in models.items()}
+        if not cuda and not args.pytorch_only:
+            reference = ReIDModel(copy.deepcopy(network), preprocess, precision="fp32", channels_last=False)
+            embedders.update(attempt("onnxruntime", lambda: onnx_paths(reference, Path(folder), calibration,
+                                                                       args.batch_size, threads),
+                                     report["skipped"], log) or {})
+        expected = 0.0
+        for name, run in timed_rows(models, embedders, timed, args).items():
+            if report["images_per_s"] and not budget.fits(expected):
+                report["skipped"].append({"path": name, "reason": "budget"})
+                continue
+            started = budget.elapsed()
+            row = attempt(name, run, report["skipped"], log)
+            if row is not None:
+                expected = max(expected, budget.elapsed() - started)
+                report["images_per_s"][name] = round(row["images_per_s"], 2)
+                report["memory_mb"][name] = {key: row.get(key) for key in ("memory_before_mb", "peak_memory_mb")}
+                log(f"{name:<34} {row['images_per_s']:9.1f} img/s")
+                summarise(report)
+            results.save()
         # accuracy on real images: the dataset's when given, else held-out calibration images
         if args.eval_root:
             images, labels = eval_images(args.dataset, args.eval_root)
             cosine_images = images["query"] + images["gallery"]
         else:
-            cosine_images = calibration[-args.images:]
-        outputs = {name: embed(cosine_images) for name, embed in paths.items()}
-        cosines = {name: float(np.min(np.sum(out * outputs["pytorch_fp32"], axis=1))) for name, out in outputs.items()}
-    ratios = {name: speed / speeds["pytorch_fp32"] for name, speed in speeds.items()}
-    accurate = [name for name in speeds if name != "pytorch_fp32" and cosines[name] >= GOAL_COSINE]
-    best_accurate = max(accurate, key=ratios.get, default=None)
-    report = {
-        "benchmark": "inference",
-        "model": f"{reference.spec.get('name')} {reference.spec.get('backbone')}",
-        "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
-        "weights": args.checkpoint or "random, BatchNorm calibrated",
-        "input": f"{preprocess.height}x{preprocess.width}",
-        "images": args.images,
-        "batch_size": args.batch_size,
-        "repeats": args.repeats,
-        "threads": threads,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": cpu_has_native_bf16(),
-        "pytorch_auto": auto_path,
-        "images_per_s": {k: round(v, 2) for k, v in speeds.items()},
-        "ratio_vs_fp32": {k: round(v, 3) for k, v in ratios.items()},
-        "min_cosine_vs_fp32": {k: round(v, 6) for k, v in cosines.items()},
-        "cosine_on": f"{args.dataset} query + gallery at {args.eval_root}" if args.eval_root else
-                     f"{len(cosine_images)} synthetic images",
-        f"fastest_with_cosine_{GOAL_COSINE}": best_accurate,
-        "goal_met": best_accurate is not None and ratios[best_accurate] >= GOAL_RATIO,
-    }
+            cosine_images = calibration[-min(args.images, 64):]
+        outputs = {name: attempt(f"{name} embeddings", lambda embed=embed: embed(cosine_images), report["skipped"], log)
+                   for name, embed in embedders.items()}
+    outputs = {name: out for name, out in outputs.items() if out is not None}
+    if "pytorch_fp32" in outputs:
+        report["min_cosine_vs_fp32"] = {name: round(float(np.min(np.sum(out * outputs["pytorch_fp32"], axis=1))), 6)
+                                        for name, out in outputs.items()}
+    report["cosine_on"] = (f"{args.dataset} query + gallery at {args.eval_root}" if args.eval_root else
+                           f"{len(cosine_images)} synthetic images")
     if args.eval_root:
         report["R1_mAP"] = {name: rank_metrics(out, len(images["query"]), labels) for name, out in outputs.items()}
-    print(json.dumps(report))
+    summarise(report)
+    report.update(finished=True, elapsed_s=round(budget.elapsed(), 1))
+    results.save()
+    print(json.dumps(json_safe(report)))
+    return report
 
 
 def rank_metrics(embeddings: np.ndarray, num_query: int, labels: dict[str, Labels]) -> dict[str, float]:

@@ -2,18 +2,21 @@
 every precision path: fp32, TF32 (CUDA), bf16 autocast and fp16 autocast with gradient
 scaling (CUDA), each with and without channels_last and torch.compile.
 
-For each training path it prints images/s, the peak memory (CUDA) and the projected time
-of the 90-epoch Occluded-Duke recipe (15,618 training images per epoch, the training steps
-only: no data loading, no evaluation), with ratios against fp32 measured in the same run;
-for inference, images/s and the smallest embedding cosine to fp32's. A table goes to
-stderr, one JSON line to stdout.
+For each training path it prints images/s, the memory (CUDA: allocated before the warm-up
+and the peak of the timed steps) and the projected time of the 90-epoch Occluded-Duke recipe
+(15,618 training images per epoch, the training steps only: no data loading, no evaluation),
+with ratios against the uncompiled fp32 path measured in the same run; for inference,
+images/s and the smallest embedding cosine to fp32's (BatchNorm calibrated on the batch).
+A table goes to stderr, one JSON line to stdout, and with --out the same document is
+rewritten after every measured path.
 
-    python benchmarks/train_step.py --device cuda                 # ResNet-50, 384x128, batch 64: the GPU check
+    python benchmarks/train_step.py --device cuda --out DIR       # ResNet-50, 384x128, batch 64: the GPU check
     python benchmarks/train_step.py --backbone resnet18 --batch 8 # the CPU paths
 
-Meant to fit the few minutes a lent GPU gives: the uncompiled paths run first, then the
-compiled ones in order of promise until --budget-s is spent; what did not fit is listed
-as skipped, never silently dropped.
+Meant to fit the few minutes a lent GPU gives: the most informative paths first (the most
+promising uncompiled one, the fp32 reference, the promising one compiled), and no path is
+started that would not end within --budget-s, counted from process start; what did not fit
+or failed is listed under `skipped`, never silently dropped.
 """
 from __future__ import annotations
 
@@ -21,24 +24,29 @@ import argparse
 import contextlib
 import copy
 import json
-import statistics
+import math
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from bench_common import (Budget, Results, attempt, calibrate_batchnorm, embedding_step, is_cuda, json_safe, measure,
+                          output_file, prepare_device, set_tf32_switches)
+from igoas.config import load_config, model_arguments, to_dict
+from igoas.engine.optim import build_optimizer, build_scheduler
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
-from igoas.speed import (DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, inference_context,
-                         prepare_model_for_inference, set_tf32, to_memory_format)
+from igoas.model.osm import mask_activity
+from igoas.speed import DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, prepare_model_for_inference, to_memory_format
 
-RECIPE_EPOCHS, RECIPE_EPOCH_IMAGES = 90, 15_618  # Occluded-Duke, the published recipe
+RECIPE = "occluded_duke_igoas"  # the published recipe: model, losses, optimiser and schedule
+RECIPE_EPOCHS, RECIPE_EPOCH_IMAGES = 90, 15_618  # Occluded-Duke
+PROGRESS = 30.0  # the epoch position the occlusion is drawn for (its area grows until epoch 55)
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-# Compiled paths in order of promise: reduced precision and channels_last first.
-COMPILE_ORDER = ("bf16", "fp16", "tf32", "fp32")
+PROMISE = ("bf16", "fp16", "tf32", "fp32")  # reduced precision first
+REFERENCE = "fp32"  # the uncompiled fp32 path: every ratio's denominator
 
 
 @dataclass(frozen=True)
@@ -57,142 +65,213 @@ class StepPath:
 def available_precisions(device: str, requested: list[str]) -> list[str]:
     """The requested precisions this device runs natively (fp32 always; tf32 and fp16 on
     CUDA; bf16 where `has_native_bf16`: CUDA 8.0+ or a CPU with native bf16); fp32 first."""
-    cuda = torch.device(device).type == "cuda"
+    cuda = is_cuda(device)
     usable = {"fp32": True, "tf32": cuda, "fp16": cuda, "bf16": has_native_bf16(device)}
     return ["fp32"] + [p for p in requested if p != "fp32" and usable[p]]
 
 
 def plan_paths(precisions: list[str], compile_modes: list[bool]) -> list[StepPath]:
-    """Every uncompiled path, then the compiled ones in COMPILE_ORDER (channels_last first)."""
-    paths = [StepPath(p, cl, False) for p in precisions for cl in (False, True)] if False in compile_modes else []
-    if True in compile_modes:
-        ordered = [p for p in COMPILE_ORDER if p in precisions]
-        paths += [StepPath(p, cl, True) for cl in (True, False) for p in ordered]
-    return paths
+    """Most informative first: the most promising uncompiled path (reduced precision with
+    channels_last), the fp32 reference, that promising path compiled; then the other
+    uncompiled paths (seconds each), then the other compiled ones, in order of promise."""
+    ordered = [p for p in PROMISE if p in precisions]
+    eager = [StepPath(p, cl, False) for cl in (True, False) for p in ordered] if False in compile_modes else []
+    compiled = [StepPath(p, cl, True) for cl in (True, False) for p in ordered] if True in compile_modes else []
+    head = eager[:1] + [p for p in eager if p == StepPath("fp32", False, False)] + compiled[:1]
+    return list(dict.fromkeys(head + eager + compiled))
 
 
 def autocast_for(device: str, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast to bf16/fp16, nothing for fp32/tf32 (TF32 is a switch, see `set_tf32`)."""
+    """Autocast to bf16/fp16, nothing for fp32/tf32 (TF32 is a switch, see `set_tf32_switches`)."""
     if precision in ("bf16", "fp16"):
         return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[precision])
     return contextlib.nullcontext()
 
 
+def reset_compiler() -> None:
+    """Forget earlier compilations, and make hitting dynamo's recompile limit an error.
+
+    Every child compiled by `compile_network` shares one code object (Module._call_impl), so
+    the cache entries of earlier paths (another autocast state or memory format) would use up
+    dynamo's recompile limit and later paths would silently run most children eagerly.
+    """
+    torch._dynamo.reset()
+    config = torch._dynamo.config
+    for flag in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):  # the second: torch before 2.6
+        if hasattr(config, flag):
+            setattr(config, flag, True)
+            break
+
+
+def recipe_config(backbone: str) -> Any:
+    config = load_config(RECIPE)
+    config.model.backbone = backbone
+    return config
+
+
 def make_train_step(reference: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, path: StepPath,
-                    device: str, compile_backend: str) -> Callable[[], float]:
-    """A closure running one optimiser step of the recipe (Adam, the authors' losses) on `path`."""
+                    device: str, compile_backend: str, config: Any) -> Callable[[], float]:
+    """A closure running one optimiser step of the recipe on `path`, with the trainer's host
+    synchronisations: the loss checked finite before the backward pass, the gradient norm
+    read back before the optimiser step (unless fp16's scaler skips bad steps itself), the
+    logged loss terms, IGO area and mask activity read back after it."""
+    set_tf32_switches(device, path.precision)
     model = to_memory_format(copy.deepcopy(reference).train(), path.channels_last)
     if path.compiled:
+        reset_compiler()
         compile_network(model, compile_backend)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=5e-4)
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, RECIPE_EPOCHS, max(RECIPE_EPOCH_IMAGES // len(images), 1))
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=path.precision == "fp16")
+    loss_config = LossConfig(**to_dict(config.loss))
+    parameters = [p for p in model.parameters() if p.requires_grad]
     images = to_memory_format(images, path.channels_last)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> float:
-        set_tf32(device, path.precision if path.precision in ("fp32", "tf32") else "fp32")
-        optimizer.zero_grad(set_to_none=True)
         with autocast_for(device, path.precision):
-            output = model(images, 30.0, generator)
-        loss = compute_losses(output, labels, LossConfig()).total
-        scaler.scale(loss).backward()
+            output = model(images, PROGRESS, generator)
+        losses = compute_losses(output, labels, loss_config)
+        if not bool(torch.isfinite(losses.total)):
+            raise FloatingPointError(f"the loss became {float(losses.total.detach())}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses.total).backward()
+        if not scaler.is_enabled() and not math.isfinite(float(torch.nn.utils.clip_grad_norm_(parameters, math.inf))):
+            raise FloatingPointError("the gradient norm became non-finite")
         scaler.step(optimizer)
         scaler.update()
-        return float(loss.detach())
+        scheduler.step()
+        record = {"loss": {"total": losses.total.item(), **{name: value.item() for name, value in losses.terms.items()}},
+                  "igo_area_ratio": float(output.occlusion_ratio), **mask_activity(output.visible_mask)}
+        if losses.id_weights is not None and losses.id_weights.numel() > 1:
+            record["id_weights"] = losses.id_weights.tolist()
+        return record["loss"]["total"]
 
     return step
 
 
-def _synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(step: Callable[[], Any], repeats: int, device: str, warmup: int = 2) -> dict[str, Any]:
-    """Median seconds of `repeats` calls after `warmup` (compilation, cuDNN autotuning), the
-    warm-up seconds and the peak memory allocated (CUDA; None on CPU)."""
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    _synchronize(device)
-    warmup_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-    return {"seconds": statistics.median(times), "warmup_s": warmup_s, "peak_memory_mb": peak}
-
-
-def train_row(path: StepPath, timing: dict[str, Any], batch: int, reference_speed: float | None) -> dict[str, Any]:
+def train_row(path: StepPath, timing: dict[str, Any], batch: int, tf32: dict[str, bool] | None) -> dict[str, Any]:
     speed = batch / timing["seconds"]
     return {"path": path.name, "precision": path.precision, "channels_last": path.channels_last,
-            "compiled": path.compiled, "images_per_s": speed, "peak_memory_mb": timing["peak_memory_mb"],
-            "warmup_s": timing["warmup_s"],
-            "recipe_hours": RECIPE_EPOCHS * RECIPE_EPOCH_IMAGES / speed / 3600,
-            "ratio_vs_fp32": speed / reference_speed if reference_speed else 1.0}
+            "compiled": path.compiled, "images_per_s": speed, "seconds_per_step": timing["seconds"],
+            "memory_before_mb": timing["memory_before_mb"], "peak_memory_mb": timing["peak_memory_mb"],
+            "warmup_s": timing["warmup_s"], "tf32": tf32,
+            "recipe_hours": RECIPE_EPOCHS * RECIPE_EPOCH_IMAGES / speed / 3600}
 
 
-def benchmark_training(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every planned training path until the budget is spent; rows, skipped paths, reference."""
-    device = args.device
+def add_ratios(rows: list[dict[str, Any]]) -> str:
+    """Each row's speed against the uncompiled fp32 row (None without one) and, for a compiled
+    row, against the same path uncompiled; returns what the ratios are against."""
+    speeds = {row["path"]: row["images_per_s"] for row in rows}
+    reference = speeds.get(REFERENCE)
+    for row in rows:
+        row["ratio_vs_fp32"] = row["images_per_s"] / reference if reference else None
+        if row["compiled"]:
+            eager = speeds.get(row["path"].removesuffix("+compile"))
+            row["ratio_vs_uncompiled"] = row["images_per_s"] / eager if eager else None
+    return (f"{REFERENCE} (uncompiled) in this run" if reference else
+            f"none: the uncompiled {REFERENCE} path was not measured, so every ratio_vs_fp32 is null")
+
+
+def summarise(document: dict[str, Any]) -> None:
+    """Ratios, reference and the fastest path, recomputed from the rows so far."""
+    rows = document["train"]
+    document["ratio_reference"] = add_ratios(rows)
+    if rows:
+        fastest = max(rows, key=lambda row: row["images_per_s"])
+        document.update(fastest_train=fastest["path"], fastest_train_images_per_s=fastest["images_per_s"],
+                        fastest_train_recipe_hours=fastest["recipe_hours"])
+
+
+def _table_line(row: dict[str, Any]) -> str:
+    memory = f"{row['peak_memory_mb']:8.0f} MB" if row["peak_memory_mb"] is not None else "       - MB"
+    ratio = f"x{row['ratio_vs_fp32']:.2f}" if row.get("ratio_vs_fp32") else "x  ?"
+    return (f"{row['path']:<32} {row['images_per_s']:9.1f} img/s  {memory}  {ratio}  "
+            f"90 epochs: {row['recipe_hours']:.2f} h  (warm-up {row['warmup_s']:.0f} s)")
+
+
+def benchmark_training(args: argparse.Namespace, results: Results, budget: Budget, log: Callable[[str], None]) -> None:
+    """Every planned training path that fits the budget, each row saved as soon as it is measured."""
+    device, document = args.device, results.document
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.height, args.width, device=device)
     labels = torch.randint(0, args.num_classes, (args.batch,), device=device)
-    reference = build_model("igoas", args.num_classes, backbone=args.backbone).to(device)
-    precisions = available_precisions(device, args.precisions.split(","))
+    config = recipe_config(args.backbone)
+    reference = build_model(num_classes=args.num_classes, **model_arguments(config.model)).to(device)
     compile_modes = {"on": [True], "off": [False], "both": [False, True]}[
-        args.compile if args.compile != "auto" else ("both" if torch.device(device).type == "cuda" else "off")]
-    started, rows, skipped, fp32_speed = time.perf_counter(), [], [], None
-    for path in plan_paths(precisions, compile_modes):
-        if rows and time.perf_counter() - started > args.budget_s:
-            skipped.append(path.name)
-            continue
-        try:
-            timing = measure(make_train_step(reference, images, labels, path, device, args.compile_backend),
-                             args.repeats, device)
-        except Exception as err:  # a path this device or build cannot run is reported, not fatal
-            log(f"{path.name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:160]})")
-            skipped.append(f"{path.name} (failed: {type(err).__name__})")
-            continue
-        row = train_row(path, timing, args.batch, fp32_speed)
-        fp32_speed = fp32_speed or row["images_per_s"]
-        rows.append(row)
-        memory = f"{row['peak_memory_mb']:8.0f} MB" if row["peak_memory_mb"] is not None else "       - MB"
-        log(f"{path.name:<32} {row['images_per_s']:9.1f} img/s  {memory}  x{row['ratio_vs_fp32']:.2f}  "
-            f"90 epochs: {row['recipe_hours']:.2f} h  (warm-up {row['warmup_s']:.0f} s)")
-    return {"rows": rows, "skipped": skipped, "precisions": precisions}
+        args.compile if args.compile != "auto" else ("both" if is_cuda(device) else "off")]
+    reserve = 0.0 if args.no_inference else args.inference_reserve_s
+    expected = {False: 0.0, True: args.compile_estimate_s}  # seconds the next path of each kind should take
+    measured_compiled = False
+    for path in plan_paths(document["precisions"], compile_modes):
+        if document["train"] or document["skipped"]:  # the first path always runs
+            if not budget.fits(expected[path.compiled], reserve):
+                document["skipped"].append({"path": path.name, "reason": "budget"})
+                continue
+        started = budget.elapsed()
+
+        def run(path: StepPath = path) -> dict[str, Any]:
+            tf32 = set_tf32_switches(device, path.precision)
+            timing = measure(lambda: make_train_step(reference, images, labels, path, device, args.compile_backend,
+                                                     config), args.repeats, device)
+            return train_row(path, timing, args.batch, tf32)
+
+        row = attempt(path.name, run, document["skipped"], log)
+        if path.compiled:
+            torch._dynamo.reset()  # its caches hold the compiled model
+        if row is not None:
+            took = budget.elapsed() - started
+            if path.compiled and not measured_compiled:
+                expected[True], measured_compiled = took, True
+            elif not path.compiled:
+                expected[False] = max(expected[False], took)
+            document["train"].append(row)
+            summarise(document)
+            log(_table_line(row))
+        results.save()
 
 
-def benchmark_inference(args: argparse.Namespace, precisions: list[str]) -> dict[str, Any]:
-    """Embedding speed of every uncompiled precision path and its smallest cosine to fp32's."""
-    device = args.device
+def benchmark_inference(args: argparse.Namespace, results: Results, budget: Budget, log: Callable[[str], None]) -> None:
+    """Embedding speed of every uncompiled precision path and its smallest cosine to fp32's,
+    on a network whose BatchNorm statistics are calibrated on the batch (with default
+    statistics the suppression half of the embedding is ~1e-8 noise that fp16 flushes)."""
+    device, document = args.device, results.document
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.height, args.width, device=device)
-    reference = build_model("igoas", args.num_classes, backbone=args.backbone).to(device)
-    rows, fp32_embeddings = {}, None
-    for precision in [p for p in precisions if p != "fp16" or torch.device(device).type == "cuda"]:
+    config = recipe_config(args.backbone)
+    reference = build_model(num_classes=args.num_classes, **model_arguments(config.model)).to(device)
+    calibrate_batchnorm(reference, images)
+    rows, fp32_embeddings, expected = document["inference"], None, 0.0
+    for precision in [p for p in document["precisions"] if p != "fp16" or is_cuda(device)]:
         for channels_last in (False, True):
-            model = prepare_model_for_inference(copy.deepcopy(reference), precision, channels_last, device)
-            batch = to_memory_format(images, channels_last)
-
-            def run(model=model, batch=batch, precision=precision) -> torch.Tensor:
-                with inference_context(device, precision):
-                    return model(batch).float()
-
-            timing = measure(run, args.repeats, device)
-            embeddings = run()
-            fp32_embeddings = embeddings if fp32_embeddings is None else fp32_embeddings
             name = precision + ("+channels_last" if channels_last else "")
-            rows[name] = {"images_per_s": args.batch / timing["seconds"], "peak_memory_mb": timing["peak_memory_mb"],
-                          "cosine_min_vs_fp32": float(F.cosine_similarity(embeddings, fp32_embeddings).min())}
-    return rows
+            if rows and not budget.fits(expected):
+                document["skipped"].append({"path": f"inference {name}", "reason": "budget"})
+                continue
+            started = budget.elapsed()
+
+            def run(precision: str = precision, channels_last: bool = channels_last) -> dict[str, Any]:
+                tf32 = set_tf32_switches(device, precision)
+                timing = measure(lambda: embedding_step(
+                    prepare_model_for_inference(copy.deepcopy(reference), precision, channels_last, device),
+                    [to_memory_format(images, channels_last)], device, precision), args.repeats, device)
+                return {"timing": timing, "tf32": tf32}
+
+            done = attempt(f"inference {name}", run, document["skipped"], log)
+            if done is not None:
+                expected = max(expected, budget.elapsed() - started)
+                embeddings = done["timing"]["output"]
+                if name == "fp32":
+                    fp32_embeddings = embeddings
+                cosine = (float(F.cosine_similarity(embeddings, fp32_embeddings).min())
+                          if fp32_embeddings is not None else None)
+                rows[name] = {"images_per_s": args.batch / done["timing"]["seconds"],
+                              "memory_before_mb": done["timing"]["memory_before_mb"],
+                              "peak_memory_mb": done["timing"]["peak_memory_mb"], "tf32": done["tf32"],
+                              "cosine_min_vs_fp32": cosine}
+                log(f"inference {name:<22} {rows[name]['images_per_s']:9.1f} img/s  min cosine to fp32 "
+                    f"{cosine if cosine is None else round(cosine, 6)}")
+            results.save()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -210,40 +289,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.compile paths (auto: both on CUDA, off on CPU)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: tracing only)")
     parser.add_argument("--budget-s", type=float, default=210.0,
-                        help="stop starting new training paths after this many seconds (the GPU lease is short)")
+                        help="seconds from process start within which every started path must end (default 210)")
+    parser.add_argument("--compile-estimate-s", type=float, default=60.0,
+                        help="expected seconds of the first compiled path; later ones are expected to take as long "
+                             "as the first did (default 60)")
+    parser.add_argument("--inference-reserve-s", type=float, default=15.0,
+                        help="seconds of the budget the training paths leave to the inference paths (default 15)")
     parser.add_argument("--no-inference", action="store_true", help="training paths only")
+    parser.add_argument("--out", help="folder (or .json file) to rewrite the JSON document in after every path")
     args = parser.parse_args(argv)
-    cuda = torch.device(args.device).type == "cuda"
+    cuda = is_cuda(args.device)
     args.batch = args.batch or (64 if cuda else 8)
     args.repeats = args.repeats or (10 if cuda else 3)
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None, clock: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Run the benchmark; `clock` (seconds elapsed) replaces the process-start clock of the budget."""
     args = parse_args(argv)
-    cuda = torch.device(args.device).type == "cuda"
+    budget = Budget(args.budget_s, clock)
+    cuda = is_cuda(args.device)
+    prepare_device(args.device)
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"training step, {args.backbone} {args.height}x{args.width}, batch {args.batch}, on "
-        f"{torch.cuda.get_device_name(args.device) if cuda else 'cpu'}")
-    training = benchmark_training(args, log)
-    result: dict[str, Any] = {
-        "benchmark": "train_step", "backbone": args.backbone, "batch": args.batch, "size": [args.height, args.width],
-        "repeats": args.repeats, "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
-        "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    device_name = torch.cuda.get_device_name(args.device) if cuda else "cpu"
+    log(f"training step, {args.backbone} {args.height}x{args.width}, batch {args.batch}, on {device_name}")
+    results = Results(output_file(args.out, "train_step.json"), {
+        "benchmark": "train_step", "recipe_config": RECIPE, "backbone": args.backbone, "batch": args.batch,
+        "size": [args.height, args.width], "repeats": args.repeats, "device": device_name,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark, "budget_s": args.budget_s,
         "recipe": {"epochs": RECIPE_EPOCHS, "images_per_epoch": RECIPE_EPOCH_IMAGES},
-        "train": training["rows"], "skipped": training["skipped"],
         "goal": {"train_images_per_s": 600, "note": "one H100, 5x the authors' two RTX 3090s (about 115 img/s)"},
-    }
-    if training["rows"]:
-        fastest = max(training["rows"], key=lambda row: row["images_per_s"])
-        result["fastest_train"] = fastest["path"]
-        result["fastest_train_images_per_s"] = fastest["images_per_s"]
-        result["fastest_train_recipe_hours"] = fastest["recipe_hours"]
+        "precisions": available_precisions(args.device, args.precisions.split(",")),
+        "train": [], "skipped": [], "inference": {}, "finished": False,
+    })
+    results.save()
+    benchmark_training(args, results, budget, log)
     if not args.no_inference:
-        result["inference"] = benchmark_inference(args, training["precisions"])
-    print(json.dumps(result))
-    return result
+        benchmark_inference(args, results, budget, log)
+    results.document.update(finished=True, elapsed_s=budget.elapsed())
+    results.save()
+    print(json.dumps(json_safe(results.document)))
+    return results.document
 
 
 if __name__ == "__main__":
