@@ -129,8 +129,15 @@ def compile_network(model: nn.Module, backend: str = "inductor") -> nn.Module:
     Per child rather than the whole network: the occlusion draws each batch's rectangle as
     Python numbers, which a whole-network graph would specialise on and recompile for at
     every new position; the children hold all the computation and see tensors only.
+    Their compiled calls share one code object, whose cache dynamo caps at
+    `recompile_limit` entries in all (8), so the cap is raised to 8 per child: past it,
+    the remaining children would silently run eagerly.
     """
-    for child in model.children():
+    children = list(model.children())
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # the name before 2.6
+    setattr(config, limit, max(getattr(config, limit), 8 * len(children)))
+    for child in children:
         child.compile(backend=backend)
     return model
 
