@@ -11,12 +11,14 @@
 # Budgets, from each process's start: training 185 s (killed at 215 s), inference 50 s
 # (killed at 70 s); a killed run keeps every path it finished in its JSON document.
 set -u
-cd "$(dirname "$0")/.."
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
-out_dir="${1:-${OUT:-runs/gpu_check}}"
+out_dir="${1:-${OUT:-}}"
+if [ -n "$out_dir" ]; then mkdir -p "$out_dir" && out_dir="$(cd "$out_dir" && pwd)" || exit 2; fi
+cd "$(dirname "$0")/.." || exit 2
+out_dir="${out_dir:-$PWD/runs/gpu_check}"
 python="${PYTHON:-python3}"
-mkdir -p "$out_dir"
+mkdir -p "$out_dir" || exit 2
 
 if ! "$python" -c "import omegaconf" 2>/dev/null; then
     site=/tmp/igoas-site
@@ -42,13 +44,16 @@ else
     train_limit=215 infer_limit=70
 fi
 
+limited() {  # limited SECONDS COMMAND...: stopped after SECONDS where coreutils' timeout exists
+    if command -v timeout >/dev/null; then timeout -k 5 "$@"; else shift; "$@"; fi
+}
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 | tee "$out_dir/gpu.txt"
 fi
-timeout -k 5 "$train_limit" "$python" benchmarks/train_step.py "${train[@]}" --out "$out_dir" \
+limited "$train_limit" "$python" benchmarks/train_step.py "${train[@]}" --out "$out_dir" \
     2> >(tee "$out_dir/train_step.log" >&2) > "$out_dir/train_step.stdout"
 train_status=$?
-timeout -k 5 "$infer_limit" "$python" benchmarks/inference.py "${infer[@]}" --out "$out_dir" \
+limited "$infer_limit" "$python" benchmarks/inference.py "${infer[@]}" --out "$out_dir" \
     2> >(tee "$out_dir/inference.log" >&2) > "$out_dir/inference.stdout"
 infer_status=$?
 echo "gpu_check: train_step exit $train_status, inference exit $infer_status (124: stopped by the time limit); results in $out_dir" >&2
