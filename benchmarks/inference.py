@@ -233,7 +233,8 @@ def summarise(report: dict[str, Any]) -> None:
     """Ratios to PyTorch fp32 (null without it) and the fastest path close enough to fp32, from the rows so far."""
     speeds, cosines = report["images_per_s"], report["min_cosine_vs_fp32"]
     reference = speeds.get("pytorch_fp32")
-    report["ratio_vs_fp32"] = {name: round(speed / reference, 3) if reference else None for name, speed in speeds.items()}
+    report["ratio_vs_fp32"] = {name: round(speed / reference, 3) if reference else None
+                               for name, speed in speeds.items()}
     accurate = [name for name in speeds if name != "pytorch_fp32" and reference
                 and (cosines.get(name.removesuffix("_end_to_end")) or 0.0) >= GOAL_COSINE]
     best = max(accurate, key=report["ratio_vs_fp32"].get, default=None)

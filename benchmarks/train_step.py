@@ -39,7 +39,8 @@ from igoas.engine.optim import build_optimizer, build_scheduler
 from igoas.losses import LossConfig, compute_losses
 from igoas.model import build_model
 from igoas.model.osm import mask_activity
-from igoas.speed import DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, prepare_model_for_inference, to_memory_format
+from igoas.speed import (DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, prepare_model_for_inference,
+                         to_memory_format)
 
 RECIPE = "occluded_duke_igoas"  # the published recipe: model, losses, optimiser and schedule
 RECIPE_EPOCHS, RECIPE_EPOCH_IMAGES = 90, 15_618  # Occluded-Duke
@@ -141,7 +142,8 @@ def make_train_step(reference: torch.nn.Module, images: torch.Tensor, labels: to
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        record = {"loss": {"total": losses.total.item(), **{name: value.item() for name, value in losses.terms.items()}},
+        terms = {name: value.item() for name, value in losses.terms.items()}
+        record = {"loss": {"total": losses.total.item(), **terms},
                   "igo_area_ratio": float(output.occlusion_ratio), **mask_activity(output.visible_mask)}
         if losses.id_weights is not None and losses.id_weights.numel() > 1:
             record["id_weights"] = losses.id_weights.tolist()
@@ -316,7 +318,8 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] | None = None
     results = Results(output_file(args.out, "train_step.json"), {
         "benchmark": "train_step", "recipe_config": RECIPE, "backbone": args.backbone, "batch": args.batch,
         "size": [args.height, args.width], "repeats": args.repeats, "device": device_name,
-        "torch": torch.__version__, "cuda": torch.version.cuda, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark, "budget_s": args.budget_s,
         "recipe": {"epochs": RECIPE_EPOCHS, "images_per_epoch": RECIPE_EPOCH_IMAGES},

@@ -169,7 +169,8 @@ def test_every_precision_path_steps_and_learns(bench, precision: str) -> None:
 
 def test_a_non_finite_loss_stops_the_step_before_the_backward_pass(bench, monkeypatch) -> None:
     reference, images, labels, config = _tiny(bench)
-    step = bench.make_train_step(reference, images, labels, bench.StepPath("fp32", False, False), "cpu", "eager", config)
+    path = bench.StepPath("fp32", False, False)
+    step = bench.make_train_step(reference, images, labels, path, "cpu", "eager", config)
     real = bench.compute_losses
 
     def nan_loss(*args, **kwargs):
