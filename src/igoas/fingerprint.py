@@ -7,6 +7,7 @@ another recipe can be named with its differences instead of being silently mixed
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -68,3 +69,19 @@ def _schema_defaults() -> dict[str, Any]:
 def same_recipe(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True when a run saved with fingerprint `old` learned what `new` describes."""
     return not differences(old, new)
+
+
+def saved_fingerprint(config_file: str | os.PathLike[str]) -> dict[str, Any]:
+    """The fingerprint of a run folder's saved config.yaml, one error line if it is unreadable."""
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    from igoas.errors import IgoasError
+
+    try:
+        config = OmegaConf.load(config_file)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise IgoasError(f"{config_file}: not a readable run config ({' '.join(str(err).split())})") from None
+    if not isinstance(config, DictConfig):
+        raise IgoasError(f"{config_file}: not a run config (no data/model/train sections)")
+    return fingerprint(config)

@@ -26,7 +26,7 @@ from torch import nn
 
 from igoas.errors import ConfigError, DatasetError, IgoasError
 from igoas.fileio import atomic_write, write_json
-from igoas.fingerprint import differences, fingerprint, same_recipe
+from igoas.fingerprint import differences, fingerprint, same_recipe, saved_fingerprint
 
 PRESET = "synthetic_pretrain"
 TRUNK_FILE = "trunk.pth"
@@ -98,7 +98,6 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
     from igoas.config import apply_overrides, load_config, validate
     from igoas.artifacts.run_dir import RunDir
     from igoas.engine.trainer import train
-    from omegaconf import OmegaConf
 
     log = log or (lambda message: None)
     out = Path(out_dir).expanduser().absolute()
@@ -119,7 +118,7 @@ def pretrain(out_dir: str | os.PathLike[str] = DEFAULT_OUT, overrides: Iterable[
         return PretrainResult(out / TRUNK_FILE, run_dir, True, record.get("metrics", {}), record.get("seconds"))
     saved = RunDir(run_dir).config
     if saved.is_file():
-        changes = differences(fingerprint(OmegaConf.to_container(OmegaConf.load(saved), resolve=True)), wanted)
+        changes = differences(saved_fingerprint(saved), wanted)
         if changes:
             raise ConfigError(f"{run_dir} was pretrained with another config ({'; '.join(changes[:5])}); "
                               "delete that folder or give another --out")

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
-from igoas.fingerprint import differences, fingerprint, same_recipe
+from igoas.fingerprint import differences, fingerprint, same_recipe, saved_fingerprint
 
 # Every evaluation in the authors' log of the published Occluded-Duke run
 # (log/2020-12-10-21-05-33: every 4th and every 10th epoch of 120): epoch -> (R1, mAP) in
@@ -173,20 +173,10 @@ def recipe(config: Any) -> dict[str, Any]:
 
 def saved_recipe(run_dir: str | Path) -> dict[str, Any]:
     """The recipe of the config a run folder was trained with (its config.yaml)."""
-    import yaml
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     path = RunDir(run_dir).config
     if not path.is_file():
         raise IgoasError(f"{path}: not found; is {run_dir} a training run folder?")
-    try:
-        config = OmegaConf.load(path)
-    except (OSError, yaml.YAMLError, OmegaConfBaseException) as err:
-        raise IgoasError(f"{path}: not a readable run config ({' '.join(str(err).split())})") from None
-    if not isinstance(config, DictConfig):
-        raise IgoasError(f"{path}: not a run config (no data/model/train sections)")
-    return recipe(config)
+    return recipe(saved_fingerprint(path))
 
 
 def match_runs(run_dirs: Iterable[str | Path], configs: Mapping[str, Any]) -> dict[str, Path]:

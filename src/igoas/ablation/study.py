@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from igoas.ablation.arms import ARMS, DEFAULT_RECIPE, arm_config, arm_list, seed_list
 from igoas.ablation.corrupted import available as corruptions_installed, corrupted_evaluation
@@ -31,7 +31,7 @@ from igoas.config import apply_overrides, load_config, to_dict, validate
 from igoas.engine.distributed import resolve_device
 from igoas.errors import ConfigError, IgoasError
 from igoas.fileio import atomic_write, write_json
-from igoas.fingerprint import as_json, differences, fingerprint
+from igoas.fingerprint import as_json, differences, fingerprint, saved_fingerprint
 from igoas.speed import resolve_precision
 
 # Shrinks any recipe to a pipeline check of seconds per arm (`reduced=True`, the test suite):
@@ -100,7 +100,7 @@ def _recipe_changes(run_dir: Path, cfg: DictConfig) -> list[str]:
     saved_file = RunDir(run_dir).config
     if not saved_file.is_file():
         return []
-    saved = fingerprint(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=True))
+    saved = saved_fingerprint(saved_file)
     changes = differences(without_paths(saved), without_paths(fingerprint(cfg)))
     started_from, wanted = _run_trunk(run_dir), trunk_sha256(cfg.model.pretrained)
     if started_from is not None and started_from != wanted:
