@@ -72,6 +72,19 @@ def test_auto_precision_on_cuda_follows_the_requested_device(monkeypatch) -> Non
     assert speed.resolve_channels_last("auto", "cuda") is True
 
 
+@pytest.mark.parametrize(("architecture", "expected"), [
+    ("gfx90a:sramecc+:xnack-", "bf16"), ("gfx942", "bf16"), ("gfx1100", "bf16"),  # MI250, MI300, RX 7900
+    ("gfx906", "fp16"), ("gfx1030", "fp16")])                                   # MI50, RX 6800: emulated
+def test_auto_precision_on_rocm_follows_the_architecture(monkeypatch, architecture, expected) -> None:
+    class Properties:
+        gcnArchName = architecture
+
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 4))  # gfx94x reads 9.4: no guide
+    assert speed.resolve_precision("auto", "cuda") == expected
+
+
 def test_bad_values_raise() -> None:
     with pytest.raises(ConfigError):
         speed.resolve_precision("int8", "cpu")

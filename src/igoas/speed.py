@@ -2,7 +2,8 @@
 
 `auto` only picks a reduced precision where the hardware runs it natively: bf16 on an x86
 CPU with AVX-512 BF16 or AMX (on ARM, one with the BF16 extension), bf16 on CUDA devices
-of compute capability 8.0 or newer, else fp16 on CUDA, else fp32. Elsewhere bf16 is
+of compute capability 8.0 or newer (on ROCm, AMD architectures with bf16 matrix cores),
+else fp16 on CUDA, else fp32. Elsewhere bf16 is
 emulated and many times slower than fp32, so `auto` never chooses it there. oneDNN's own
 `_is_mkldnn_bf16_supported` and `torch.cuda.is_bf16_supported()` count emulation
 (any AVX-512 CPU; V100/T4), which is why neither is asked on x86 or CUDA.
@@ -45,11 +46,20 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+# AMD architectures with bf16 matrix instructions: MI100 (gfx908), MI200 (gfx90a), MI300
+# and later (gfx94x, gfx95x), RDNA 3 and 4 (gfx11xx, gfx12xx). Vega and RDNA 2 emulate it.
+_ROCM_BF16_ARCHITECTURES = ("gfx908", "gfx90a", "gfx94", "gfx95", "gfx11", "gfx12")
+
+
 def has_native_bf16(device: torch.device | str) -> bool:
     """True when `device` computes bf16 in hardware: a CPU as `cpu_has_native_bf16`, a CUDA
-    device of compute capability 8.0 or newer (7.x only emulates it); the one check `auto`
-    and the benchmarks use."""
+    device of compute capability 8.0 or newer (7.x only emulates it), a ROCm device of an
+    architecture in _ROCM_BF16_ARCHITECTURES (ROCm's "capability" is the gfx version, which
+    does not order that way); the one check `auto` and the benchmarks use."""
     device = torch.device(device)
+    if device.type == "cuda" and torch.version.hip:
+        architecture = torch.cuda.get_device_properties(device).gcnArchName
+        return architecture.startswith(_ROCM_BF16_ARCHITECTURES)
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
     return device.type == "cpu" and cpu_has_native_bf16()
