@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +137,16 @@ def test_export_never_overwrites_its_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(IgoasError, match="overwrite the checkpoint"):
         export_model(checkpoint, "torchscript")
     assert checkpoint.read_bytes() == b"precious"
+
+
+def test_an_export_removes_what_killed_exports_of_its_target_left(reid: ReIDModel, tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f".model.pt.{finished.stdout.strip()}.k3j2.pt"  # its process is gone: SIGKILL left it
+    running = tmp_path / f".model.pt.{os.getppid()}.a8f1.pt"               # an export still running
+    other_target = tmp_path / f".other.pt.{finished.stdout.strip()}.x1.pt"
+    for path in (killed, running, other_target):
+        path.write_bytes(b"partial")
+    result = export_model(reid, "torchscript", out)
+    assert result.check.passed
+    assert sorted(tmp_path.iterdir()) == sorted([out, running, other_target])

@@ -12,7 +12,8 @@ which was used for tracing, which checks the dynamic batch dimension) and compar
 the PyTorch model in fp32. The export is written to a temporary file beside the target and
 only renamed onto it once the check passed, so an export that fails the check (largest
 cosine distance above the tolerance, or an error or Ctrl-C during the check) never appears
-under the target name, and a previous export there is left as it was.
+under the target name, and a previous export there is left as it was. The temporary file
+of an export killed outright is removed by the next export to the same target.
 
 ONNX uses the `torch.export`-based exporter (`dynamo=True`) at opset 18: in this PyTorch
 it is the maintained path, exports the network without warnings, and its lowest native
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import math
 import os
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from igoas.errors import IgoasError
+from igoas.fileio import temporary_name_prefix
 from igoas.inference import ReIDModel
 from igoas.artifacts.preprocess import Preprocess
 
@@ -204,19 +207,44 @@ def _check_options(format: str, opset: int, check_batch_sizes: Sequence[int], to
                          f"finite number, 0 or more; give e.g. {DEFAULT_TOLERANCE:g} (the default)")
 
 
+def _staging_prefix(path: Path, pid: int) -> str:
+    return f"{temporary_name_prefix(path)}{pid}."
+
+
 def _staging_file(path: Path) -> Path:
     """A new empty file beside `path` with its suffix (the format's loaders go by suffix),
-    where the export is written and checked before it is renamed onto `path`."""
+    where the export is written and checked before it is renamed onto `path`. Its name
+    carries this process's id, so the staging files of exports of `path` that were killed
+    (SIGKILL, a power cut: no `finally` ran) are recognised and removed here."""
     from igoas.errors import describe_os_error
-    from igoas.fileio import temporary_name_prefix
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=temporary_name_prefix(path), suffix=path.suffix, dir=path.parent)
+        _remove_abandoned_staging_files(path)
+        fd, name = tempfile.mkstemp(prefix=_staging_prefix(path, os.getpid()), suffix=path.suffix, dir=path.parent)
     except OSError as err:
         raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
     os.close(fd)
     return Path(name)
+
+
+def _remove_abandoned_staging_files(path: Path) -> None:
+    """Delete the staging files of `path` whose export process no longer runs on this machine."""
+    prefix = temporary_name_prefix(path)
+    for staged in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = staged.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _process_running(int(pid)):
+            staged.unlink(missing_ok=True)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def reference_graph(model: ReIDModel) -> EmbeddingGraph:
