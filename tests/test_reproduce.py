@@ -1,4 +1,5 @@
 """The paper-table comparison: presets exist, runs are read and compared correctly."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import igoas.engine.trainer
+import igoas.model.pretrained
 from igoas.cli import main
 from igoas.config import load_config
 from igoas.errors import IgoasError
@@ -136,3 +138,31 @@ def test_training_refuses_a_folder_holding_a_run_it_did_not_start(tmp_path, trai
     (tmp_path / "occluded_duke_igoas" / "config.yaml").write_text(OmegaConf.to_yaml(load_config("occluded_duke_igoas")))
     assert main(["reproduce", "table1", "--out", str(tmp_path)]) == 0
     assert trained[0][1]["overwrite"]
+
+
+def test_check_compares_pretrained_weights_by_content_not_by_spelling(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    copy_a, copy_b, other = weights / "resnet50-local.pth", weights / "same-bytes.pth", weights / "other.pth"
+    copy_a.write_bytes(b"the ImageNet weights")
+    copy_b.write_bytes(b"the ImageNet weights")
+    other.write_bytes(b"other weights")
+    digest = hashlib.sha256(b"the ImageNet weights").hexdigest()
+    monkeypatch.setattr(igoas.model.pretrained, "torchvision_hash_prefixes",
+                        lambda backbone: {digest[:8]: "imagenet1k_v1"} if backbone == "resnet50" else {})
+    preset = "occluded_reid_igoas"  # asks for imagenet1k_v1
+    offline = _trained_run(tmp_path / "offline", preset, f"model.pretrained={copy_a}")
+    assert match_runs([offline], {preset: load_config(preset)}) == {preset: offline}
+    assert match_runs([offline], {preset: load_config(preset, [f"model.pretrained={copy_b}"])}) == {preset: offline}
+    with pytest.raises(IgoasError, match="model.pretrained: 'imagenet1k_v1' -> 'sha256:"):
+        match_runs([offline], {preset: load_config(preset, [f"model.pretrained={other}"])})
+    v2 = _trained_run(tmp_path / "v2", preset, "model.pretrained=imagenet1k_v2")
+    with pytest.raises(IgoasError, match="model.pretrained: 'imagenet1k_v2' -> 'imagenet1k_v1'"):
+        match_runs([v2], {preset: load_config(preset)})
+
+
+def test_torchvision_file_names_give_their_weight_sets():
+    from igoas.model.pretrained import torchvision_hash_prefixes
+
+    assert torchvision_hash_prefixes("resnet50") == {"0676ba61": "imagenet1k_v1", "11ad3fa6": "imagenet1k_v2"}
+    assert torchvision_hash_prefixes("no such backbone") == {}

@@ -163,8 +163,15 @@ def compare_run(run_dir: str | Path, row: Row) -> Comparison:
 
 def recipe(config: Any) -> dict[str, Any]:
     """What a run learns (`igoas.fingerprint.fingerprint`), also without its targets' roots:
-    where a table's datasets lie (`--root`) does not change which preset a run is."""
+    where a table's datasets lie (`--root`) does not change which preset a run is; and with
+    its pretrained weights by content (`weights_identity`): a run trained from a local copy
+    of `resnet50-0676ba61.pth` is a run of a preset asking for `imagenet1k_v1`."""
+    from igoas.model.pretrained import weights_identity
+
     values = fingerprint(config)
+    model = values.get("model", {})
+    if "pretrained" in model:
+        model["pretrained"] = weights_identity(model["pretrained"], model.get("backbone"))
     for options in values.get("data", {}).get("target_options", {}).values():
         if isinstance(options, dict):
             options.pop("root", None)
