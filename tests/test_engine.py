@@ -6,6 +6,7 @@ import json
 import pickle
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,8 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synt
     # a clean early stop, resumable
     stopped = train(tiny_run(synthetic_root, out, "train.stop_after_iters=2", "train.checkpoint_every_iters=3"))
     assert not stopped.finished and load_checkpoint(out / "checkpoints/last.pth")["iteration"] == 2
+    first_seconds = load_checkpoint(out / "checkpoints/last.pth")["train_seconds"]
+    assert 0 < first_seconds <= stopped.train_seconds
 
     # then a kill during iteration 8: the last checkpoint is from iteration 6 (mid-epoch),
     # iteration 7 ran and was logged but is lost
@@ -157,7 +160,13 @@ def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synt
     monkeypatch.undo()
     kept = load_checkpoint(out / "checkpoints/last.pth")
     assert (kept["iteration"], kept["epoch"], kept["batch"]) == (6, 1, 2)
+    assert kept["train_seconds"] > first_seconds  # the first process's time is carried on
+    started = time.perf_counter()
     assert main(["train", "--resume", str(out)]) == 0
+    last_process = time.perf_counter() - started
+    # the training time of the whole run: the last process's time on top of what the kept checkpoint held
+    total = json.loads((out / "metrics.json").read_text())["train_seconds"]
+    assert kept["train_seconds"] < total <= kept["train_seconds"] + last_process + 0.1
 
     reference, resumed = (load_checkpoint(run / "checkpoints/last.pth") for run in (finished_run, out))
     assert resumed["iteration"] == reference["iteration"] == EPOCHS * 4

@@ -134,7 +134,8 @@ def _finished_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
 
 
 def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> float | None:
-    """Train (or finish training) one run; seconds spent, or None when it had already finished."""
+    """Train (or finish training) one run; its training seconds summed over every process that
+    trained it (`TrainResult.train_seconds`), or None when it had already finished."""
     from igoas.engine.trainer import train
 
     _check_same_recipe(run_dir, cfg)
@@ -144,12 +145,11 @@ def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> fl
     log(f"{'continuing' if resume else 'training'} {run_dir}")
     if resume is None:  # the trunk's identity as this run reads it, whatever happens to the file later
         write_json(run_dir / TRUNK_RECORD, pretrained_identity(cfg.model.pretrained) or {})
-    started = time.perf_counter()
     result = train(cfg, resume=resume, overwrite=resume is None)  # a run killed before its first checkpoint
     if not result.finished:
         raise IgoasError(f"{run_dir}: training stopped at iteration {result.iteration} before the last epoch "
                          "(train.stop_after_iters?); run the same study command again to continue it")
-    return time.perf_counter() - started
+    return result.train_seconds
 
 
 def _extra_evaluations(record: dict[str, Any], checkpoint: Path | None, dataset: Any, cfg: DictConfig,

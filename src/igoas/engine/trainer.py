@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,8 @@ class TrainResult:
 
     `metrics` is the last evaluation (query set -> R1/R5/R10/mAP/mINP in percent), `best`
     the evaluation with the highest mAP on the main query set; `finished` is False when the
-    run stopped early on `train.stop_after_iters` (continue it with `resume`).
+    run stopped early on `train.stop_after_iters` (continue it with `resume`);
+    `train_seconds` the wall-clock time of training, summed over resumes.
     """
 
     run_dir: Path
@@ -69,6 +71,7 @@ class TrainResult:
     finished: bool
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
 
     @property
     def last_checkpoint(self) -> Path:
@@ -196,6 +199,7 @@ class _Run:
         self.scaler = grad_scaler(self.runtime.device, self.runtime.precision)
         self.loss_config = LossConfig(**to_dict(cfg.loss))
         self.epoch, self.batch, self.iteration = 0, 0, 0
+        self._seconds_before, self._started = 0.0, time.perf_counter()  # see train_seconds
         self.metrics: dict[str, dict[str, float]] = {}
         self.last_results: dict[str, Any] = {}
         self.best: dict[str, Any] = {}
@@ -268,6 +272,7 @@ class _Run:
         reapply_settings(self.optimizer, self.scheduler, fresh)
         self.metrics = dict(payload.get("metrics") or {})
         self.best = dict(payload.get("best") or {})
+        self._seconds_before = float(payload.get("train_seconds") or 0.0)  # 0: a checkpoint of an earlier version
         notes = self._reconcile_best() if self.ctx.is_main else []
         try:
             state, derive, rng_notes = state_for_rank(payload["rng"], payload.get("rng_by_rank"), saved_world,
@@ -327,8 +332,15 @@ class _Run:
         return f"epoch {self.epoch + 1} restarts from its first batch ({done} batches of it are run again)"
 
     # ------------------------------------------------------------------ the loop
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of this run's training, over all the processes that trained it
+        up to the checkpoint it resumed from (time after that checkpoint was trained again)."""
+        return self._seconds_before + time.perf_counter() - self._started
+
     def run(self) -> TrainResult:
         cfg = self.cfg
+        self._started = time.perf_counter()
         total = cfg.train.epochs * self.iters_per_epoch
         if self.ctx.is_main:
             atomic_write(self.files.config, lambda handle: handle.write(OmegaConf.to_yaml(cfg).encode()))
@@ -514,7 +526,8 @@ class _Run:
         by rank) the whole training state a resume needs."""
         model = unwrap(self.model)
         payload = checkpoint_payload(model, self._preprocess(), config=to_dict(self.cfg), epoch=self.epoch,
-                                     iteration=self.iteration, metrics=self.metrics, batch=self.batch, best=self.best)
+                                     iteration=self.iteration, metrics=self.metrics, batch=self.batch, best=self.best,
+                                     train_seconds=self.train_seconds)
         if rng is not None:
             payload.update({
                 "optimizer": self.optimizer.state_dict(),
@@ -571,10 +584,11 @@ class _Run:
         from igoas.provenance import evaluation_record
 
         summary = results_document(self.last_results, epoch=self.epoch, best=self.best,
+                                   train_seconds=round(self.train_seconds, 1),
                                    **evaluation_record(self.cfg, self.files.last_checkpoint, self._preprocess().to_dict(),
                                                      self.targets))
         write_json(self.files.final_metrics, summary)
 
     def _result(self, finished: bool) -> TrainResult:
         return TrainResult(run_dir=self.run_dir, epoch=self.epoch, iteration=self.iteration, finished=finished,
-                           metrics=self.metrics, best=self.best)
+                           metrics=self.metrics, best=self.best, train_seconds=self.train_seconds)
