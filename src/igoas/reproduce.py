@@ -8,6 +8,7 @@ config they were trained with, never by their names or order.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Iterable, Mapping
 from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
 from igoas.fingerprint import differences, fingerprint, same_recipe, saved_fingerprint
+from igoas.provenance import sha256_of
 
 # Every evaluation in the authors' log of the published Occluded-Duke run
 # (log/2020-12-10-21-05-33: every 4th and every 10th epoch of 120): epoch -> (R1, mAP) in
@@ -166,8 +168,6 @@ def recipe(config: Any) -> dict[str, Any]:
     where a table's datasets lie (`--root`) does not change which preset a run is; and with
     its pretrained weights by content (`weights_identity`): a run trained from a local copy
     of `resnet50-0676ba61.pth` is a run of a preset asking for `imagenet1k_v1`."""
-    from igoas.model.pretrained import weights_identity
-
     values = fingerprint(config)
     model = values.get("model", {})
     if "pretrained" in model:
@@ -176,6 +176,33 @@ def recipe(config: Any) -> dict[str, Any]:
         if isinstance(options, dict):
             options.pop("root", None)
     return values
+
+
+def weights_identity(pretrained: Any, backbone: str) -> Any:
+    """What `pretrained` loads, equal for every spelling of the same weights: a torchvision
+    weight-set name (for `True`, a name, or a local copy of that set's file, recognised by
+    the SHA-256 prefix in torchvision's file name), `sha256:<hex>` for another local file,
+    and the value itself otherwise (False, or a path that is not a file here)."""
+    from igoas.config import weights_name
+    from igoas.model import pretrained as model_pretrained
+
+    name = weights_name(pretrained)
+    if name is not None:
+        return name
+    if not isinstance(pretrained, (str, Path)) or not Path(pretrained).is_file():
+        return pretrained
+    status = Path(pretrained).stat()
+    digest = _cached_sha256(str(Path(pretrained).resolve()), status.st_mtime_ns, status.st_size)
+    for prefix, weight_set in model_pretrained.torchvision_hash_prefixes(backbone).items():
+        if digest.startswith(prefix):
+            return weight_set
+    return f"sha256:{digest}"
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A file's SHA-256, computed once per version of the file (a ResNet-50 is 100 MB)."""
+    return sha256_of(path)
 
 
 def saved_recipe(run_dir: str | Path) -> dict[str, Any]:

@@ -10,7 +10,6 @@ stage-4 copies, so both copies start from the same weights.
 """
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -65,32 +64,6 @@ def torchvision_weights(backbone: str, name: str) -> Any:
         raise CheckpointError(f"{backbone} has no torchvision weights {name!r}; available: {', '.join(available)} "
                               "(or pass the path of a local state dict)")
     return enum[name.upper()]
-
-
-def weights_identity(pretrained: Any, backbone: str) -> Any:
-    """What `pretrained` loads, equal for every spelling of the same weights: a torchvision
-    weight-set name (for `True`, a name, or a local copy of that set's file, recognised by
-    the SHA-256 prefix in torchvision's file name), `sha256:<hex>` for another local file,
-    and the value itself otherwise (False, or a path that is not a file here)."""
-    name = weights_name(pretrained)
-    if name is not None:
-        return name
-    if not isinstance(pretrained, (str, Path)) or not Path(pretrained).is_file():
-        return pretrained
-    status = Path(pretrained).stat()
-    digest = _cached_sha256(str(Path(pretrained).resolve()), status.st_mtime_ns, status.st_size)
-    for prefix, weight_set in torchvision_hash_prefixes(backbone).items():
-        if digest.startswith(prefix):
-            return weight_set
-    return f"sha256:{digest}"
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """A file's SHA-256, computed once per version of the file (a ResNet-50 is 100 MB)."""
-    from igoas.provenance import sha256_of
-
-    return sha256_of(path)
 
 
 def torchvision_hash_prefixes(backbone: str) -> dict[str, str]:
