@@ -207,10 +207,6 @@ def _check_options(format: str, opset: int, check_batch_sizes: Sequence[int], to
                          f"finite number, 0 or more; give e.g. {DEFAULT_TOLERANCE:g} (the default)")
 
 
-def _staging_prefix(path: Path, pid: int) -> str:
-    return f"{temporary_name_prefix(path)}{pid}."
-
-
 def _staging_file(path: Path) -> Path:
     """A new empty file beside `path` with its suffix (the format's loaders go by suffix),
     where the export is written and checked before it is renamed onto `path`. Its name
@@ -221,7 +217,8 @@ def _staging_file(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_staging_files(path)
-        fd, name = tempfile.mkstemp(prefix=_staging_prefix(path, os.getpid()), suffix=path.suffix, dir=path.parent)
+        prefix = f"{temporary_name_prefix(path)}{os.getpid()}."  # what _remove_abandoned_staging_files reads
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     except OSError as err:
         raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
     os.close(fd)
