@@ -6,7 +6,9 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
+from igoas.errors import IgoasError
 from igoas.fileio import atomic_write
 
 
@@ -49,3 +51,52 @@ def test_a_cache_write_can_skip_the_folder_sync(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(os, "fsync", spy)
     atomic_write(tmp_path / "cached.png", lambda handle: handle.write(b"png"), sync_folder=False)
     assert synced == [False]
+
+
+class _FailsOnThirdWrite:
+    """A file object that raises `error` part-way through torch.save, as Ctrl-C or a full disk does."""
+
+    def __init__(self, handle, error: BaseException) -> None:
+        self.handle, self.error, self.writes = handle, error, 0
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.writes == 3:
+            raise self.error
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+@pytest.mark.parametrize("error, expected", [
+    (KeyboardInterrupt(), KeyboardInterrupt),
+    (OSError(28, "No space left on device"), IgoasError),
+])
+def test_an_interrupted_or_full_torch_save_is_one_line_and_keeps_the_old_file(
+        tmp_path: Path, error: BaseException, expected: type) -> None:
+    """torch.save reports both as `RuntimeError: unexpected pos`; the message must name the real cause."""
+    target = tmp_path / "last.pth"
+    target.write_bytes(b"previous")
+    payload = {"a": torch.zeros(100_000), "b": torch.ones(10)}
+    with pytest.raises(expected) as raised:
+        atomic_write(target, lambda handle: torch.save(payload, _FailsOnThirdWrite(handle, error)))
+    message = str(raised.value)
+    assert ("interrupted" if expected is KeyboardInterrupt else "disk full") in message
+    assert "unexpected pos" not in message and str(target) in message
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no staging file left
+
+
+def test_the_cli_names_the_file_an_interrupt_kept(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from igoas import cli
+    from igoas.commands import data as data_command
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt("interrupted while writing runs/x/last.pth; the previous last.pth (if any) is kept")
+
+    monkeypatch.setattr(data_command, "run", interrupted)
+    assert cli.main(["data", "check", "nowhere", "--dataset", "custom"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "igoas data: interrupted: interrupted while writing runs/x/last.pth; the previous last.pth (if any) is kept")

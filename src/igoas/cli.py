@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"igoas {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"igoas {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = f": {err}" if str(err) else ""  # atomic_write says which file it kept
+        print(f"igoas {args.command}: interrupted{detail}", file=sys.stderr)
         return 130

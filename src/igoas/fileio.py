@@ -119,8 +119,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         os.replace(tmp_name, path)
         if sync_folder:
             _sync_folder(path.parent)
-    except BaseException as err:
+    except BaseException as raised:
         Path(tmp_name).unlink(missing_ok=True)
+        err = _root_cause(raised)
+        if isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"interrupted while writing {path}; the previous {path.name} (if any) "
+                                    "is kept") from None
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise IgoasError(f"disk full while writing {path}; the previous {path.name} (if any) is kept. "
                              "Free some space and run again.") from None
@@ -132,6 +136,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
                              f"{path.name} (if any) is kept.") from None
         raise
     return path
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The exception a writer's failure started from. torch.save's C++ stream writer turns
+    a KeyboardInterrupt or a full disk raised inside its Python file object into a bare
+    `RuntimeError: ... unexpected pos`, keeping the original only as `__context__`."""
+    while isinstance(err, RuntimeError) and isinstance(err.__context__, (KeyboardInterrupt, OSError)):
+        err = err.__context__
+    return err
 
 
 def _sync_folder(folder: Path) -> None:
