@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +137,17 @@ def test_every_occluder_kind_draws_at_tiny_sizes(height, width):
     for kind in OCCLUDER_KINDS:
         rgba = draw_occluder(kind, height, width, np.random.default_rng(0))
         assert rgba.shape == (height, width, 4) and rgba.dtype == np.uint8
+
+
+def test_rendering_removes_the_staging_folders_killed_renderings_left(tmp_path: Path) -> None:
+    """A SIGKILLed `data synth` runs no `finally`: its `.NAME.rendering-PID.*` folder is removed by the next one."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = finished.stdout.strip()
+    killed = tmp_path / f".set.rendering-{dead}.k3j2"
+    running = tmp_path / f".set.rendering-{os.getppid()}.a8f1"  # a rendering still under way
+    other = tmp_path / f".other.rendering-{dead}.x1"
+    for folder in (killed, running, other):
+        (folder / "bounding_box_train").mkdir(parents=True)
+        (folder / "bounding_box_train" / "0001_c1s1_000001_00.jpg").write_bytes(b"partial")
+    root = render_synthetic(tmp_path / "set", num_ids=6, seed=0, size="tiny", image_size=IMAGE_SIZE)
+    assert sorted(tmp_path.iterdir()) == sorted([root, running, other])

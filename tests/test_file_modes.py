@@ -52,7 +52,7 @@ def test_the_umask_is_read_without_being_changed(mask: int, monkeypatch: pytest.
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
     from igoas.artifacts.checkpoint import save_checkpoint
-    from igoas.fileio import atomic_write, temporary_folder, write_json
+    from igoas.fileio import atomic_write, staging_place, write_json
     from igoas.retrieval.features_file import Features, save_features
     from igoas.viz import plot_cmc_curves
 
@@ -69,7 +69,7 @@ def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask
 
         GalleryIndex.build(features).save(out / "index" / "gallery.faiss")
         plot_cmc_curves({"run": np.linspace(0.5, 1.0, 20)}, out / "figures" / "cmc.png")
-        staged = temporary_folder(out, ".staging-")
+        staged = staging_place(out, ".staging-", folder=True)
         (staged / "inside.txt").write_text("x")
     assert_modes(out, mask)
 

@@ -182,11 +182,11 @@ def _save_conversion(converted: Any, xml: Path) -> None:
     cannot be written is a warning, not an error."""
     import openvino
 
-    from igoas.fileio import temporary_folder
+    from igoas.fileio import staging_place
 
     try:
         xml.parent.mkdir(parents=True, exist_ok=True)
-        staging = temporary_folder(xml.parent, ".staging-")
+        staging = staging_place(xml.parent, ".staging-", folder=True)
         try:
             openvino.save_model(converted, str(staging / xml.name), compress_to_fp16=False)
             os.replace(staging / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from igoas.errors import IgoasError
-from igoas.fileio import temporary_name_prefix
+from igoas.fileio import staging_place, temporary_name_prefix
 from igoas.inference import ReIDModel
 from igoas.artifacts.preprocess import Preprocess
 
@@ -209,39 +207,14 @@ def _check_options(format: str, opset: int, check_batch_sizes: Sequence[int], to
 
 def _staging_file(path: Path) -> Path:
     """A new empty file beside `path` with its suffix (the format's loaders go by suffix),
-    where the export is written and checked before it is renamed onto `path`. Its name
-    carries this process's id, so the staging files of exports of `path` that were killed
-    (SIGKILL, a power cut: no `finally` ran) are recognised and removed here."""
+    where the export is written and checked before it is renamed onto `path`; the staging
+    files of killed exports of `path` are removed first (fileio.staging_place)."""
     from igoas.errors import describe_os_error
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging_files(path)
-        prefix = f"{temporary_name_prefix(path)}{os.getpid()}."  # what _remove_abandoned_staging_files reads
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
+        return staging_place(path.parent, temporary_name_prefix(path), suffix=path.suffix)
     except OSError as err:
         raise IgoasError(f"cannot write {path}: {describe_os_error(err)}") from None
-    os.close(fd)
-    return Path(name)
-
-
-def _remove_abandoned_staging_files(path: Path) -> None:
-    """Delete the staging files of `path` whose export process no longer runs on this machine."""
-    prefix = temporary_name_prefix(path)
-    for staged in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = staged.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _process_running(int(pid)):
-            staged.unlink(missing_ok=True)
-
-
-def _process_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def reference_graph(model: ReIDModel) -> EmbeddingGraph:

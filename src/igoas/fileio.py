@@ -9,8 +9,10 @@ private 0600, so results stay readable to a group on a shared server when the um
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -60,11 +62,44 @@ def user_cache_dir(name: str) -> Path:
     return Path(base) / "igoas" / name
 
 
-def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Path:
-    """A new folder in `parent` for staging a result that is renamed into place, with `mkdir`'s mode."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(folder, folder_mode())
-    return folder
+def staging_place(parent: str | os.PathLike[str], prefix: str, suffix: str = "", folder: bool = False) -> Path:
+    """A new empty file (or folder, with `mkdir`'s mode) in `parent` for staging a result
+    that is then renamed into place. Its name is `prefix`, this process's id, a random part
+    and `suffix`, so that the staging places a killed process left (SIGKILL, a power cut: no
+    `finally` ran) are recognised: those with the same prefix and suffix whose process no
+    longer runs on this machine are removed first."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(parent, prefix, suffix)
+    named = f"{prefix}{os.getpid()}."
+    if folder:
+        place = Path(tempfile.mkdtemp(prefix=named, suffix=suffix, dir=parent))
+        os.chmod(place, folder_mode())
+        return place
+    fd, name = tempfile.mkstemp(prefix=named, suffix=suffix, dir=parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove_abandoned_staging(parent: Path, prefix: str, suffix: str) -> None:
+    for staged in parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        pid = staged.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or _process_running(int(pid)):
+            continue
+        if staged.is_dir() and not staged.is_symlink():
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            staged.unlink(missing_ok=True)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def check_output(path: str | os.PathLike[str], folder: bool = False) -> Path:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from igoas.data.synthetic.occluders import place_occluder
 from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, make_cameras
 from igoas.compat import renamed_keyword
 from igoas.errors import ConfigError, DatasetError
-from igoas.fileio import temporary_folder
+from igoas.fileio import staging_place
 
 LOG = logging.getLogger(__name__)
 VERSION = 2  # bump whenever the rendering changes; older copies are then refused, never replaced
@@ -260,7 +259,7 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
     LOG.warning("rendering the synthetic set (%s, seed %d, %d identities) into %s (%s folder)",
                 size, params["seed"], num_ids, out, state)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_folder(out.parent, f".{out.name}.rendering-")
+    tmp = staging_place(out.parent, f".{out.name}.rendering-", folder=True)
     try:
         _render_into(tmp, params, preset, num_workers)
         _move_into_place(tmp, out, params)
@@ -276,7 +275,7 @@ def _move_into_place(tmp: Path, out: Path, params: dict) -> None:
         return
     old = None
     if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = staging_place(out.parent, f".{out.name}.old-", folder=True)
         os.replace(out, old / "previous")
     elif out.is_dir():
         out.rmdir()
