@@ -75,3 +75,37 @@ def test_config_and_the_recipe_import_without_torch() -> None:
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_checkpoint_damaged_after_saving_is_refused(tmp_path: Path) -> None:
+    """torch's zip reader does not check CRCs: one flipped weight byte would load silently."""
+    from igoas.model import build_model
+
+    model = build_model("baseline", num_classes=3, backbone="resnet18")
+    with torch.no_grad():
+        model.global_classifier.weight.fill_(0.5)  # a byte pattern easy to find in the file
+    path = save_checkpoint(tmp_path / "c.pth", checkpoint_payload(model, Preprocess(16, 8)))
+    data = bytearray(path.read_bytes())
+    at = data.index(np.float32(0.5).tobytes() * 64) + 130
+    data[at] ^= 0x01
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    assert torch.load(damaged, weights_only=True)["model"]["global_classifier.weight"].ne(0.5).sum() == 1  # loads "fine"
+    with pytest.raises(CheckpointError, match="damaged.pth: the checkpoint's content does not match the SHA-256"):
+        load_checkpoint(damaged)
+    load_checkpoint(path)  # the intact file still loads
+
+
+def test_the_payload_digest_ignores_key_order_and_sees_every_value() -> None:
+    from igoas.artifacts.digest import payload_digest
+
+    base = {"a": torch.arange(4, dtype=torch.float32), "b": {2: (1, 2.5, None), "x": [True, "s"]}}
+    reordered = {"b": {"x": [True, "s"], 2: (1, 2.5, None)}, "a": torch.arange(4, dtype=torch.float32)}
+    assert payload_digest(base) == payload_digest(reordered)
+    changes = [
+        {**base, "a": torch.arange(4, dtype=torch.float64)},        # dtype
+        {**base, "a": torch.arange(4, dtype=torch.float32).reshape(2, 2)},  # shape
+        {**base, "b": {2: [1, 2.5, None], "x": [True, "s"]}},      # tuple vs list
+        {**base, "b": {2: (1, 2.5, None), "x": [1, "s"]}},         # True vs 1
+    ]
+    assert len({payload_digest(base), *map(payload_digest, changes)}) == 1 + len(changes)

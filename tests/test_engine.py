@@ -15,7 +15,7 @@ import torch
 
 from igoas.cli import main
 from igoas.config import load_config
-from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint
+from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from igoas.engine.embedding import embed
 from igoas.engine.optim import lr_factor, open_layers
 from igoas.engine.rng import capture_rng_state, restore_rng_state, state_for_rank
@@ -214,7 +214,7 @@ def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, sy
     legacy = tmp_path / "legacy"
     shutil.copytree(out, legacy)
     payload.update(epoch=0, batch=4, metrics={}, best={})
-    torch.save(payload, legacy / "checkpoints/last.pth")
+    save_checkpoint(legacy / "checkpoints/last.pth", payload)
     (legacy / "checkpoints/best.pth").unlink()
 
     for run in (out, legacy):
@@ -239,7 +239,7 @@ def test_resume_whose_sampler_position_does_not_fit_restarts_the_epoch(change: s
         payload["world_size"] = payload["sampler"]["world_size"] = 2  # as if written by two processes
     else:  # as if written on a training set with one image more, the same iterations per epoch
         payload["sampler"]["num_samples"] += 1
-    torch.save(payload, last)
+    save_checkpoint(last, payload)
     result = train(resume=out)
     assert result.finished and result.iteration == EPOCHS * 4  # epoch 2 ran again from its first batch
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
+from igoas.artifacts.digest import DIGEST_KEY, payload_digest
 from igoas.errors import CheckpointError
 from igoas.fileio import atomic_write
 
@@ -35,6 +36,7 @@ def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
     payload = dict(payload)
     payload.setdefault("format", FORMAT_NAME)
     payload.setdefault("format_version", FORMAT_VERSION)
+    payload[DIGEST_KEY] = payload_digest(payload)
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
@@ -108,8 +110,21 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     for key in ("model_spec", "model"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks its '{key}' entry; the file is incomplete.")
+    check_digest(payload, str(path))
     check_model_entries(payload, str(path))
     return payload
+
+
+def check_digest(payload: Mapping[str, Any], source: str) -> None:
+    """Refuse a checkpoint whose content no longer matches the digest written with it.
+    Checkpoints written before the digest existed carry none and are read as they are."""
+    stored = payload.get(DIGEST_KEY)
+    if stored is None:
+        return
+    if stored != payload_digest(payload):
+        raise CheckpointError(f"{source}: the checkpoint's content does not match the SHA-256 stored in it "
+                              "when it was written: the file was damaged after saving (a bad copy or a failing "
+                              "disk). Re-copy it from its source, or use another checkpoint (e.g. last.pth).")
 
 
 def check_model_entries(payload: Mapping[str, Any], source: str) -> None:
