@@ -84,3 +84,8 @@ def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFacto
     save_checkpoint(path, checkpoint_payload(model, Preprocess(TINY_HEIGHT, TINY_WIDTH), epoch=1, iteration=step,
                                              occlusion_state=occlusion_state() if callable(occlusion_state) else None))
     return path
+
+# IGOAS_TEST_MKLDNN=0 runs the suite with oneDNN's CPU kernels off (ATen's own instead), one of
+# the kernel sets .ci/run checks the kernel-sensitive tests under (the others: ATEN_CPU_CAPABILITY).
+if os.environ.get("IGOAS_TEST_MKLDNN", "1") == "0":
+    torch.backends.mkldnn.enabled = False
