@@ -2,7 +2,7 @@
 # Each creates or reuses .venv (scripts/env.sh) before running.
 PY = $(shell bash scripts/env.sh)
 
-.PHONY: demo test test-quick bench env
+.PHONY: demo test test-quick test-kernels bench env
 env:
 	@bash scripts/env.sh >/dev/null
 
@@ -14,6 +14,14 @@ test:
 
 test-quick:
 	$(PY) -m pytest -m "not slow"
+
+# The kernel-sensitive tests (model forwards, the pinned published forward) under ATen's
+# AVX2 kernels (another set than the default on an AVX-512 machine) and with oneDNN off:
+# results must not depend on this CPU's kernels.
+KERNEL_TESTS = tests/test_fidelity.py tests/test_model.py
+test-kernels:
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q $(KERNEL_TESTS)
+	IGOAS_TEST_MKLDNN=0 $(PY) -m pytest -q $(KERNEL_TESTS)
 
 # Speed and memory benchmarks: one JSON line each, appended to runs/benchmarks.jsonl.
 bench:
