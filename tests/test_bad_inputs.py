@@ -135,6 +135,16 @@ def test_empty_config_file_is_refused(tmp_path: Path) -> None:
     assert str(empty) in str(info.value)
 
 
+@pytest.mark.parametrize("port, expected", [("99999", "port 99999 is out of range"), ("0", "port 0 is out of range"),
+                                            ("http", "'http' is not a port number")])
+def test_serve_port_out_of_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture, port: str,
+                                                  expected: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path / "model.pt"), "--gallery", str(tmp_path), "--port", port])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err and "1 to 65535" in err and "Traceback" not in err
+
+
 def test_identity_beyond_64_bits_is_refused(tmp_path: Path) -> None:
     folder = make_market(tmp_path)
     make_files(folder / "query", ["99999999999999999999_c1s1_000001_00.jpg"])
