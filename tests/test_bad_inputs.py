@@ -118,6 +118,33 @@ def test_list_files_that_are_not_text(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 1 and expected in out
 
 
+def test_list_file_with_a_byte_order_mark_reads_its_first_image(tmp_path: Path) -> None:
+    make_files(tmp_path / "query", ["a.jpg", "b.jpg"])
+    (tmp_path / "query.txt").write_bytes("\ufeffquery/a.jpg 1\nquery/b.jpg 2\n".encode())
+    (tmp_path / "gallery.txt").write_bytes(b"\xef\xbb\xbfquery/a.jpg 1\n")
+    dataset = build_dataset("custom", tmp_path)
+    assert sorted(Path(s.path) for s in dataset.query) == [tmp_path / "query/a.jpg", tmp_path / "query/b.jpg"]
+    assert [Path(s.path) for s in dataset.gallery] == [tmp_path / "query/a.jpg"]
+
+
+def test_empty_config_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "run.yaml"
+    empty.write_text("\n# nothing yet\n")
+    with pytest.raises(ConfigError, match="config file is empty") as info:
+        load_config(empty)
+    assert str(empty) in str(info.value)
+
+
+@pytest.mark.parametrize("port, expected", [("99999", "port 99999 is out of range"), ("0", "port 0 is out of range"),
+                                            ("http", "'http' is not a port number")])
+def test_serve_port_out_of_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture, port: str,
+                                                  expected: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(tmp_path / "model.pt"), "--gallery", str(tmp_path), "--port", port])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err and "1 to 65535" in err and "Traceback" not in err
+
+
 def test_identity_beyond_64_bits_is_refused(tmp_path: Path) -> None:
     folder = make_market(tmp_path)
     make_files(folder / "query", ["99999999999999999999_c1s1_000001_00.jpg"])

@@ -242,3 +242,13 @@ def test_a_module_blocked_in_sys_modules_counts_as_not_installed(monkeypatch: py
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert not _installed("matplotlib") and _installed("torch")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "ablation"])
+def test_the_long_commands_say_how_long_they_take(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs of hours must not start by surprise: their --help gives the measured duration."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Takes hours on a CPU" in text
+    assert re.search(r"\d+(\.\d+)? ?(h|min)\b", text)

@@ -199,6 +199,20 @@ def test_distance_figures(tmp_path: Path) -> None:
     assert size_of(plot_roc(roc_curve(positive, negative), tmp_path / "roc.png")) == (640, 480)
 
 
+@pytest.mark.parametrize("metric, label", [("euclidean", "squared Euclidean distance"),
+                                           ("cosine", "cosine distance (1 - cosine similarity)")])
+def test_distance_figure_names_its_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metric: str,
+                                          label: str) -> None:
+    import igoas.viz.distances as distances
+
+    saved = []
+    monkeypatch.setattr(distances, "save_figure", lambda figure, path: saved.append(figure) or Path(path))
+    plot_distance_distributions(np.array([0.2, 0.3]), np.array([0.9, 1.1]), tmp_path / "d.png", metric=metric)
+    assert saved[0].axes[0].get_xlabel() == label
+    with pytest.raises(IgoasError, match="unknown distance metric 'manhattan'"):
+        plot_distance_distributions(np.array([0.2]), np.array([0.9]), tmp_path / "d.png", metric="manhattan")
+
+
 def _fake_run(run_dir: Path) -> None:
     """A run folder written through the trainer's own logger, so the formats cannot drift apart."""
     from igoas.engine.run_log import RunLogger

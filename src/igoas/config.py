@@ -237,10 +237,18 @@ def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
         raise ConfigError(f"{path}: cannot be read as YAML ({reason}); fix the file's syntax") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: a config file must be a mapping of sections (data:, model:, ...)")
+    _refuse_empty(loaded, path)
     base = loaded.pop("base", None)
     if base is None:
         return loaded
     return OmegaConf.merge(_read_yaml(resolve_config_path(base, path.parent), depth + 1), loaded)
+
+
+def _refuse_empty(loaded: DictConfig, path: Path) -> None:
+    """An empty file is almost always a mistake (a truncated copy, the wrong path), not a wish for the defaults."""
+    if len(loaded) == 0:
+        raise ConfigError(f"{path}: the config file is empty; give at least one section (data:, model:, ...) "
+                          "or `base: <preset>`, or leave out the config to run with the defaults")
 
 
 def _merge(schema: DictConfig, layer: Any, source: str) -> DictConfig:

@@ -37,6 +37,17 @@ def split_config_and_overrides(config: str | None, overrides: list[str]) -> tupl
     return config, list(overrides)
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535: refused at parse time, not as a socket traceback when the server starts."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give an integer from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range; give an integer from 1 to 65535")
+    return port
+
+
 def reader_option(text: str) -> tuple[str, object]:
     """KEY=VALUE with the value read as an int or a boolean where it looks like one."""
     key, sep, value = text.partition("=")

@@ -14,6 +14,8 @@ from igoas.commands.arguments import add_overrides
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from igoas.pretrain import DEFAULT_OUT, PRESET
 
+    parser.epilog = ("Takes hours on a CPU: 1 h 57 min on the 2-core development machine while it was "
+                     "shared with other work (about half an hour idle, estimated; see README).")
     add_overrides(parser, "dotted overrides of the pretraining preset, e.g. model.backbone=resnet50")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the population, the run and trunk.pth")
     parser.add_argument("--preset", default=PRESET, help="preset name or YAML file of the pretraining recipe")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from igoas.commands.arguments import port_number
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "name (default: query)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--cache", metavar="DIR", help="where gallery embeddings are cached "
                                                        "(default: $XDG_CACHE_HOME/igoas/serve)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding (default cpu)")

@@ -205,7 +205,7 @@ def _distances(args: argparse.Namespace) -> list[Path]:
     for fpr, tpr in roc.tpr_at_fprs(fprs).items():
         print(f"TPR@FPR={fpr:g}: {100 * tpr:.2f}%")
     out_dir = Path(args.out_dir)
-    return [plot_distance_distributions(positive, negative, out_dir / "distances.png"),
+    return [plot_distance_distributions(positive, negative, out_dir / "distances.png", metric=args.metric),
             plot_roc(roc, out_dir / "roc.png", fprs)]
 
 

@@ -224,7 +224,11 @@ def listing(lines: Sequence[str]) -> str:
 
 
 def read_list_file(path: Path) -> list[str]:
-    """The lines of a UTF-8 text list file, or a DatasetError naming the file and what it holds instead."""
+    """The lines of a UTF-8 text list file, or a DatasetError naming the file and what it holds instead.
+
+    A leading byte-order mark (as some Windows editors write) is dropped: kept, it would
+    become part of the first image's path and make an existing image look missing.
+    """
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -233,7 +237,7 @@ def read_list_file(path: Path) -> list[str]:
         raise DatasetError(f"{path}: a binary file, not a text list (one `path identity` line per image); "
                            "check that this is the right file.")
     try:
-        return data.decode("utf-8").splitlines()
+        return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DatasetError(f"{path}: line {line} is not UTF-8 text; save the list as UTF-8.") from None

@@ -74,6 +74,18 @@ def get_metric(name: str) -> Metric:
         raise IgoasError(f"unknown distance metric {name!r}; choose one of {sorted(METRICS)}") from None
 
 
+METRIC_LABELS: dict[str, str] = {
+    "euclidean": "squared Euclidean distance",
+    "cosine": "cosine distance (1 - cosine similarity)",
+}
+
+
+def metric_label(name: str) -> str:
+    """What a distance of metric `name` is, in words, so every displayed number can name its scale."""
+    get_metric(name)
+    return METRIC_LABELS[name]
+
+
 def compute_distance(
     qf: ArrayLike, gf: ArrayLike, metric: str = "euclidean", chunk_size: int | None = None
 ) -> ArrayLike:

@@ -11,16 +11,20 @@ from typing import Sequence
 import numpy as np
 
 from igoas.errors import IgoasError
+from igoas.evaluation.distance import metric_label
 from igoas.evaluation.verification import DEFAULT_FPRS, RocCurve
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
 
 
 def plot_distance_distributions(positive: np.ndarray, negative: np.ndarray, out_path: PathLike, bins: int = 100, *,
-                                size: tuple[int, int] = (640, 480), dpi: int = DEFAULT_DPI) -> Path:
-    """Overlaid density histograms of positive and negative pair distances."""
+                                metric: str = "euclidean", size: tuple[int, int] = (640, 480),
+                                dpi: int = DEFAULT_DPI) -> Path:
+    """Overlaid density histograms of positive and negative pair distances of `metric`, named on
+    the x axis so the figure's numbers can be compared with other tools' on the same scale."""
     positive, negative = np.asarray(positive).ravel(), np.asarray(negative).ravel()
     if positive.size == 0 and negative.size == 0:
         raise IgoasError("no pair distances to plot")
+    axis_label = metric_label(metric)
     figure = new_figure(*size, dpi=dpi)
     axes = figure.add_subplot()
     edges = np.histogram_bin_edges(np.concatenate([positive, negative]), bins=bins)
@@ -28,7 +32,7 @@ def plot_distance_distributions(positive: np.ndarray, negative: np.ndarray, out_
         if values.size:
             axes.hist(values, bins=edges, density=True, alpha=0.5, color=colour,
                       label=f"{label} ({values.size:,} pairs, mean {values.mean():.3f})")
-    axes.set_xlabel("distance")
+    axes.set_xlabel(axis_label)
     axes.set_ylabel("density")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
