@@ -44,6 +44,19 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def random_trunk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random ResNet-18 as a torchvision state dict, for runs that need
+    `model.pretrained` to name weights (the fixbase epochs train only when it does)."""
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("trunk") / "resnet18_random.pth"
+    torch.save(resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ResNet-18 IGOAS model at 64x32 trained a few steps on the synthetic set, saved as a checkpoint.
 

@@ -32,7 +32,7 @@ data:
   augment: {{flip: 0.0}}
 model:
   backbone: resnet18
-  pretrained: false
+  pretrained: {trunk}  # a file, so that epoch 1 is a fixbase epoch
 train:
   epochs: 2
   fixbase_epochs: 1
@@ -53,9 +53,9 @@ def _launch(command: list[str], env_threads: int) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_two_gloo_processes_match_one_process(synthetic_root: Path, tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one_process(synthetic_root: Path, random_trunk: Path, tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
-    config.write_text(SETTINGS.format(root=synthetic_root))
+    config.write_text(SETTINGS.format(root=synthetic_root, trunk=random_trunk))
     single, double = tmp_path / "one_process", tmp_path / "two_processes"
     _launch([sys.executable, "-m", "igoas", "train", str(config), f"train.output_dir={single}"], env_threads=2)
     _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -95,11 +95,11 @@ def test_two_gloo_processes_match_one_process(synthetic_root: Path, tmp_path: Pa
     assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
 
 
-def test_two_gloo_processes_as_two_dataparallel_replicas(synthetic_root: Path, tmp_path: Path) -> None:
+def test_two_gloo_processes_as_two_dataparallel_replicas(synthetic_root: Path, random_trunk: Path, tmp_path: Path) -> None:
     """`train.replicas: 2` under torchrun: each process is one replica (its own occlusion
     draw and BatchNorm batch, no synchronisation) and the run trains and checkpoints."""
     config = tmp_path / "tiny.yaml"
-    config.write_text(SETTINGS.format(root=synthetic_root))
+    config.write_text(SETTINGS.format(root=synthetic_root, trunk=random_trunk))
     runs = {replicas: tmp_path / f"replicas_{replicas}" for replicas in (1, 2)}
     for replicas, run in runs.items():
         _launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -116,11 +116,11 @@ def test_two_gloo_processes_as_two_dataparallel_replicas(synthetic_root: Path, t
     assert saved["config"]["train"]["replicas"] == 2 and saved["world_size"] == 2
 
 
-def test_two_processes_resume_each_with_its_own_random_streams(synthetic_root: Path, tmp_path: Path) -> None:
+def test_two_processes_resume_each_with_its_own_random_streams(synthetic_root: Path, random_trunk: Path, tmp_path: Path) -> None:
     """Flips are drawn from each process's own stream: a stopped and resumed two-process run
     ends with the weights of an uninterrupted one only if every process continues its own."""
     config = tmp_path / "tiny.yaml"
-    config.write_text(SETTINGS.format(root=synthetic_root).replace("{flip: 0.0}", "{flip: 0.5}"))
+    config.write_text(SETTINGS.format(root=synthetic_root, trunk=random_trunk).replace("{flip: 0.0}", "{flip: 0.5}"))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "igoas", "train"]
     settings = ["train.epochs=1", "train.deterministic=true", "eval.every=0"]

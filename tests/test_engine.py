@@ -18,7 +18,7 @@ from igoas.config import load_config
 from igoas.artifacts.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from igoas.engine.embedding import embed
 from igoas.engine.optim import lr_factor, open_layers
-from igoas.engine.rng import capture_rng_state, restore_rng_state, state_for_rank
+from igoas.engine.rng import capture_rng_state, restore_rng_state, seed_everything, state_for_rank
 from igoas.engine.trainer import TrainingDiverged, train
 from igoas.errors import CheckpointError, ConfigError
 from igoas.losses import LossConfig, compute_losses
@@ -28,11 +28,12 @@ from igoas.speed import cpu_has_native_bf16
 EPOCHS, BATCH = 2, 8
 
 
-def tiny_run(root: Path, out: Path, *extra: str):
-    """A ResNet-18 run at 32x16 on the tiny synthetic set: 4 iterations per epoch."""
+def tiny_run(root: Path, trunk: Path, out: Path, *extra: str):
+    """A ResNet-18 run at 32x16 on the tiny synthetic set: 4 iterations per epoch, the first
+    epoch a fixbase epoch (so `model.pretrained` names a trunk file)."""
     return load_config(None, [
         "data.dataset=synthetic", f"data.root={root}", "data.height=32", "data.width=16",
-        f"data.batch_size={BATCH}", "data.num_workers=0", "model.backbone=resnet18", "model.pretrained=false",
+        f"data.batch_size={BATCH}", "data.num_workers=0", "model.backbone=resnet18", f"model.pretrained={trunk}",
         f"train.epochs={EPOCHS}", "train.fixbase_epochs=1", "train.device=cpu", "train.precision=fp32",
         "train.deterministic=true", "train.log_every=1", "train.progress_bar=false", f"train.output_dir={out}",
         "optim.grad_clip=5.0", "optim.warmup_epochs=0.5", "eval.every=1", "eval.num_workers=0", *extra,
@@ -40,10 +41,10 @@ def tiny_run(root: Path, out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def finished_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(synthetic_root: Path, random_trunk: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run; other tests compare against it or use its checkpoints."""
     out = tmp_path_factory.mktemp("engine") / "uninterrupted"
-    result = train(tiny_run(synthetic_root, out))
+    result = train(tiny_run(synthetic_root, random_trunk, out))
     assert result.finished and result.iteration == EPOCHS * 4
     return out
 
@@ -105,6 +106,33 @@ def test_fixbase_trains_only_the_new_layers_and_freezes_bn_statistics() -> None:
         open_layers(model, ["no_such_layer"])
 
 
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_fixbase_freezes_the_backbone_only_when_it_is_pretrained(pretrained: bool, synthetic_root: Path,
+                                                                 random_trunk: Path, tmp_path: Path) -> None:
+    """A random backbone frozen for the fixbase epochs would learn nothing: without
+    pretrained weights those epochs are skipped, and the log says so."""
+    out = tmp_path / "run"
+    cfg = tiny_run(synthetic_root, random_trunk, out, "train.stop_after_iters=1", "eval.every=0",
+                   *([] if pretrained else ["model.pretrained=false"]))
+    train(cfg)
+    stem = load_checkpoint(out / "checkpoints" / "last.pth")["model"]["stem.0.weight"]
+    seed_everything(1)  # the trainer's own draw of the initial weights (train.seed)
+    start = build_model(num_classes=12, backbone="resnet18", pretrained=str(random_trunk) if pretrained else False)
+    assert torch.equal(stem, start.state_dict()["stem.0.weight"]) == pretrained
+    log = (out / "train.log").read_text()
+    assert ("epochs 1-1: training only" in log) == pretrained
+    assert ("train.fixbase_epochs=1 skipped: model.pretrained is false" in log) == (not pretrained)
+
+
+def test_resuming_a_finished_run_says_it_is_finished(finished_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    result = train(resume=copy)
+    log = (copy / "train.log").read_text()
+    assert result.finished and "the run finished at epoch 2 of 2: nothing is left to train" in log
+    assert "continuing from epoch 3" not in log
+
+
 # ----------------------------------------------------------------------------- RNG state
 def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(3)
@@ -133,13 +161,13 @@ def test_each_process_restores_its_own_random_streams() -> None:
 
 
 # ----------------------------------------------------------------------------- exact resume
-def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synthetic_root: Path, tmp_path: Path,
+def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synthetic_root: Path, random_trunk: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import igoas.engine.trainer as trainer
 
     out = tmp_path / "interrupted"
     # a clean early stop, resumable
-    stopped = train(tiny_run(synthetic_root, out, "train.stop_after_iters=2", "train.checkpoint_every_iters=3"))
+    stopped = train(tiny_run(synthetic_root, random_trunk, out, "train.stop_after_iters=2", "train.checkpoint_every_iters=3"))
     assert not stopped.finished and load_checkpoint(out / "checkpoints/last.pth")["iteration"] == 2
     first_seconds = load_checkpoint(out / "checkpoints/last.pth")["train_seconds"]
     assert 0 < first_seconds <= stopped.train_seconds
@@ -200,10 +228,10 @@ def _evaluations(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, synthetic_root: Path,
+def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, synthetic_root: Path, random_trunk: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "boundary"
-    stopped = train(tiny_run(synthetic_root, out, "train.stop_after_iters=4"))  # the last batch of epoch 1
+    stopped = train(tiny_run(synthetic_root, random_trunk, out, "train.stop_after_iters=4"))  # the last batch of epoch 1
     payload = load_checkpoint(out / "checkpoints/last.pth")
     assert not stopped.finished and (payload["epoch"], payload["batch"], payload["iteration"]) == (1, 0, 4)
     assert [e["epoch"] for e in _evaluations(out)] == [1] and (out / "checkpoints/best.pth").is_file()
@@ -228,10 +256,10 @@ def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, sy
 
 
 @pytest.mark.parametrize("change", ["process count", "training set size"])
-def test_resume_whose_sampler_position_does_not_fit_restarts_the_epoch(change: str, synthetic_root: Path,
+def test_resume_whose_sampler_position_does_not_fit_restarts_the_epoch(change: str, synthetic_root: Path, random_trunk: Path,
                                                                         tmp_path: Path) -> None:
     out = tmp_path / "regrouped"
-    train(tiny_run(synthetic_root, out, "train.stop_after_iters=6", "eval.every=0"))
+    train(tiny_run(synthetic_root, random_trunk, out, "train.stop_after_iters=6", "eval.every=0"))
     last = out / "checkpoints/last.pth"
     payload = load_checkpoint(last)
     assert (payload["epoch"], payload["batch"]) == (1, 2)
@@ -272,10 +300,10 @@ def test_a_run_killed_before_its_final_metrics_writes_them_on_resume(finished_ru
     assert _evaluations(run) == _evaluations(finished_run)  # not logged twice
 
 
-def test_resume_takes_the_best_record_from_best_pth(finished_run: Path, synthetic_root: Path,
+def test_resume_takes_the_best_record_from_best_pth(finished_run: Path, synthetic_root: Path, random_trunk: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "stale_best"
-    train(tiny_run(synthetic_root, out, "train.stop_after_iters=2"))
+    train(tiny_run(synthetic_root, random_trunk, out, "train.stop_after_iters=2"))
     assert load_checkpoint(out / "checkpoints/last.pth")["best"] == {}
     # as after a stop between an evaluation's best.pth and the last.pth that would follow it
     shutil.copy(finished_run / "checkpoints/best.pth", out / "checkpoints/best.pth")
@@ -291,7 +319,7 @@ def test_resume_takes_the_best_record_from_best_pth(finished_run: Path, syntheti
 
 
 # ----------------------------------------------------------------------------- NaN stop
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path, tmp_path: Path,
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path, random_trunk: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import igoas.engine.trainer as trainer
 
@@ -307,7 +335,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path,
     monkeypatch.setattr(trainer, "compute_losses", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged) as info:
-        train(tiny_run(synthetic_root, out, "train.checkpoint_every_iters=2"))
+        train(tiny_run(synthetic_root, random_trunk, out, "train.checkpoint_every_iters=2"))
     message = str(info.value)
     assert "nan" in message and "iteration 3" in message and str(out / "checkpoints/last.pth") in message
     kept = load_checkpoint(out / "checkpoints/last.pth")
@@ -317,7 +345,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root: Path,
 @pytest.mark.parametrize("poisoned_call, where", [(1, "at epoch 1, batch 2, iteration 2"),
                                                    (2, "at the end of epoch 1, iteration 4")])
 def test_nonfinite_weights_are_reported_with_epochs_counted_from_one(poisoned_call: int, where: str,
-                                                                    synthetic_root: Path, tmp_path: Path,
+                                                                    synthetic_root: Path, random_trunk: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import igoas.engine.trainer as trainer
 
@@ -329,7 +357,7 @@ def test_nonfinite_weights_are_reported_with_epochs_counted_from_one(poisoned_ca
 
     monkeypatch.setattr(trainer, "nonfinite_tensors", check)
     with pytest.raises(TrainingDiverged, match=where):
-        train(tiny_run(synthetic_root, tmp_path / "poisoned", "train.checkpoint_every_iters=2", "eval.every=0"))
+        train(tiny_run(synthetic_root, random_trunk, tmp_path / "poisoned", "train.checkpoint_every_iters=2", "eval.every=0"))
 
 
 # ----------------------------------------------------------------------------- checkpoint errors
@@ -409,20 +437,20 @@ def test_eval_command_errors_are_one_line(tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 is emulated on this CPU")
-def test_bf16_autocast_trains_on_cpu(synthetic_root: Path, tmp_path: Path) -> None:
+def test_bf16_autocast_trains_on_cpu(synthetic_root: Path, random_trunk: Path, tmp_path: Path) -> None:
     # 64x32, not 32x16: width-1 stage-3 maps hit a CPU bf16 BatchNorm kernel fault in torch
-    result = train(tiny_run(synthetic_root, tmp_path / "bf16", "train.precision=bf16", "train.deterministic=false",
+    result = train(tiny_run(synthetic_root, random_trunk, tmp_path / "bf16", "train.precision=bf16", "train.deterministic=false",
                             "data.height=64", "data.width=32", "train.stop_after_iters=2"))
     weights = load_checkpoint(result.last_checkpoint)["model"]
     assert all(t.dtype in (torch.float32, torch.int64) for t in weights.values())  # weights stay fp32
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
-def test_a_relative_data_root_is_saved_absolute(synthetic_root: Path, tmp_path: Path,
+def test_a_relative_data_root_is_saved_absolute(synthetic_root: Path, random_trunk: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # evaluating or resuming from another folder must find the same data, not render a new set there
     monkeypatch.chdir(synthetic_root.parent)
-    result = train(tiny_run(Path(synthetic_root.name), tmp_path / "relative", "train.stop_after_iters=1",
+    result = train(tiny_run(Path(synthetic_root.name), random_trunk, tmp_path / "relative", "train.stop_after_iters=1",
                             "eval.every=0"))
     saved = load_checkpoint(result.last_checkpoint)["config"]["data"]["root"]
     assert Path(saved).is_absolute() and Path(saved) == synthetic_root.resolve()

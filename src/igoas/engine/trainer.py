@@ -292,7 +292,12 @@ class _Run:
         if self._epoch_end_pending:
             notes.append(f"the checkpoint was saved after the last batch of epoch {self.epoch} but before that "
                          "epoch's end (evaluation when due, last.pth); those steps run first")
-        return [f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"] + notes
+        if self.epoch >= self.cfg.train.epochs and not self._epoch_end_pending:
+            where = (f"the run finished at epoch {self.epoch} of {self.cfg.train.epochs}: nothing is left to train "
+                     f"(raise train.epochs to train on)")
+        else:
+            where = f"continuing from epoch {self.epoch + 1}, batch {self.batch}, iteration {self.iteration}"
+        return [where] + notes
 
     def _reconcile_best(self) -> list[str]:
         """Make the best record describe best.pth. best.pth is written before last.pth, so a
@@ -410,10 +415,17 @@ class _Run:
         every = self.cfg.train.checkpoint_every_iters
         return bool(every) and self.iteration % every == 0 and self.batch < self.iters_per_epoch
 
+    @property
+    def fixbase_epochs(self) -> int:
+        """`train.fixbase_epochs`, or 0 when `model.pretrained` is false: fixbase protects
+        pretrained layers from the new layers' first gradients, and a random backbone frozen
+        for those epochs would only learn nothing."""
+        return self.cfg.train.fixbase_epochs if self.cfg.model.pretrained else 0
+
     def _set_trainable(self) -> None:
         """The fixbase step at each epoch start: fixbase epochs train only the new layers;
         DDP is rebuilt when that set changes."""
-        fixbase = self.epoch < self.cfg.train.fixbase_epochs
+        fixbase = self.epoch < self.fixbase_epochs
         model = unwrap(self.model)
         model.train()
         names = self.cfg.train.fixbase_modules
@@ -421,8 +433,11 @@ class _Run:
         phase = "fixbase" if fixbase else "all"
         if phase != self._trainable_phase:
             if fixbase:
-                self.log.info(f"epochs 1-{self.cfg.train.fixbase_epochs}: training only "
+                self.log.info(f"epochs 1-{self.fixbase_epochs}: training only "
                               f"{', '.join(names if names is not None else model.fixbase_modules)}")
+            elif self._trainable_phase is None and self.epoch < self.cfg.train.fixbase_epochs:
+                self.log.info(f"train.fixbase_epochs={self.cfg.train.fixbase_epochs} skipped: model.pretrained is "
+                              "false, so no pretrained layer needs protecting; every layer trains from epoch 1")
             self._wrapped = wrap_model(model, self.ctx)
             self._trainable_phase = phase
 
