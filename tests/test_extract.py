@@ -51,11 +51,22 @@ def test_folder_with_a_corrupt_image(
     assert features.metadata["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
 
 
-def test_dataset_split_matches_direct_embedding(tiny_checkpoint: Path, synthetic_root: Path, dataset, tmp_path: Path) -> None:
+def test_dataset_split_matches_direct_embedding(tiny_checkpoint: Path, synthetic_root: Path, dataset, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """By default extract embeds as `igoas eval` does (fp32, the automatic device), and says so."""
+    from igoas.artifacts.checkpoint import model_from_checkpoint
+    from igoas.engine.distributed import resolve_device
+    from igoas.engine.embedding import Runtime, embed
+
     out = tmp_path / "query.safetensors"
     assert main(["extract", str(tiny_checkpoint), str(synthetic_root), "--dataset", "synthetic", "--split", "query",
-                 "--precision", "fp32", "--batch-size", "7", "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+                 "--batch-size", "7", "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+    assert f"embedding on {resolve_device('auto')}, fp32" in capsys.readouterr().err
     features = load_features(out)
+    network, payload = model_from_checkpoint(tiny_checkpoint)
+    evaluation = embed(network, dataset.query, payload, Runtime.resolve("auto", "fp32"))
+    unit = evaluation.embeddings / np.linalg.norm(evaluation.embeddings, axis=1, keepdims=True)
+    np.testing.assert_allclose(features.embeddings, unit, atol=1e-5)
     assert features.paths == [s.path for s in dataset.query]
     np.testing.assert_array_equal(features.pids, [s.pid for s in dataset.query])
     np.testing.assert_array_equal(features.camids, [s.camid for s in dataset.query])

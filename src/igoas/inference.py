@@ -36,17 +36,16 @@ class ReIDModel:
         self,
         network: torch.nn.Module,
         preprocess: Preprocess,
-        device: str | torch.device = "cpu",
-        precision: str = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
         channels_last: bool | str = "auto",
         source: str | None = None,
         backend: str = "pytorch",
     ) -> None:
         from igoas.backends import openvino_module, resolve_backend
 
-        device = torch.device(device)
-        precision = speed.resolve_precision(precision, device)
-        self.runtime = Runtime(device, precision, speed.resolve_channels_last(channels_last, device, precision))
+        self.runtime = Runtime.resolve(device, precision, channels_last)
+        device, precision = self.runtime.device, self.runtime.precision
         self.backend = resolve_backend(backend, device)
         self.preprocess_config = preprocess
         self.source = source
@@ -73,8 +72,8 @@ class ReIDModel:
     def from_checkpoint(
         cls,
         path: str | os.PathLike | Mapping[str, Any],
-        device: str | torch.device = "cpu",
-        precision: str = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
         channels_last: bool | str = "auto",
         backend: str = "pytorch",
     ) -> "ReIDModel":
@@ -92,8 +91,8 @@ class ReIDModel:
         cls,
         config: str | os.PathLike | Mapping[str, Any],
         weights: str | os.PathLike,
-        device: str | torch.device = "cpu",
-        precision: str = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
         channels_last: bool | str = "auto",
         backend: str = "pytorch",
     ) -> "ReIDModel":

@@ -19,9 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
                         type=int, default=2, help="image-decoding processes (0: decode in the main process)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
-                        help="inference precision; auto picks the fastest accurate one (see docs/inference.md)")
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
+                        help="inference precision (default fp32, as igoas eval); auto picks bf16 where it is "
+                             "native (see docs/inference.md)")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino", "auto"],
                         help="CPU inference back end (openvino: faster, same embeddings at fp32; auto: openvino "
                              "on AVX-512 CPUs when installed); see docs/inference.md")
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
               else folder_images(args.source))
     model = ReIDModel.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                       backend=args.backend)
+    print(f"embedding on {model.runtime.description} ({model.backend})", file=sys.stderr)
     features = extract(model, images, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
                        progress=not args.no_progress)
     for path, reason in features.metadata["bad_reasons"].items():

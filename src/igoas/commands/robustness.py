@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
                         type=int, default=2, help="image-decoding processes (0: main process)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
     parser.add_argument("--no-progress", action="store_true", help="corruptions suite: no progress bar")
     parser.add_argument("--out", default="robustness", help="folder for the suite's table and figures")
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     require("matplotlib", "drawing the suite's figures")  # before the compute, whose results it would lose
     checkpoints = _labelled_checkpoints(args)
     dataset = build_dataset(args.dataset, args.root, **reader_options(args))
-    runtime = Runtime.resolve(args.device, args.precision)
+    runtime = Runtime.resolve(args.device, args.precision, option="--device")
+    print(f"embedding on {runtime.description}")
     if args.suite == "corruptions":
         return _run_corruptions(args, checkpoints, dataset, runtime)
     result = occlusion_stress_test(

@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--cache", metavar="DIR", help="where gallery embeddings are cached "
                                                        "(default: $XDG_CACHE_HOME/igoas/serve)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding (default cpu)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
-                        help="inference precision; auto picks the fastest accurate one")
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
+                        help="inference precision (default fp32, as igoas eval); auto picks bf16 where it is native")
     parser.add_argument("--backend", default="pytorch", choices=["pytorch", "openvino", "auto"],
                         help="CPU inference back end for the embeddings, as for `igoas extract`")
     parser.add_argument("--no-progress", action="store_true", help="hide the embedding progress bar")
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"igoas serve: warning: listening on {args.host}, so other machines can reach the page; "
               "it has no login", file=sys.stderr)
     about = service.describe()
-    print(f"[serve] {about['model']}, gallery of {about['gallery']} images; open http://{args.host}:{args.port}/")
+    print(f"[serve] {about['model']} on {service.model.runtime.description}, gallery of {about['gallery']} images; "
+          f"open http://{args.host}:{args.port}/")
     uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -43,17 +43,18 @@ class DistributedContext:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU when there is one, else the CPU; explicit names are checked."""
+def resolve_device(name: str, local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """'auto' -> this process's GPU when there is one, else the CPU; explicit names are
+    checked, and a refusal names `option`, where the user set it."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device={name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"{option}={name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu")
+            raise ConfigError(f"{option}={name!r} but no CUDA device is available; use {option}=cpu (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -44,11 +44,18 @@ class Runtime:
 
     @classmethod
     def resolve(cls, device: str | torch.device = "auto", precision: str = "fp32",
-                channels_last: bool | str = False, ctx: DistributedContext | None = None) -> "Runtime":
-        """Settle "auto" choices for this machine (device names as `train.device`)."""
-        device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+                channels_last: bool | str = False, ctx: DistributedContext | None = None,
+                option: str = "device") -> "Runtime":
+        """Settle "auto" choices for this machine (device names as `train.device`; a bad
+        one is refused naming `option`)."""
+        device = resolve_device(device, option=option) if isinstance(device, str) else torch.device(device)
         precision = resolve_precision(precision, device)
         return cls(device, precision, resolve_channels_last(channels_last, device, precision), ctx)
+
+    @property
+    def description(self) -> str:
+        """What the command lines print before they embed: "cpu, fp32" (+ ", channels_last")."""
+        return f"{self.device}, {self.precision}" + (", channels_last" if self.channels_last else "")
 
     @property
     def distributed(self) -> bool:

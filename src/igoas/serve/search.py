@@ -168,8 +168,8 @@ def build_service(
     root: str | os.PathLike | None = None,
     queries: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
+    device: str = "auto",
+    precision: str = "fp32",
     backend: str = "pytorch",
     progress: bool = True,
 ) -> SearchService:
