@@ -16,7 +16,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "fileio": ("errors",),
     "config": ("errors", "artifacts.preprocess"),
     "artifacts": ("errors", "fileio", "model"),  # model: rebuild the network a checkpoint describes
-    "evaluation": ("errors",),
+    "evaluation": ("errors", "progress"),
     "retrieval": ("errors", "fileio"),
     "speed": ("errors", "config"),
     "occlusion": ("errors", "artifacts.preprocess"),

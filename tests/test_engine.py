@@ -421,8 +421,14 @@ def test_eval_command_reproduces_the_training_evaluation(finished_run: Path, tmp
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "eval.json"
     assert main(["eval", "--weights", str(finished_run / "checkpoints/best.pth"), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "mAP" in printed and "holistic" in printed
+    # progress off a terminal: a few timestamped lines per split embedded and per query set ranked
+    for step in ("embedding gallery (", "embedding query (", "embedding holistic (",
+                 "ranking query against the gallery (euclidean), queries [",
+                 "ranking holistic against the gallery (euclidean), queries ["):
+        assert step in captured.err, step
     document = json.loads(out.read_text())
     best = load_checkpoint(finished_run / "checkpoints/best.pth")["best"]
     assert document["mAP"] == pytest.approx(best["mAP"], abs=1e-9)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from igoas.cli import main
 from igoas.progress import track
@@ -78,3 +79,20 @@ def test_track_without_a_known_total(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = log.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == [
         f"embedding batches [{UNKNOWN_TOTAL_STEP}]", f"embedding batches [{2 * UNKNOWN_TOTAL_STEP}]"]
+
+
+def test_ranking_progress_counts_queries_and_announces_re_ranking(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas.evaluation import evaluate_features
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    generator = torch.Generator().manual_seed(0)
+    queries, gallery = torch.randn(10, 8, generator=generator), torch.randn(30, 8, generator=generator)
+    pids = torch.arange(30) % 5
+    arguments = (queries, gallery, pids[:10], pids, torch.zeros(10, dtype=torch.long), torch.ones(30, dtype=torch.long))
+    evaluate_features(*arguments, max_rank=5, chunk_size=4, progress=True, progress_label="ranking q")
+    evaluate_features(*arguments, max_rank=5, rerank=True, rerank_params=(4, 2, 0.3), progress=True,
+                      progress_label="ranking q")
+    lines = [line.split("] ", 1)[1] for line in log.getvalue().splitlines()]
+    assert [line.split(" eta")[0] for line in lines[:-1]] == ["ranking q [4/10]", "ranking q [8/10]", "ranking q [10/10]"]
+    assert lines[-1] == "ranking q: k-reciprocal re-ranking of 10 x 30"

@@ -33,6 +33,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def announce(message: str, enabled: bool = True) -> None:
+    """One timestamped line on stderr, for a step too coarse for a bar (a dense re-ranking)."""
+    if enabled:
+        print(stamped(message), file=sys.stderr, flush=True)
+
+
 def track(items: Iterable[T], total: int | None, description: str, enabled: bool = True, lines: int = 10,
           size: Callable[[T], int] | None = None) -> Iterator[T]:
     """Yield `items`, showing progress towards `total`: a bar on a terminal, else about

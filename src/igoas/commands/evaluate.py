@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overrides(parser, "dotted overrides, e.g. data.root=/data")
     parser.add_argument("--weights", required=True, metavar="CKPT", help="igoas checkpoint (.pth)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (eval.k1/k2/lambda_value)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress of embedding and ranking (shown on stderr: bars on a terminal, "
+                             "else a few timestamped lines)")
     parser.add_argument("--out", metavar="JSON",
                         help="where to write the metrics (default: eval_NAME.json in the checkpoint's run "
                              "directory for checkpoints/NAME.pth, else NAME.eval.json beside the file)")
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rerank:
         overrides.append("eval.rerank=true")
     out = check_output(args.out if args.out else default_output(Path(args.weights)))
-    results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides)
+    results, payload, cfg = evaluate_checkpoint(args.weights, config, overrides, progress=not args.no_progress)
     datasets = eval_datasets(cfg)  # read again for the protocol each reader used (no image is decoded)
     for name, dataset in datasets.items():
         print(protocol_title(name, dataset.protocol_info))

@@ -130,7 +130,7 @@ def _forward(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
 
 def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, runtime: Runtime | None = None, *,
           flip: bool = False, batch_size: int = 128, num_workers: int = 0, on_error: str = "fail",
-          progress: bool = False) -> Features:
+          progress: bool = False, progress_label: str = "embedding batches") -> Features:
     """Embeddings of `samples` in input order: the network's eval output (float32), with the
     path, identity and camera (-1 when unknown) of each row.
 
@@ -157,7 +157,7 @@ def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, r
     try:
         with inference_context(runtime.device, runtime.precision):
             batches = None if count < 0 else -(-count // batch_size)
-            for batch in track(loader, batches, "embedding batches", enabled=progress):
+            for batch in track(loader, batches, progress_label, enabled=progress):
                 bad.update(batch.get("bad", {}))
                 if batch["image"] is None:
                     continue

@@ -21,22 +21,26 @@ _DEFAULT_EVAL = EvalConfig()
 
 
 def embed_samples(model: nn.Module, samples: Sequence[Any], preprocess: Any, eval_config: Any = None,
-                  runtime: Runtime | None = None) -> Features:
-    """`embed` with the batch size, workers and flip of an `eval` config section."""
+                  runtime: Runtime | None = None, progress: bool = False, name: str = "images") -> Features:
+    """`embed` with the batch size, workers and flip of an `eval` config section;
+    `progress` shows it as "embedding NAME (N images)"."""
     eval_config = eval_config or _DEFAULT_EVAL
     return embed(model, samples, preprocess, runtime, flip=eval_config.flip, batch_size=eval_config.batch_size,
-                 num_workers=eval_config.num_workers)
+                 num_workers=eval_config.num_workers, progress=progress,
+                 progress_label=f"embedding {name} ({len(samples)} images), batches")
 
 
 def embed_dataset(model: nn.Module, dataset: Any, preprocess: Any, eval_config: Any = None,
-                  runtime: Runtime | None = None) -> dict[str, Features]:
+                  runtime: Runtime | None = None, progress: bool = False) -> dict[str, Features]:
     """Embeddings of the gallery ("gallery"), the main queries ("query") and every extra
     query set of `dataset` (e.g. "holistic")."""
     splits = {"gallery": dataset.gallery, "query": dataset.query, **dict(getattr(dataset, "extra_queries", {}) or {})}
-    return {name: embed_samples(model, samples, preprocess, eval_config, runtime) for name, samples in splits.items()}
+    return {name: embed_samples(model, samples, preprocess, eval_config, runtime, progress, name)
+            for name, samples in splits.items()}
 
 
-def rank_query_sets(features: Mapping[str, Features], eval_config: Any = None) -> dict[str, RankResult]:
+def rank_query_sets(features: Mapping[str, Features], eval_config: Any = None,
+                    progress: bool = False) -> dict[str, RankResult]:
     """CMC/mAP/mINP of every query set in `features` against its "gallery" entry."""
     eval_config = eval_config or _DEFAULT_EVAL
     gallery = features["gallery"]
@@ -45,26 +49,29 @@ def rank_query_sets(features: Mapping[str, Features], eval_config: Any = None) -
                 metric=eval_config.metric, max_rank=eval_config.max_rank, rerank=eval_config.rerank,
                 rerank_params=(eval_config.k1, eval_config.k2, eval_config.lambda_value),
                 query_expansion=eval_config.query_expansion, query_expansion_alpha=eval_config.query_expansion_alpha,
-                fprs=tuple(eval_config.fprs))
+                fprs=tuple(eval_config.fprs), progress=progress,
+                progress_label=f"ranking {name} against the gallery ({eval_config.metric}), queries")
             for name, queries in features.items() if name != "gallery"}
 
 
 def evaluate_model(model: nn.Module, dataset: Any, eval_config: Any = None, preprocess: Any = None,
-                   runtime: Runtime | None = None) -> dict[str, RankResult]:
+                   runtime: Runtime | None = None, progress: bool = False) -> dict[str, RankResult]:
     """Rank the gallery for the main query set (key "query") and every extra query set of
     `dataset` (e.g. "holistic"), sharing one pass over the gallery.
 
     `preprocess` (height, width, mean, std) is the input preparation the model expects,
     e.g. a checkpoint's `preprocess` entry. In a distributed run (`runtime.ctx`) every
-    process embeds its share; only the main process ranks (the others get {}).
+    process embeds its share; only the main process ranks (the others get {}). `progress`
+    shows embedding and ranking as bars on a terminal, else as a few log lines.
     """
     if preprocess is None:
         raise IgoasError("evaluate_model needs the input preprocessing: pass preprocess={height, width, mean, std} "
                          "(a checkpoint's 'preprocess' entry)")
-    features = embed_dataset(model, dataset, preprocess, eval_config, runtime)
-    if runtime is not None and runtime.ctx is not None and not runtime.ctx.is_main:
+    main = runtime is None or runtime.ctx is None or runtime.ctx.is_main
+    features = embed_dataset(model, dataset, preprocess, eval_config, runtime, progress and main)
+    if not main:
         return {}
-    return rank_query_sets(features, eval_config)
+    return rank_query_sets(features, eval_config, progress)
 
 
 def eval_datasets(cfg: Any, train_dataset: Any = None) -> dict[str, Any]:
@@ -91,18 +98,19 @@ def eval_datasets(cfg: Any, train_dataset: Any = None) -> dict[str, Any]:
 
 
 def evaluate_datasets(model: nn.Module, datasets: Mapping[str, Any], eval_config: Any = None,
-                      preprocess: Any = None, runtime: Runtime | None = None) -> dict[str, RankResult]:
+                      preprocess: Any = None, runtime: Runtime | None = None,
+                      progress: bool = False) -> dict[str, RankResult]:
     """`evaluate_model` on each dataset; with several, result names become "dataset/query set"."""
     results: dict[str, RankResult] = {}
     for name, dataset in datasets.items():
-        found = evaluate_model(model, dataset, eval_config, preprocess, runtime)
+        found = evaluate_model(model, dataset, eval_config, preprocess, runtime, progress)
         prefix = f"{name}/" if len(datasets) > 1 else ""
         results.update({prefix + key: value for key, value in found.items()})
     return results
 
 
 def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Sequence[str] = (),
-                        ) -> tuple[dict[str, RankResult], dict[str, Any], Any]:
+                        progress: bool = False) -> tuple[dict[str, RankResult], dict[str, Any], Any]:
     """Evaluate a checkpoint file on the datasets of `config` (a config, YAML path or preset;
     default: the config saved in the checkpoint) with `overrides` applied last.
 
@@ -124,7 +132,7 @@ def evaluate_checkpoint(checkpoint: str | Any, config: Any = None, overrides: Se
     if not payload.get("preprocess"):
         raise ConfigError(f"{checkpoint}: no 'preprocess' entry (input size, mean, std); re-save it with igoas")
     runtime = Runtime.resolve(cfg.train.device, cfg.eval.precision, cfg.train.channels_last)
-    results = evaluate_datasets(model, eval_datasets(cfg), cfg.eval, payload, runtime)
+    results = evaluate_datasets(model, eval_datasets(cfg), cfg.eval, payload, runtime, progress)
     return results, payload, cfg
 
 

@@ -524,7 +524,8 @@ class _Run:
         # Evaluation must not move the training RNG streams (loaders draw seeds from them).
         with torch.random.fork_rng(devices=[]):
             runtime = replace(self.runtime, precision=resolve_precision(self.cfg.eval.precision, self.runtime.device))
-            return evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime)
+            return evaluate_datasets(unwrap(self.model), self.targets, self.cfg.eval, self._preprocess(), runtime,
+                                     progress=self.cfg.train.progress_bar)
 
     def _keep_best(self) -> None:
         """best.pth follows the highest mAP of the main query set (the first evaluated)."""

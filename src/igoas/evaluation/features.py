@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
+from igoas.progress import announce, track
 from igoas.evaluation.arrays import ArrayLike, as_feature_pair, as_ids, rows_per_block
 from igoas.evaluation.distance import get_metric
 from igoas.evaluation.query_expansion import expand_query_features
@@ -28,6 +29,8 @@ def evaluate_features(
     query_expansion_alpha: float = 0.0,
     chunk_size: int | None = None,
     fprs: Sequence[float] = (),
+    progress: bool = False,
+    progress_label: str = "ranking queries",
 ) -> RankResult:
     """CMC, mAP and mINP of query features against gallery features.
 
@@ -39,6 +42,7 @@ def evaluate_features(
     query rows at a time (default: about 128 MiB per block). Features may live on a GPU:
     the work then runs there. `fprs` (e.g. (1e-4, 1e-3, 1e-2)) adds the true positive rate
     at those false positive rates of the same distances (`RankResult.tpr_at_fpr`).
+    `progress` shows the ranking's progress (`igoas.progress`), under `progress_label`.
     """
     chosen = get_metric(metric)
     queries, gallery = as_feature_pair(qf, gf)
@@ -52,6 +56,7 @@ def evaluate_features(
     step = rows_per_block(num_gallery, chunk_size)
     if rerank:
         k1, k2, lambda_value = rerank_params
+        announce(f"{progress_label}: k-reciprocal re-ranking of {num_query} x {num_gallery}", progress)
         distances = k_reciprocal_rerank(queries, gallery, int(k1), int(k2), float(lambda_value), chunk_size)
         result = evaluate_rank(distances, q_pids_t, g_pids_t, q_camids_t, g_camids_t, max_rank, chunk_size)
         for start in range(0, num_query, step) if pairs is not None else ():
@@ -60,7 +65,9 @@ def evaluate_features(
     else:
         accumulator = RankAccumulator(g_pids_t, g_camids_t, max_rank)
         distance_to_gallery = chosen.to_gallery(gallery)
-        for start in range(0, num_query, step):
+        blocks = track(range(0, num_query, step), num_query, progress_label, enabled=progress,
+                       size=lambda start: min(step, num_query - start))
+        for start in blocks:
             rows = slice(start, start + step)
             block = distance_to_gallery(queries[rows])
             accumulator.add(block, q_pids_t[rows], q_camids_t[rows])
