@@ -304,6 +304,15 @@ def test_custom_space_separated_paths_with_spaces_and_no_camera(tmp_path: Path) 
     assert Path(data.query[0].path).name == "a 1.jpg" and data.protocol_info["protocol"] == "same_camera"
 
 
+def test_custom_misnamed_folder_gets_the_closest_found_hint(tmp_path: Path) -> None:
+    make_market(tmp_path, "")
+    (tmp_path / "bounding_box_test").rename(tmp_path / "bounding_box_tests")
+    with pytest.raises(DatasetError) as err:
+        build_dataset("custom", tmp_path)
+    message = str(err.value)
+    assert "closest found" in message and "bounding_box_tests" in message and "query.txt" in message
+
+
 def test_custom_mixed_camera_columns_name_the_odd_line(tmp_path: Path) -> None:
     (tmp_path / "query.txt").write_text("scans/front door/0001 alice\nq2.jpg bob\n")  # no extension: ambiguous
     (tmp_path / "gallery.txt").write_text("g1.jpg alice\ng2.jpg bob\n")
@@ -315,8 +324,9 @@ def test_custom_mixed_camera_columns_name_the_odd_line(tmp_path: Path) -> None:
 
 
 def test_custom_reports_missing_lists_and_bad_lines(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="query list"):
+    with pytest.raises(DatasetError, match="query.txt") as err:
         build_dataset("custom", tmp_path)
+    assert "bounding_box_train" in str(err.value)  # both forms are named
     (tmp_path / "query.txt").write_text("q1.jpg 1 0\nq2.jpg\n")
     (tmp_path / "gallery.txt").write_text("g1.jpg 1 1\n")
     with pytest.raises(DatasetError, match=r"query.txt:2"):

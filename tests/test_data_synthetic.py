@@ -46,6 +46,10 @@ def test_cached_copy_is_reused_and_never_replaced_by_other_settings(tmp_path: Pa
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
     with pytest.raises(DatasetError, match=r"other settings \(seed 0 here, 1 asked\); refusing"):
         render_synthetic(root, num_ids=6, seed=1, size="tiny", image_size=IMAGE_SIZE)
+    preset = render_synthetic(tmp_path / "preset", size="tiny", image_size=IMAGE_SIZE)
+    with pytest.raises(DatasetError) as err:  # another size: the fix is the option, not deleting the set
+        render_synthetic(preset, size="small", image_size=IMAGE_SIZE)
+    assert "To use the set that is there, pass data.options.size=tiny; to render" in str(err.value)
     assert json.loads((root / "meta.json").read_text())["params"]["seed"] == 0
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind

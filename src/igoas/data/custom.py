@@ -53,6 +53,16 @@ def custom(root: str | Path, *, layout: str = "auto", train_list: str | Path | N
     explicit = {"train": train_list, "query": query_list, "gallery": gallery_list}
     if layout == "auto":
         has_market = all((root / d).is_dir() for d in MARKET_SPLITS)
+        has_lists = any(explicit.values()) or any((root / f"{split}{suffix}").is_file()
+                                                  for split in SPLITS for suffix in LIST_SUFFIXES)
+        if not has_market and not has_lists:
+            # neither form is there: the folder check says what is missing and what is closest
+            # (a misspelt split folder is the usual cause), and the list form is named too
+            try:
+                locate_root(root, "custom", ("",), MARKET_SPLITS)
+            except DatasetError as err:
+                raise DatasetError(f"{err}\nOr give list files train.txt (optional), query.txt and gallery.txt "
+                                   f"(or .csv) in ROOT with lines `{LINE_PATTERN}`; see docs/datasets.md.") from None
         layout = "market" if has_market and not any(explicit.values()) else "lists"
     if layout == "market":
         folder = locate_root(root, "custom", ("",), MARKET_SPLITS)

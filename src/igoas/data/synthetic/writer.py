@@ -219,6 +219,26 @@ def _is_current(root: Path, params: dict) -> bool:
 
 
 @renamed_keyword("workers", "num_workers")
+def _other_settings_message(out: Path, found: dict, asked: dict) -> str:
+    """Why a copy rendered with other settings is not replaced, and the fix: the options
+    that read the copy as it is (usually `data.options.size`), or another folder."""
+    differing = [key for key, value in asked.items() if found.get(key) != value]
+    listed = ", ".join(f"{key} {found.get(key)!r} here, {asked[key]!r} asked" for key in differing)
+    message = f"synthetic: {out} holds a set rendered with other settings ({listed}); refusing to replace it. "
+    if "version" in differing:
+        return message + "It was rendered by another igoas version: point data.root at another folder to render anew."
+    preset = SIZES.get(found.get("size"))
+    if "size" in differing and preset is not None and found.get("num_ids") == preset.num_ids:
+        differing = [key for key in differing if key != "num_ids"]  # the size brings its own count
+    overrides = " ".join(f"data.options.{key}={_override_value(found[key])}" for key in differing)
+    return message + (f"To use the set that is there, pass {overrides}; to render the one asked for, point "
+                      "data.root at another folder.")
+
+
+def _override_value(value: object) -> str:
+    return f"[{','.join(str(v) for v in value)}]" if isinstance(value, list) else str(value)
+
+
 def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int = 0, size: str = "default",
                      image_size: tuple[int, int] = (128, 64), num_workers: int = 1) -> Path:
     """Render the synthetic occluded-pedestrian dataset into `out_dir` and return it.
@@ -248,10 +268,7 @@ def render_synthetic(out_dir: str | Path, num_ids: int | None = None, seed: int 
         return out
     existing = read_meta(out)
     if existing is not None and existing.get("params") != params:
-        differing = ", ".join(f"{key} {existing.get('params', {}).get(key)!r} here, {value!r} asked"
-                              for key, value in params.items() if existing.get("params", {}).get(key) != value)
-        raise DatasetError(f"synthetic: {out} holds a set rendered with other settings ({differing}); refusing "
-                           "to replace it. Point data.root at another folder, or delete this one to render anew.")
+        raise DatasetError(_other_settings_message(out, existing.get("params") or {}, params))
     if out.is_dir() and any(out.iterdir()) and existing is None:
         raise DatasetError(f"synthetic: {out} exists and is not a synthetic dataset rendered by igoas; "
                            "refusing to overwrite it. Choose an empty or new folder.")
