@@ -24,7 +24,7 @@ ABLATION = {
 
 def test_every_required_preset_ships_and_loads() -> None:
     required = {"occluded_duke_igoas", "market1501_igoas", "dukemtmcreid_igoas", "occluded_reid_igoas",
-                "synthetic_demo", "synthetic_demo_quick", *ABLATION}
+                "synthetic_demo", "synthetic_demo_quick", "custom_igoas", *ABLATION}
     assert required <= set(preset_names())
     for name in preset_names():
         load_config(name)  # validates every value
@@ -125,6 +125,36 @@ def test_yaml_file_extends_a_base_file_and_a_preset(tmp_path: Path) -> None:
     (tmp_path / "child.yaml").write_text("base: parent.yaml\ntrain:\n  epochs: 3\n")
     cfg = load_config(tmp_path / "child.yaml", ["train.seed=7"])
     assert (cfg.optim.lr, cfg.train.epochs, cfg.train.seed, cfg.data.dataset) == (0.002, 3, 7, "occluded_duke")
+
+
+def test_switching_the_dataset_drops_the_previous_datasets_options(tmp_path: Path) -> None:
+    """A synthetic preset's render/size/seed mean nothing to `custom` (nor to any other reader)."""
+    assert to_dict(load_config("synthetic_demo", ["data.dataset=custom", "data.root=/x"]).data.options) == {}
+    switched = load_config("synthetic_demo", ["data.options.size=tiny", "data.dataset=custom",
+                                              "data.options.layout=lists"])
+    assert to_dict(switched.data.options) == {"layout": "lists"}  # options given after the switch apply
+    same = load_config("synthetic_demo", ["data.options.size=tiny", "data.dataset=synthetic"])
+    assert to_dict(same.data.options)["size"] == "tiny"  # not a switch: nothing is dropped
+    assert load_config("custom_igoas", ["data.root=/x"]).data.dataset == "custom"
+    # in YAML: a file that switches the dataset of its base, and one that empties its base's options
+    (tmp_path / "mine.yaml").write_text("base: synthetic_demo\ndata:\n  dataset: custom\n")
+    assert to_dict(load_config(tmp_path / "mine.yaml").data.options) == {}
+    (tmp_path / "cleared.yaml").write_text("base: synthetic_demo\ndata:\n  options: {}\n"
+                                           "model:\n  occlusion_options: {slope: 0.2}\n")
+    cleared = load_config(tmp_path / "cleared.yaml")
+    assert to_dict(cleared.data.options) == {} and cleared.data.dataset == "synthetic"
+    assert to_dict(cleared.model.occlusion_options)["start"] == 0.1  # a non-empty mapping still merges
+    assert cleared.model.occlusion_options.slope == 0.2
+
+
+def test_train_with_overrides_alone_uses_the_defaults(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default run folder, runs/igoas
+    assert main(["train"]) == 2
+    assert "give a config file or preset" in capsys.readouterr().err
+    # overrides alone (no preset) are the defaults with those changes: here they reach the custom reader
+    assert main(["train", "data.dataset=custom", "data.root=/no/such/folder", "train.device=cpu"]) == 2
+    assert "custom: dataset root /no/such/folder does not exist" in capsys.readouterr().err
 
 
 def test_bad_files_are_reported(tmp_path: Path) -> None:

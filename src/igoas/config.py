@@ -9,6 +9,7 @@ naming the key, before any data is read.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -241,7 +242,31 @@ def _read_yaml(path: Path, depth: int = 0) -> DictConfig:
     base = loaded.pop("base", None)
     if base is None:
         return loaded
-    return OmegaConf.merge(_read_yaml(resolve_config_path(base, path.parent), depth + 1), loaded)
+    return _layer_over(_read_yaml(resolve_config_path(base, path.parent), depth + 1), loaded)
+
+
+def _layer_over(lower: DictConfig, upper: DictConfig) -> DictConfig:
+    """`upper` merged over `lower`, as config layers stack (base file, file, overrides).
+
+    Dataset options belong to their dataset: a layer that switches `data.dataset` without
+    giving `data.options` starts from none (a synthetic preset's `render`, `size` mean
+    nothing to `custom`). An empty mapping for a free-form key (`options: {}`) empties it,
+    as the `key={}` override does; any other mapping merges key by key.
+    """
+    lower = lower.copy()
+    dataset = OmegaConf.select(upper, "data.dataset", default=None)
+    if (dataset is not None and dataset != OmegaConf.select(lower, "data.dataset", default=None)
+            and OmegaConf.select(upper, "data.options", default=None) is None):
+        _empty(lower, "data.options")
+    for key in _schema_free_form_keys():
+        if _is_empty_mapping(OmegaConf.select(upper, key, default=None)):
+            _empty(lower, key)
+    return OmegaConf.merge(lower, upper)
+
+
+def _empty(config: DictConfig, key: str) -> None:
+    if OmegaConf.select(config, key, default=None) is not None:
+        OmegaConf.update(config, key, {}, merge=False)
 
 
 def _refuse_empty(loaded: DictConfig, path: Path) -> None:
@@ -253,7 +278,7 @@ def _refuse_empty(loaded: DictConfig, path: Path) -> None:
 
 def _merge(schema: DictConfig, layer: Any, source: str) -> DictConfig:
     try:
-        return OmegaConf.merge(schema, layer)
+        return _layer_over(schema, layer if isinstance(layer, DictConfig) else OmegaConf.create(layer))
     except OmegaConfBaseException as err:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
@@ -286,7 +311,8 @@ def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
     A mapping merges into the mapping it overrides (`model.occlusion_options={slope: 0.1}`
     changes one option and keeps the preset's others); an empty one, `key={}`, empties a
     free-form mapping (`data.options`, `model.occlusion_options`, ...) at that point, so
-    overrides after it fill it again.
+    overrides after it fill it again. `data.dataset=OTHER` likewise drops the previous
+    dataset's `data.options` (later `data.options.*` overrides fill them again).
     """
     overrides = list(overrides)
     for item in overrides:
@@ -295,6 +321,10 @@ def apply_overrides(config: DictConfig, overrides: Iterable[str]) -> DictConfig:
     pending: list[str] = []
     for item in overrides:
         key = item.partition("=")[0]
+        if key == "data.dataset":  # applied on its own, in order: the switch drops the options set so far
+            config = _merge(_merge(config, _parse_overrides(pending), "override"), _parse_overrides([item]), "override")
+            pending = []
+            continue
         if _is_empty_mapping(OmegaConf.select(_parse_overrides([item]), key)):
             config = _merge(config, _parse_overrides(pending), "override")
             pending = []
@@ -318,6 +348,22 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
 
 def _is_empty_mapping(value: Any) -> bool:
     return isinstance(value, DictConfig) and len(value) == 0
+
+
+@functools.cache
+def _schema_free_form_keys() -> tuple[str, ...]:
+    return _free_form_keys(OmegaConf.structured(RunConfig))
+
+
+def _free_form_keys(node: DictConfig, prefix: str = "") -> tuple[str, ...]:
+    """Dotted keys of the schema's plain mappings (reader, model and occlusion options)."""
+    found: list[str] = []
+    for name in node:
+        child = node._get_node(name)
+        if isinstance(child, DictConfig):
+            key = f"{prefix}{name}"
+            found += [key] if _is_free_form(child) else list(_free_form_keys(child, key + "."))
+    return tuple(found)
 
 
 def _is_free_form(node: Any) -> bool:

@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
         result = train(load_config(config, overrides) if config else None, resume=args.resume,
                        overrides=() if config else overrides)
     else:
-        if config is None:
-            raise ConfigError("give a config file or preset (e.g. `igoas train occluded_duke_igoas`) or --resume RUN_DIR")
+        if config is None and not overrides:
+            raise ConfigError("give a config file or preset (e.g. `igoas train occluded_duke_igoas`), overrides of "
+                              "the defaults (e.g. `igoas train data.root=data`), or --resume RUN_DIR")
         cfg = load_config(config, overrides)
         if args.out:  # set on the config, not as an override, so YAML never reads the path ("#", "yes", ": ")
             cfg.train.output_dir = args.out
