@@ -2,12 +2,16 @@
 # Each creates or reuses .venv (scripts/env.sh) before running.
 PY = $(shell bash scripts/env.sh)
 
-.PHONY: demo test test-quick test-kernels bench env
+.PHONY: demo serve test test-quick test-kernels bench env
 env:
 	@bash scripts/env.sh >/dev/null
 
 demo:
 	$(PY) -m igoas demo --out runs/demo
+
+# The search page on the demo's model and its synthetic gallery (after `make demo`).
+serve:
+	$(PY) -m igoas serve runs/demo/checkpoints/best.pth --gallery data/synthetic --dataset synthetic
 
 test:
 	$(PY) -m pytest
