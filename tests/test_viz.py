@@ -375,3 +375,39 @@ def test_viz_reader_options_reach_the_dataset(tmp_path: Path, monkeypatch: pytes
     assert main(["viz", "occlusion", "--dataset", "occluded_reid", "--root", str(tmp_path), "-o", "split=half",
                  "--out", str(tmp_path / "o.png")]) == 2
     assert "stop here" in capsys.readouterr().err and seen == [{"split": "half"}]
+
+
+def _drawn_training_curves(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import igoas.viz.curves as curves
+
+    saved = []
+    monkeypatch.setattr(curves, "save_figure", lambda figure, path: saved.append(figure) or Path(path))
+    curves.plot_training_curves(run_dir, tmp_path / "curves.png")
+    figure = saved[0]
+    figure.canvas.draw()
+    return {axes.get_title(): axes for axes in figure.axes}
+
+
+def test_training_curves_read_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from igoas.engine.run_log import RunLogger
+
+    run_dir = tmp_path / "run"
+    logger = RunLogger(run_dir, log_every=1, tensorboard=False, progress_bar=False)
+    for step in range(1, 5):   # the zeroed and hidden shares coincide
+        logger.step({"epoch": 6, "iteration": step, "batch": step, "lr": 3e-4,
+                     "loss": {"total": 5.0 / step, "id_global": 3.0 / step},
+                     "mask_zeroed_cells": 0.25, "mask_hidden": 0.25}, batch_images=8, total_steps=4)
+    logger.metrics(6, 4, {"query": {"R1": 40.0, "R5": 50.0, "R10": 60.0, "mAP": 30.0, "mINP": 15.0}})
+    logger.close()
+    panels = _drawn_training_curves(run_dir, tmp_path, monkeypatch)
+
+    losses = panels["total and identity losses"]
+    assert [text.get_text() for text in losses.get_legend().get_texts()] == ["total", "id global"]
+    occlusion = panels["occlusion: IGO area, stage-4 mask"].get_lines()
+    assert len(occlusion) == 2 and np.allclose(occlusion[0].get_ydata(), occlusion[1].get_ydata())
+    assert occlusion[0].get_linestyle() != occlusion[1].get_linestyle()
+    assert occlusion[0].get_linewidth() > occlusion[1].get_linewidth(), "the first line is drawn under the others"
+    evaluation = panels["evaluation (%)"]
+    ticks = [tick for tick in evaluation.get_xticks() if evaluation.get_xlim()[0] <= tick <= evaluation.get_xlim()[1]]
+    assert 6 in ticks and all(float(tick).is_integer() for tick in ticks), ticks
+    assert [text.get_text() for text in evaluation.get_legend().get_texts()] == ["query R1", "query mAP"]

@@ -79,8 +79,9 @@ def plot_training_curves(run_dir: PathLike, out_path: PathLike, *, size: tuple[i
     columns = series(logs.train)
     for axes, (title, wanted) in zip(panels, TRAINING_PANELS.items()):
         keys = [key for key in columns if wanted(_words(key))]
-        for key in keys:
-            axes.plot([steps[i] for i, _ in columns[key]], [v for _, v in columns[key]], label=key, linewidth=1)
+        for index, key in enumerate(keys):
+            axes.plot([steps[i] for i, _ in columns[key]], [v for _, v in columns[key]], label=legend_label(key),
+                      **line_style(index))
         _finish(axes, title, "iteration", keys)
         if title == "learning rate" and keys and all(v > 0 for key in keys for _, v in columns[key]):
             axes.set_yscale("log")
@@ -98,6 +99,21 @@ def _training_steps(records: list[dict[str, Any]]) -> list[float]:
     return [float(i) for i in range(len(records))]
 
 
+def legend_label(key: str) -> str:
+    """A log key as a legend reads it: "loss/id_global" -> "id global", "query/R1" -> "query R1"."""
+    return key.removeprefix("loss/").replace("/", " ").replace("_", " ")
+
+
+# Lines after the first are thinner and dashed or dotted, so a line that coincides with an
+# earlier one (the zeroed and hidden mask shares often do) still shows over it.
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def line_style(index: int) -> dict[str, Any]:
+    """The style of a panel's `index`-th line."""
+    return {"linestyle": LINE_STYLES[index % len(LINE_STYLES)], "linewidth": 2.0 if index == 0 else 1.2}
+
+
 def _words(key: str) -> set[str]:
     return set(key.lower().replace("/", "_").split("_"))
 
@@ -106,10 +122,21 @@ def _plot_evaluation(axes: Any, records: list[dict[str, Any]]) -> None:
     columns = series(records)
     epochs = [float(record.get("epoch", index)) for index, record in enumerate(records)]
     keys = [key for key in columns if key.split("/")[-1] in EVALUATION_METRICS]
-    for key in keys:
+    for index, key in enumerate(keys):
         axes.plot([epochs[i] for i, _ in columns[key]], [v for _, v in columns[key]], marker="o", markersize=3,
-                  label=key)
+                  label=legend_label(key), **line_style(index))
     _finish(axes, "evaluation (%)", "epoch", keys)
+    _whole_epochs(axes, epochs)
+
+
+def _whole_epochs(axes: Any, epochs: list[float]) -> None:
+    """Epoch ticks at whole numbers only, with a margin of one epoch around a single
+    evaluation (matplotlib would tick one point at 5.7 ... 6.3)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and min(epochs) == max(epochs):
+        axes.set_xlim(epochs[0] - 1, epochs[0] + 1)
 
 
 def _finish(axes: Any, title: str, xlabel: str, keys: list[str]) -> None:
