@@ -3,6 +3,7 @@ outputs, the training augmentation and the error without the optional extra."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -281,3 +282,41 @@ def test_cli(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
     assert main(["robustness", str(tiny_checkpoint), "--suite", "corruptions", "--dataset", "synthetic", "--root",
                  str(synthetic_root), "--corruptions", "smog", "--out", str(out)]) == 2
     assert "smog" in capsys.readouterr().err
+
+
+def test_a_stopped_benchmark_resumes_from_its_finished_conditions(dataset, tiny_checkpoint: Path,
+                                                                  tmp_path: Path) -> None:
+    from igoas.corruptions.records import FINISHED_NAME
+
+    finished = tmp_path / FINISHED_NAME
+    settings = dict(seed=5, batch_size=16, progress=False)
+    whole = corruption_benchmark([tiny_checkpoint], dataset, ["contrast"], [2], ["query", "both"],
+                                 finished=finished, **settings)
+    lines = finished.read_text().splitlines()
+    assert [json.loads(line)["setting"] for line in lines] == ["clean", "query", "both"], "one line per condition"
+    finished.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])   # stopped while writing the third
+    said: list[str] = []
+    resumed = corruption_benchmark([tiny_checkpoint], dataset, ["contrast"], [2], ["query", "both"],
+                                   finished=finished, log=said.append, **settings)
+    assert resumed.records == whole.records
+    assert said[0].endswith(f"2 condition(s) already scored in {finished}: not run again")
+    assert [line.split()[1:3] for line in said[1:]] == [["both", "contrast"]], "only the unfinished condition ran"
+    with pytest.raises(ConfigError, match=r"other settings \(they differ in seed\); delete that file"):
+        corruption_benchmark([tiny_checkpoint], dataset, ["contrast"], [2], ["query"], finished=finished,
+                             **{**settings, "seed": 6})
+
+
+def test_cli_prints_each_condition_without_a_bar(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from igoas.corruptions.records import FINISHED_NAME
+
+    out = tmp_path / "corruptions"
+    arguments = ["robustness", str(tiny_checkpoint), "--suite", "corruptions", "--dataset", "synthetic", "--root",
+                 str(synthetic_root), "--corruptions", "contrast", "--severities", "2", "--settings", "query",
+                 "--workers", "0", "--no-progress", "--out", str(out)]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"query\s+contrast\s+s2\s+R1", printed), printed
+    assert len((out / FINISHED_NAME).read_text().splitlines()) == 2
+    assert main(arguments) == 0
+    assert "2 condition(s) already scored" in capsys.readouterr().out

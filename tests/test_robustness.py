@@ -221,3 +221,14 @@ def test_reader_options_reach_the_dataset(tmp_path: Path, monkeypatch: pytest.Mo
                  "--option", "query_folder=partial_body_images", "--out", str(tmp_path / "out")]) == 2
     assert "stop here" in capsys.readouterr().err
     assert seen == [(("partial_reid", str(tmp_path)), {"split": "half", "query_folder": "partial_body_images"})]
+
+
+def test_checkpoints_are_labelled_by_their_run_folders(tmp_path: Path) -> None:
+    from igoas.robustness import labelled_checkpoints
+
+    runs = [tmp_path / "runs" / name / "checkpoints" / "best.pth" for name in ("igoas", "baseline")]
+    assert list(labelled_checkpoints(runs)) == ["igoas/best", "baseline/best"]
+    assert list(labelled_checkpoints([runs[0], tmp_path / "last.pth"])) == ["best", "last"]
+    twins = [tmp_path / "a" / "same" / "m.pth", tmp_path / "b" / "same" / "m.pth"]
+    assert list(labelled_checkpoints(twins)) == ["a/same/m", "b/same/m"]
+    assert list(labelled_checkpoints([runs[0], runs[0]])) == ["0:igoas/best", "1:igoas/best"]

@@ -208,3 +208,38 @@ def write_json(path: str | os.PathLike[str], document: Any, indent: int | None =
     except ValueError as err:
         raise IgoasError(f"cannot write {path}: a value is NaN or infinite ({err}), which JSON cannot hold") from None
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file; blank lines are skipped, a cut-off last line too.
+
+    A run that is still writing (or was killed) can end in a partial line; everything
+    before it is still valid, so only a malformed line that is not the last one is an error.
+    """
+    from igoas.errors import IgoasError
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise IgoasError(f"{path}, line {number}: not valid JSON ({err.msg}); fix or delete that line") from None
+        if not isinstance(record, dict):
+            raise IgoasError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def append_jsonl(path: str | os.PathLike[str], record: Any) -> None:
+    """Append one JSON line and flush it to disk: a record of finished work survives a
+    kill, and a line cut off by one is dropped by `read_jsonl`."""
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())

@@ -39,6 +39,17 @@ def announce(message: str, enabled: bool = True) -> None:
         print(stamped(message), file=sys.stderr, flush=True)
 
 
+def say(message: str) -> None:
+    """One result line on stdout that a progress bar on the terminal does not break up
+    (tqdm writes it above the bar)."""
+    if interactive():
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stdout)
+    else:
+        print(message, flush=True)
+
+
 def track(items: Iterable[T], total: int | None, description: str, enabled: bool = True, lines: int = 10,
           size: Callable[[T], int] | None = None) -> Iterator[T]:
     """Yield `items`, showing progress towards `total`: a bar on a terminal, else about

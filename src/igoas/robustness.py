@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from igoas.artifacts.images import load_image
+from igoas.artifacts.run_dir import CHECKPOINTS
 from igoas.data import query_samples
 from igoas.errors import ConfigError
 from igoas.occluder_painting import build_occluder, occluded_pixel_count, occlusion_mask, paint_occluder, query_rng
@@ -205,22 +206,30 @@ def _check_settings(areas: Sequence[float], positions: Sequence[str], occluder: 
 
 def labelled_checkpoints(checkpoints: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
     """{label: checkpoint} of the robustness suites' `checkpoints` argument (paths, payloads
-    or a mapping); file stems by default, made unique with their parent folder."""
+    or a mapping); file stems by default, made unique with the folders above them, where a
+    run's `checkpoints/` folder gives way to the run's own name (runs/igoas/checkpoints/best.pth
+    and runs/baseline/checkpoints/best.pth are "igoas/best" and "baseline/best")."""
     if isinstance(checkpoints, Mapping) and not _is_payload(checkpoints):
         labelled = {str(label): value for label, value in checkpoints.items()}
     else:
         items = [checkpoints] if _is_payload(checkpoints) else list(checkpoints)
-        names = [Path(item).stem if isinstance(item, (str, Path)) else f"model{index}" for index, item in
-                 enumerate(items)]
-        if len(set(names)) < len(names):
-            names = [f"{Path(item).parent.name}/{Path(item).stem}" if isinstance(item, (str, Path)) else name
-                     for item, name in zip(items, names)]
-        if len(set(names)) < len(names):
-            names = [f"{index}:{name}" for index, name in enumerate(names)]
-        labelled = dict(zip(names, items))
+        labelled = dict(zip(_unique_names(items), items))
     if not labelled:
         raise ConfigError("a robustness test needs at least one checkpoint")
     return labelled
+
+
+def _unique_names(items: Sequence[Any]) -> list[str]:
+    """The shortest labels that tell `items` apart: a path's stem, then its folders' names
+    (a `checkpoints` folder skipped), else numbered; payloads are model0, model1, ..."""
+    parts = [[Path(item).stem, *(folder for folder in Path(item).resolve().parent.parts[::-1][:-1]
+                                  if folder != CHECKPOINTS)]
+             if isinstance(item, (str, Path)) else [f"model{index}"] for index, item in enumerate(items)]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(reversed(p[:depth])) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{index}:{'/'.join(reversed(p[:2]))}" for index, p in enumerate(parts)]   # the same file twice
 
 
 def _is_payload(value: Any) -> bool:

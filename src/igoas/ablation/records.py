@@ -95,7 +95,7 @@ def final_metrics(run_dir: Path) -> dict[str, dict[str, float]]:
 def evaluation_curve(run_dir: Path) -> list[dict[str, Any]]:
     """Every evaluation of the run: epoch and, per query set, the reported metrics."""
     from igoas.artifacts.run_dir import RunDir
-    from igoas.viz.run_logs import read_jsonl
+    from igoas.fileio import read_jsonl
 
     path = RunDir(run_dir).metrics_log
     curve = []
@@ -112,7 +112,7 @@ def mask_activity(run_dir: Path) -> dict[str, Any] | None:
     fractions and each mask-loss term's mean (None when no step after the first epoch was
     logged), plus per-epoch means for the figures. None for a run without an occlusion mask."""
     from igoas.artifacts.run_dir import RunDir
-    from igoas.viz.run_logs import read_jsonl
+    from igoas.fileio import read_jsonl
 
     path = RunDir(run_dir).train_log
     steps = [r for r in (read_jsonl(path) if path.is_file() else []) if "mask_zeroed_cells" in r]

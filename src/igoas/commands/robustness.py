@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from igoas.commands.arguments import add_reader_options, reader_options
 from igoas.errors import ConfigError
@@ -105,7 +106,9 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
                      runtime: Runtime) -> int:
     from igoas.corruptions import CORRUPTIONS
     from igoas.corruptions.benchmark import corruption_benchmark
+    from igoas.corruptions.records import FINISHED_NAME
     from igoas.corruptions.report import markdown_table, write_corruption_benchmark
+    from igoas.progress import say
     from igoas.errors import ConfigError
     from igoas.data import query_samples
 
@@ -117,7 +120,8 @@ def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str
     result = corruption_benchmark(
         checkpoints, dataset, names, severities, _items(args.settings), seed=args.seed, query_set=args.query_set,
         metric=args.metric, batch_size=args.batch_size, num_workers=args.num_workers, runtime=runtime,
-        flip=args.flip, cache_dir=args.cache, progress=not args.no_progress)
+        flip=args.flip, cache_dir=args.cache, progress=not args.no_progress, log=say,
+        finished=Path(args.out) / FINISHED_NAME)
     print(markdown_table(result))
     sample = query_samples(dataset, args.query_set)[0].path
     for path in write_corruption_benchmark(result, args.out, sample_image=sample, sample_seed=args.seed).values():

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from igoas.corruptions.apply import CORRUPTIONS, SEVERITIES, check_corruptions
 from igoas.corruptions.images import CLEAN, RANDOM, CorruptedImages, Job, check_image_sizes
+from igoas.corruptions.records import ConditionKey, CorruptionRecord, FinishedConditions
 from igoas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,24 +33,6 @@ if TYPE_CHECKING:
 SETTINGS = ("query", "both", "random")
 GRID_SETTINGS = ("query", "both")
 METRICS = ("R1", "mAP", "mINP")
-
-
-@dataclass
-class CorruptionRecord:
-    """Metrics (percent) of one checkpoint under one setting and (corruption, severity).
-
-    The clean reference has setting and corruption "clean", the random setting corruption
-    "random"; both have severity 0.
-    """
-
-    checkpoint: str
-    setting: str
-    corruption: str
-    severity: int
-    R1: float
-    mAP: float
-    mINP: float
-    num_queries: int
 
 
 @dataclass
@@ -106,6 +89,7 @@ def corruption_benchmark(
     corruptions: Sequence[str] = CORRUPTIONS,
     severities: Sequence[int] = SEVERITIES,
     settings: Sequence[str] = SETTINGS,
+    finished: str | Path | None = None,
     **options: Any,
 ) -> CorruptionBenchmarkResult:
     """Evaluate each checkpoint of `checkpoints` (paths, payloads or {label: checkpoint}) on
@@ -114,6 +98,9 @@ def corruption_benchmark(
     `options` are those of `evaluate_corruptions` (seed, query_set, metric, batch_size,
     num_workers, runtime, flip, cache_dir, progress, log). `cache_dir` keeps
     corrupted images between runs and checkpoints (per corruption, severity and seed).
+    `finished` (a `records.FINISHED_NAME` file) gets every condition as it is scored, and
+    the conditions it already holds for a checkpoint file of the same content, dataset and
+    settings are not run again.
     """
     from igoas.artifacts.checkpoint import model_from_checkpoint
     from igoas.artifacts.preprocess import Preprocess
@@ -121,14 +108,22 @@ def corruption_benchmark(
 
     check_settings(corruptions, severities, settings)
     labelled = labelled_checkpoints(checkpoints)
-    records: list[CorruptionRecord] = []
-    for label, checkpoint in labelled.items():
-        model, payload = model_from_checkpoint(checkpoint)
-        records += evaluate_corruptions(model, dataset, Preprocess.resolve(payload, label),
-                                        corruptions, severities, settings, label=label, **options)
     from igoas.provenance import checkpoint_identity, software_versions
 
     root = getattr(dataset, "root", None)
+    records: list[CorruptionRecord] = []
+    for label, checkpoint in labelled.items():
+        model, payload = model_from_checkpoint(checkpoint)
+        sha256 = checkpoint_identity(checkpoint)["sha256"]
+        resume = {} if finished is None or sha256 is None else {   # an in-memory payload has no identity
+            "finished": FinishedConditions(finished),
+            "identity": {"checkpoint_sha256": sha256, "dataset": getattr(dataset, "name", None),
+                         "root": str(root) if root is not None else None, "imagecorruptions": _library_version(),
+                         **{key: options.get(key, default) for key, default in
+                            (("query_set", "query"), ("seed", 0), ("metric", "euclidean"), ("flip", False))},
+                         "precision": getattr(options.get("runtime"), "precision", "fp32")}}
+        records += evaluate_corruptions(model, dataset, Preprocess.resolve(payload, label),
+                                        corruptions, severities, settings, label=label, **resume, **options)
     return CorruptionBenchmarkResult(records, {
         "dataset": getattr(dataset, "name", None), "root": str(root) if root is not None else None,
         "query_set": options.get("query_set", "query"), "corruptions": list(corruptions),
@@ -187,11 +182,15 @@ def evaluate_corruptions(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    finished: FinishedConditions | None = None,
+    identity: Mapping[str, Any] | None = None,
 ) -> list[CorruptionRecord]:
     """The records of one loaded model (with its `Preprocess`); `summary_of` turns them into the summary.
 
     `runtime` is where the network runs (default: CPU, fp32); `num_workers` processes corrupt in parallel; `cache_dir` keeps corrupted images (per
     corruption, severity and seed); `progress` shows a bar with the remaining time.
+    `finished` records each condition as it is scored under `identity` (what produced it),
+    and those it already holds for this label and identity are taken from it, not run.
     """
     from igoas.engine.embedding import Runtime, embed
     from igoas.evaluation import evaluate_features
@@ -204,7 +203,11 @@ def evaluate_corruptions(
     imagecorruptions()  # a missing extra is reported here, not from inside a loader worker
     samples = {"query": query_samples(dataset, query_set), "gallery": list(dataset.gallery)}
     check_image_sizes(samples["query"] + (samples["gallery"] if set(settings) - {"query"} else []))
-    groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()})
+    if finished is not None and identity is None:
+        raise ConfigError("evaluate_corruptions: `finished` needs the `identity` its records are made under")
+    done = finished.load(label, identity) if finished is not None else {}
+    groups = _groups(corruptions, severities, settings, {split: len(items) for split, items in samples.items()},
+                     done)
     images = CorruptedImages(samples, [job for jobs in groups.values() for job in jobs], preprocess, seed, cache_dir,
                              corruptions, severities)
     loader = torch.utils.data.DataLoader(images, batch_sampler=_GroupBatches([len(j) for j in groups.values()],
@@ -219,13 +222,20 @@ def evaluate_corruptions(
         assert key == expected, (key, expected)  # _groups and the scoring below walk the same order
         return embed(model, _take(batches, len(jobs), batch_size), runtime=runtime, flip=flip)
 
-    records: list[CorruptionRecord] = []
+    records: dict[ConditionKey, CorruptionRecord] = dict(done)
+    if done and log is not None:
+        log(f"{label}  {len(done)} condition(s) already scored in {finished.path}: not run again")
 
     def score(setting: str, corruption: str, severity: int, query: Any, gallery: Any) -> None:
+        if (setting, corruption, severity) in done:
+            return
         scores = evaluate_features(query.embeddings, gallery.embeddings, query.pids, gallery.pids, query.camids,
                                    gallery.camids, metric=metric).to_dict()
-        records.append(CorruptionRecord(label, setting, corruption, severity, num_queries=len(query),
-                                        **{m: float(scores[m]) for m in METRICS}))
+        record = CorruptionRecord(label, setting, corruption, severity, num_queries=len(query),
+                                  **{m: float(scores[m]) for m in METRICS})
+        records[record.condition] = record
+        if finished is not None:
+            finished.add(record, identity)
         if log is not None:
             log(f"{label}  {setting:<6} {corruption:<18} s{severity}  R1 {scores['R1']:5.1f}  mAP {scores['mAP']:5.1f}")
 
@@ -243,9 +253,16 @@ def evaluate_corruptions(
         else:
             if "query" in settings:
                 score("query", corruption, severity, query, clean_gallery)
-            if "both" in settings:
+            if ("gallery", corruption, severity) in groups:
                 score("both", corruption, severity, query, embed_group(("gallery", corruption, severity)))
-    return records
+    return [records[condition] for condition in conditions(corruptions, severities, settings)]
+
+
+def conditions(corruptions: Sequence[str], severities: Sequence[int], settings: Sequence[str]) -> list[ConditionKey]:
+    """Every (setting, corruption, severity) a benchmark scores, in the order of its records."""
+    grid = [(setting, corruption, severity) for corruption in corruptions for severity in severities
+            for setting in GRID_SETTINGS if setting in settings]
+    return [(CLEAN, CLEAN, 0), *grid, *([(RANDOM, RANDOM, 0)] if RANDOM in settings else [])]
 
 
 def check_settings(corruptions: Sequence[str], severities: Sequence[int], settings: Sequence[str]) -> None:
@@ -262,16 +279,18 @@ GroupKey = tuple[str, str, int]  # (split, corruption, severity)
 
 
 def _groups(corruptions: Sequence[str], severities: Sequence[int], settings: Sequence[str],
-            sizes: Mapping[str, int]) -> dict[GroupKey, list[Job]]:
-    """Every group of images to embed once, in embedding order: clean, then the grid, then random."""
+            sizes: Mapping[str, int], done: Container[ConditionKey] = ()) -> dict[GroupKey, list[Job]]:
+    """Every group of images to embed once, in embedding order: clean (always: the grid's
+    clean gallery), then the grid, then random; without the groups only `done` conditions need."""
     keys: list[GroupKey] = [("query", CLEAN, 0), ("gallery", CLEAN, 0)]
-    if set(settings) & set(GRID_SETTINGS):
-        for corruption in corruptions:
-            for severity in severities:
+    for corruption in corruptions:
+        for severity in severities:
+            pending = [s for s in GRID_SETTINGS if s in settings and (s, corruption, severity) not in done]
+            if pending:
                 keys.append(("query", corruption, severity))
-                if "both" in settings:
-                    keys.append(("gallery", corruption, severity))
-    if RANDOM in settings:
+            if "both" in pending:
+                keys.append(("gallery", corruption, severity))
+    if RANDOM in settings and (RANDOM, RANDOM, 0) not in done:
         keys += [("query", RANDOM, 0), ("gallery", RANDOM, 0)]
     return {key: [Job(key[0], index, key[1], key[2]) for index in range(sizes[key[0]])] for key in keys}
 

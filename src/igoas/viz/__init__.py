@@ -12,7 +12,8 @@ from igoas.viz.occlusion_figure import occlusion_examples, plot_occlusion_method
 from igoas.viz.ranking import RankedLists, plot_ranked_list_per_query, plot_ranked_lists, top_ranked
 from igoas.viz.report import write_html_report
 from igoas.viz.robustness_figure import plot_robustness
-from igoas.viz.run_logs import load_run_logs, read_jsonl
+from igoas.fileio import read_jsonl
+from igoas.viz.run_logs import load_run_logs
 
 __all__ = [
     "RankedLists",

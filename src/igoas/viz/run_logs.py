@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from igoas.artifacts.run_dir import RunDir
 from igoas.errors import IgoasError
+from igoas.fileio import read_jsonl
 from igoas.viz._figure import PathLike
 
 
@@ -26,30 +27,6 @@ class RunLogs:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     final_metrics: dict[str, Any] | None = None
     config_text: str | None = None
-
-
-def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
-    """Every JSON object of a JSON-lines file; blank lines are skipped, a cut-off last line too.
-
-    A run that is still writing (or was killed) can end in a partial line; everything
-    before it is still valid, so only a malformed line that is not the last one is an error.
-    """
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                break
-            raise IgoasError(f"{path}, line {number}: not valid JSON ({err.msg}); fix or delete that line") from None
-        if not isinstance(record, dict):
-            raise IgoasError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
 
 
 def load_run_logs(run_dir: PathLike) -> RunLogs:
