@@ -324,6 +324,15 @@ def test_an_upload_is_kept_for_searching_again(client: TestClient, service: Sear
     assert kept["results"] == fresh["results"] and kept["query"]["upload_id"] == form["upload_id"]
 
 
+@pytest.mark.parametrize("sent, shown", [("photo.jpg", "photo.jpg"), ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+                                          ("../../etc/passwd", "passwd"), ("", "upload"),
+                                          ("x" * 300 + ".png", "x" * 117 + "...")])
+def test_an_upload_is_named_by_its_file_name_alone(sent: str, shown: str) -> None:
+    from igoas.serve.uploads import upload_name
+
+    assert upload_name(sent) == shown
+
+
 def test_kept_uploads_are_bounded_and_their_ids_name_nothing_on_disk(service: SearchService) -> None:
     from igoas.serve.uploads import KeptUploads
 
@@ -340,6 +349,16 @@ def test_kept_uploads_are_bounded_and_their_ids_name_nothing_on_disk(service: Se
                                      ("0" * 64, 410, "no longer kept")):
         page = client.post("/search", data={"source": "upload", "upload_id": upload_id})
         assert page.status_code == status and words in page.text
+
+
+def test_without_a_query_list_the_kept_upload_is_searched_again(service: SearchService) -> None:
+    client = TestClient(create_app(SearchService(service.model, service.gallery)))
+    page = client.get("/")
+    assert 'name="source"' not in page.text and 'class="picker"' not in page.text, "an upload is the only query"
+    first = client.post("/search", files=_upload(service), data={"topk": "2"})
+    again = client.post("/search", data={"upload_id": FormState(first.text).values["upload_id"], "topk": "3"})
+    assert again.status_code == 200 and again.text.count('class="gallery-image"') == 3
+    assert _searching(again.text) == f"Searching: uploaded file {Path(service.queries.paths[1]).name}"
 
 
 @pytest.mark.parametrize("topk, status, words", [("0", 400, "top-K must be between"),

@@ -105,7 +105,8 @@ def query_source(form: SearchForm) -> str:
     uploaded, listed = form.new_file() or bool(form.upload_id), form.query_index >= 0
     if uploaded and listed:
         raise UploadError(f"both an uploaded image and query number {form.query_index} of the list were sent; "
-                          "say which to search with source=upload or source=list")
+                          "say which to search: tick \"uploaded image\" or \"from the query split\" "
+                          "(source=upload or source=list)")
     if not (uploaded or listed):
         raise UploadError("no query: upload an image or choose one from the query list")
     return "upload" if uploaded else "list"
