@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,27 @@ def test_page_offers_upload_query_list_and_options(client: TestClient, service: 
     for field in ('type="file" name="query"', 'name="query_index"', 'name="occlude"', 'name="rerank"',
                   'name="position"', 'name="area"'):
         assert field in page.text
-    assert page.text.count("<option value=") == len(service.queries.paths) + 1 + 5  # queries, "(none)", positions
+    assert page.text.count("<option value=") == 5  # the occluder positions; queries are picked by thumbnail
+    assert page.text.count('name="query_index"') == len(service.queries.paths)
+    for index in range(len(service.queries.paths)):
+        assert f'src="/queries/{index}/thumbnail.png"' in page.text
+
+
+def test_query_thumbnails_are_served_by_list_position(client: TestClient, service: SearchService) -> None:
+    from PIL import Image
+
+    from igoas.serve.app import THUMBNAIL_HEIGHT
+
+    answer = client.get("/queries/1/thumbnail.png")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(answer.content)) as thumbnail, Image.open(service.queries.paths[1]) as original:
+        assert thumbnail.height == THUMBNAIL_HEIGHT
+        assert abs(thumbnail.width / thumbnail.height - original.width / original.height) < 0.05
+    count = len(service.queries.paths)
+    for index in (str(count), "-1"):
+        missing = client.get(f"/queries/{index}/thumbnail.png")
+        assert missing.status_code == 404 and f"the query list has {count} entries" in missing.json()["error"]
+    assert client.get("/queries/..%2F..%2Fetc%2Fpasswd/thumbnail.png").status_code in (404, 422)
 
 
 def test_search_from_the_query_list_marks_matches(client: TestClient, service: SearchService) -> None:
@@ -251,6 +272,127 @@ def test_reranking_option(client: TestClient) -> None:
     assert result["rerank"] is True and len(result["results"]) == TOPK
     distances = [r["distance"] for r in result["results"]]
     assert distances == sorted(distances)
+
+
+class FormState(HTMLParser):
+    """What a page's form shows: each input's value (radios and checkboxes: whether checked), each menu's choice."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.values: dict[str, object] = {}
+        self.menu: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        name = attributes.get("name")
+        if tag == "input" and attributes.get("type") in ("radio", "checkbox"):
+            if attributes.get("type") == "checkbox":
+                self.values[name] = "checked" in attributes
+            elif "checked" in attributes:
+                self.values[name] = attributes.get("value")
+        elif tag == "input" and name:
+            self.values[name] = attributes.get("value")
+        elif tag == "select":
+            self.menu = name
+        elif tag == "option" and "selected" in attributes:
+            self.values[self.menu] = attributes.get("value")
+
+
+def _searching(page: str) -> str:
+    return page.split('<p id="searching">', 1)[1].split("</p>", 1)[0]
+
+
+def _upload(service: SearchService, index: int = 1) -> dict:
+    path = Path(service.queries.paths[index])
+    return {"query": (path.name, path.read_bytes(), "image/jpeg")}
+
+
+def test_an_upload_is_kept_for_searching_again(client: TestClient, service: SearchService) -> None:
+    """Issue: after an upload, ticking re-ranking and searching again gave "no query"."""
+    first = client.post("/search", files=_upload(service), data={"topk": str(TOPK)})
+    name = Path(service.queries.paths[1]).name
+    assert first.status_code == 200 and _searching(first.text) == f"Searching: uploaded file {name}"
+    form = FormState(first.text).values
+    assert len(form["upload_id"]) == 64 and f"kept: {name}" in first.text
+    again = {"source": "upload", "upload_id": form["upload_id"], "topk": str(TOPK), "rerank": "true"}
+    second = client.post("/search", data=again)  # what the browser sends: the file field is empty now
+    assert second.status_code == 200 and _searching(second.text) == f"Searching: uploaded file {name}"
+    assert second.text.count('class="gallery-image"') == TOPK and FormState(second.text).values["rerank"] is True
+    kept = client.post("/api/search", data=again).json()
+    fresh = client.post("/api/search", files=_upload(service), data={"topk": str(TOPK), "rerank": "true"}).json()
+    assert kept["results"] == fresh["results"] and kept["query"]["upload_id"] == form["upload_id"]
+
+
+@pytest.mark.parametrize("sent, shown", [("photo.jpg", "photo.jpg"), ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+                                          ("../../etc/passwd", "passwd"), ("", "upload"),
+                                          ("x" * 300 + ".png", "x" * 117 + "...")])
+def test_an_upload_is_named_by_its_file_name_alone(sent: str, shown: str) -> None:
+    from igoas.serve.uploads import upload_name
+
+    assert upload_name(sent) == shown
+
+
+def test_kept_uploads_are_bounded_and_their_ids_name_nothing_on_disk(service: SearchService) -> None:
+    from igoas.serve.uploads import KeptUploads
+
+    kept = KeptUploads(count=2, max_bytes=10)
+    ids = [kept.keep(f"{n}.png", bytes([n]) * 4) for n in range(3)]
+    assert kept.held() == (2, 8) and kept.get(ids[2]).name == "2.png"
+    with pytest.raises(UploadError, match="no longer kept .* 2 latest uploads.*upload the image again") as gone:
+        kept.get(ids[0])
+    assert gone.value.status == 410
+    kept.keep("big.png", b"x" * 7)
+    assert kept.held() == (1, 7), "the byte bound drops the oldest"
+    client = TestClient(create_app(service, kept=KeptUploads()))
+    for upload_id, status, words in (("../../../etc/passwd", 400, "is not an upload id"),
+                                     ("0" * 64, 410, "no longer kept")):
+        page = client.post("/search", data={"source": "upload", "upload_id": upload_id})
+        assert page.status_code == status and words in page.text
+
+
+def test_without_a_query_list_the_kept_upload_is_searched_again(service: SearchService) -> None:
+    client = TestClient(create_app(SearchService(service.model, service.gallery)))
+    page = client.get("/")
+    assert 'name="source"' not in page.text and 'class="picker"' not in page.text, "an upload is the only query"
+    first = client.post("/search", files=_upload(service), data={"topk": "2"})
+    again = client.post("/search", data={"upload_id": FormState(first.text).values["upload_id"], "topk": "3"})
+    assert again.status_code == 200 and again.text.count('class="gallery-image"') == 3
+    assert _searching(again.text) == f"Searching: uploaded file {Path(service.queries.paths[1]).name}"
+
+
+@pytest.mark.parametrize("topk, status, words", [("0", 400, "top-K must be between"),
+                                                 ("many", 422, "invalid form field(s): topk")])
+def test_an_error_page_keeps_every_field(client: TestClient, service: SearchService, topk: str, status: int,
+                                         words: str) -> None:
+    """Issue: an error page reset occlusion, area, position and re-ranking."""
+    sent = {"source": "list", "query_index": "2", "topk": topk, "occlude": "true", "area": "40",
+            "position": "left", "rerank": "true"}
+    page = client.post("/search", data=sent)
+    assert page.status_code == status and words in page.text
+    form = FormState(page.text).values
+    assert form == {**form, "source": "list", "query_index": "2", "occlude": True, "area": "40.0" if topk == "0"
+                    else "40", "position": "left", "rerank": True}
+    after_upload = client.post("/search", files=_upload(service), data={**sent, "source": "upload"})
+    assert after_upload.status_code == status and FormState(after_upload.text).values["source"] == "upload"
+    if status == 400:  # the upload was read before the bad field was found: it is kept for the next try
+        assert f"kept: {Path(service.queries.paths[1]).name}" in after_upload.text
+
+
+def test_the_query_searched_is_the_one_the_form_names(client: TestClient, service: SearchService) -> None:
+    """Issue: an upload silently won over a query selected in the list."""
+    name = Path(service.queries.paths[3]).name
+    listed = client.post("/search", files=_upload(service), data={"source": "list", "query_index": "3"})
+    assert _searching(listed.text) == f"Searching: query {name} (number 3 of the list)"
+    assert f"id {service.queries.pids[3]} &middot;" in listed.text, "the list query, with its identity"
+    uploaded = client.post("/search", files=_upload(service), data={"source": "upload", "query_index": "3"})
+    assert _searching(uploaded.text) == f"Searching: uploaded file {Path(service.queries.paths[1]).name}"
+    both = client.post("/api/search", files=_upload(service), data={"query_index": "3"})
+    assert both.status_code == 400 and "both an uploaded image and query number 3" in both.json()["error"]
+    assert "source must be one of upload, list" in client.post("/api/search", data={"source": "x"}).json()["error"]
+    chosen = client.post("/api/search", data={"query_index": "3"}).json()["query"]
+    assert chosen == {"source": "list", "searching": f"query {name} (number 3 of the list)", "upload_id": None,
+                      "query_index": 3}
 
 
 @pytest.mark.parametrize("files, data, status, words", [
@@ -365,13 +507,9 @@ def live_server(service: SearchService):
     thread.join(timeout=10)
 
 
-@pytest.mark.slow
-def test_page_in_headless_chromium(live_server: str, service: SearchService) -> None:
-    """Load the page, choose a query, submit; K result images render, each with its distance.
-
-    The browser is the system's Chromium (Debian package `chromium`); nothing is downloaded.
-    IGOAS_SERVE_SCREENSHOT=PATH also saves a screenshot of the answer page there.
-    """
+@pytest.fixture
+def browser_page(live_server: str):
+    """The system's headless Chromium (Debian package `chromium`; nothing is downloaded) open at the server."""
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
     if executable is None:
@@ -380,20 +518,57 @@ def test_page_in_headless_chromium(live_server: str, service: SearchService) -> 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 420})
+            page = browser.new_page(viewport={"width": 1100, "height": 620})
             page.goto(live_server)
-            page.select_option("select[name=query_index]", "0")
-            page.fill("input[name=topk]", str(TOPK))
-            page.check("input[name=occlude]")
-            page.click("#search")
-            page.wait_for_selector("#results", timeout=60_000)
-            images = page.locator("img.gallery-image")
-            assert images.count() == TOPK
-            rendered = images.evaluate_all("items => items.map(i => i.complete && i.naturalWidth > 0)")
-            assert rendered == [True] * TOPK
-            distances = [float(text) for text in page.locator(".result .distance").all_inner_texts()]
-            assert len(distances) == TOPK and distances == sorted(distances)
-            if os.environ.get("IGOAS_SERVE_SCREENSHOT"):
-                page.screenshot(path=os.environ["IGOAS_SERVE_SCREENSHOT"], full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(browser_page: object, service: SearchService) -> None:
+    """Pick a query by its thumbnail, submit; K result images render, each with its distance.
+
+    IGOAS_SERVE_SCREENSHOT=PATH also saves a screenshot of the answer page there.
+    """
+    page = browser_page
+    thumbnails = page.locator(".picker img")
+    assert thumbnails.count() == len(service.queries.paths)
+    page.check("input[name=query_index][value='0']")
+    assert page.is_checked("input[name=source][value=list]"), "picking a thumbnail chooses the list"
+    page.fill("input[name=topk]", str(TOPK))
+    page.check("input[name=occlude]")
+    page.click("#search")
+    page.wait_for_selector("#results", timeout=60_000)
+    assert page.inner_text("#searching").startswith(f"Searching: query {Path(service.queries.paths[0]).name}")
+    images = page.locator("img.gallery-image")
+    assert images.count() == TOPK
+    rendered = images.evaluate_all("items => items.map(i => i.complete && i.naturalWidth > 0)")
+    assert rendered == [True] * TOPK
+    shown = page.locator(".picker img").evaluate_all("items => items.filter(i => i.complete && i.naturalWidth > 0)"
+                                                      ".length")
+    assert shown >= 1, "the thumbnails in view are loaded"
+    distances = [float(text) for text in page.locator(".result .distance").all_inner_texts()]
+    assert len(distances) == TOPK and distances == sorted(distances)
+    if os.environ.get("IGOAS_SERVE_SCREENSHOT"):
+        page.screenshot(path=os.environ["IGOAS_SERVE_SCREENSHOT"], full_page=True)
+
+
+@pytest.mark.slow
+def test_an_upload_searched_again_with_reranking_in_headless_chromium(browser_page: object,
+                                                                      service: SearchService) -> None:
+    """Upload after picking a list query: the upload is searched; tick re-ranking and search again: still the upload."""
+    page = browser_page
+    name = Path(service.queries.paths[2]).name
+    page.check("input[name=query_index][value='0']")
+    page.set_input_files("input[name=query]", service.queries.paths[2])
+    assert page.is_checked("input[name=source][value=upload]"), "the file chosen last is the query"
+    page.fill("input[name=topk]", str(TOPK))
+    page.click("#search")
+    page.wait_for_selector("#results", timeout=60_000)
+    assert page.inner_text("#searching") == f"Searching: uploaded file {name}"
+    page.check("input[name=rerank]")
+    page.click("#search")
+    page.wait_for_selector("#results", timeout=60_000)
+    assert page.inner_text("#searching") == f"Searching: uploaded file {name}"
+    assert page.locator("img.gallery-image").count() == TOPK and page.is_checked("input[name=rerank]")

@@ -1,9 +1,15 @@
 """The FastAPI application: one server-rendered page and a JSON endpoint over a `SearchService`.
 
 Routes: `GET /` the search form; `POST /search` the form's answer (the same page with
-the ranked gallery); `POST /api/search` the ranking as JSON, without pictures. Every
+the ranked gallery); `POST /api/search` the ranking as JSON, without pictures;
+`GET /queries/{n}/thumbnail.png` the picker's thumbnail of query number n. Every
 refusal (not an image, too large, a bomb, a bad field) and every unexpected failure
 becomes an error page or JSON error with a status code; the process never stops serving.
+
+The page keeps its state: an upload is kept server-side (`KeptUploads`) and the page
+sends back its id, so searching again needs no new upload; an error page is the form as
+it was sent; and the form says which query to search (`source`: the upload or the list,
+set by the page to the one the user touched last), never guessing between the two.
 """
 from __future__ import annotations
 
@@ -15,14 +21,16 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from igoas.data.base import camera_name
 from igoas.errors import IgoasError
+from igoas.serve.render import thumbnail_png
 from igoas.serve.search import Occlusion, SearchOutcome, SearchService, occlusion_positions
-from igoas.serve.uploads import MAX_UPLOAD_BYTES, UploadError, decode_upload, size_text
+from igoas.serve.uploads import (MAX_UPLOAD_BYTES, KeptUploads, UploadError, decode_upload, size_text,
+                                 upload_name)
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TOPK = 10
@@ -33,9 +41,15 @@ REQUEST_OVERHEAD = 64 * 1024
 # Uploads decoded at once: each may hold up to MAX_PIXELS of RGB (75 MB), and the endpoints
 # run in a thread pool of dozens, so decoding waits for one of these.
 DECODE_SLOTS = 2
+THUMBNAIL_HEIGHT = 64  # pixels; the picker shows them at half that
+# Where the query comes from: the uploaded file (new, or kept by its upload_id), or the query list.
+SOURCES = ("upload", "list")
 # What the form holds before the first search.
-DEFAULT_FORM: dict[str, Any] = {"query_index": -1, "topk": DEFAULT_TOPK, "occlude": False, "area": Occlusion.area,
-                                "position": Occlusion.position, "rerank": False}
+DEFAULT_FORM: dict[str, Any] = {"source": "", "upload_id": "", "query_index": -1, "topk": DEFAULT_TOPK,
+                                "occlude": False, "area": Occlusion.area, "position": Occlusion.position,
+                                "rerank": False}
+CHECKBOXES = ("occlude", "rerank")
+TRUE_WORDS = ("1", "on", "t", "true", "y", "yes")  # what FastAPI reads as a true bool
 LOG = logging.getLogger("igoas.serve")
 
 
@@ -44,6 +58,8 @@ class SearchForm:
     """The fields of the search form (and of the JSON endpoint), as one dependency."""
 
     query: UploadFile | None = File(None)
+    source: str = Form(DEFAULT_FORM["source"])
+    upload_id: str = Form(DEFAULT_FORM["upload_id"])
     query_index: int = Form(DEFAULT_FORM["query_index"])
     topk: int = Form(DEFAULT_FORM["topk"])
     occlude: bool = Form(DEFAULT_FORM["occlude"])
@@ -54,6 +70,46 @@ class SearchForm:
     def fields(self) -> dict[str, Any]:
         """The form's values other than the upload, to fill the form in again on the answer page."""
         return {name: getattr(self, name) for name in DEFAULT_FORM}
+
+    def new_file(self) -> bool:
+        """Whether a file was chosen in the upload field (a browser sends an empty one otherwise)."""
+        return self.query is not None and bool(self.query.filename)
+
+
+def submitted_fields(body: Any) -> dict[str, Any]:
+    """The form's fields as sent, from a request whose fields did not all parse, to fill the form in again.
+
+    Values that parse are used as such; others are shown as typed (a number field that
+    was not a number comes back empty), so no field the user set is reset by the error.
+    """
+    if body is None or not hasattr(body, "get"):
+        return {}
+    form: dict[str, Any] = {}
+    for name in DEFAULT_FORM:
+        value = body.get(name)
+        if isinstance(value, str):
+            form[name] = value
+    for name in CHECKBOXES:
+        form[name] = str(form.get(name, "")).strip().lower() in TRUE_WORDS
+    index = str(form.get("query_index", "")).strip()
+    form["query_index"] = int(index) if index.lstrip("-").isdigit() else DEFAULT_FORM["query_index"]
+    return form
+
+
+def query_source(form: SearchForm) -> str:
+    """Which query to search: the form's `source`, or for a client that names none, the only kind it sent."""
+    if form.source:
+        if form.source not in SOURCES:
+            raise UploadError(f"source must be one of {', '.join(SOURCES)}, got {form.source!r}")
+        return form.source
+    uploaded, listed = form.new_file() or bool(form.upload_id), form.query_index >= 0
+    if uploaded and listed:
+        raise UploadError(f"both an uploaded image and query number {form.query_index} of the list were sent; "
+                          "say which to search: tick \"uploaded image\" or \"from the query split\" "
+                          "(source=upload or source=list)")
+    if not (uploaded or listed):
+        raise UploadError("no query: upload an image or choose one from the query list")
+    return "upload" if uploaded else "list"
 
 
 class BodyLimit:
@@ -92,21 +148,29 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> Any:
-    """The web app serving `service`; run it with uvicorn (see `igoas serve`) or test it with TestClient."""
+def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               kept: KeptUploads | None = None) -> Any:
+    """The web app serving `service`; run it with uvicorn (see `igoas serve`) or test it with TestClient.
+
+    `kept` holds the uploads for searching again (default: a new `KeptUploads`).
+    """
     app = FastAPI(title="igoas gallery search", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["camera"] = camera_name  # c1, c2, ... as the dataset's file names write them
+    query_names = [Path(p).name for p in service.queries.paths] if service.queries else []
     page_context = {"about": service.describe(), "positions": occlusion_positions(), "max_topk": MAX_TOPK,
-                    "query_names": [Path(p).name for p in service.queries.paths] if service.queries else []}
+                    "query_names": query_names}
+    kept = kept if kept is not None else KeptUploads()
 
     def page(request: Request, status: int = 200, **values: Any) -> HTMLResponse:
-        form = {**DEFAULT_FORM, **values.pop("form", {})}
-        return templates.TemplateResponse(request, "page.html", {**page_context, "form": form, **values},
+        form = {**DEFAULT_FORM, **getattr(request.state, "form", {})}
+        kept_name = kept.name(form["upload_id"]) if form["upload_id"] else None
+        return templates.TemplateResponse(request, "page.html",
+                                          {**page_context, "form": form, "kept_name": kept_name, **values},
                                           status_code=status)
 
     def refusal(request: Request, status: int, message: str) -> HTMLResponse | JSONResponse:
-        if request.url.path.startswith("/api/"):
+        if request.url.path.startswith(("/api/", "/queries/")):
             return JSONResponse({"error": message}, status_code=status)
         return page(request, status=status, error=message)
 
@@ -120,6 +184,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     @app.exception_handler(RequestValidationError)
     async def bad_field(request: Request, err: RequestValidationError) -> Any:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in err.errors())
+        request.state.form = submitted_fields(err.body)
         return refusal(request, 422, f"invalid form field(s): {fields}")
 
     @app.exception_handler(HTTPException)
@@ -134,7 +199,34 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         return refusal(request, 500, "the search failed with an internal error (the details are in the server's "
                                      "log); the server is still running")
 
-    def run_search(form: SearchForm) -> SearchOutcome:
+    def decode(data: bytes, name: str) -> Any:
+        with decoding:
+            return decode_upload(data, name, max_upload_bytes)
+
+    def uploaded_query(form: SearchForm, state: dict[str, Any]) -> tuple[Any, str]:
+        """The upload's pixels and name: a new file (kept from now on, its id in `state`), or the kept one."""
+        if form.new_file():
+            name, data = upload_name(form.query.filename), form.query.file.read(max_upload_bytes + 1)
+            image = decode(data, name)
+            state["upload_id"] = kept.keep(name, data)
+            return image, name
+        if not form.upload_id:
+            raise UploadError("no uploaded image to search: choose an image file, or a query from the list")
+        upload = kept.get(form.upload_id)
+        return decode(upload.data, upload.name), upload.name
+
+    def run_search(form: SearchForm, state: dict[str, Any]) -> tuple[SearchOutcome, str]:
+        """The outcome of the search the form asks for, and how the page names its query.
+
+        `state` is the form as the answer shows it: the source searched and the kept upload's
+        id are written into it as soon as they are known, so an error page keeps them too.
+        """
+        source = query_source(form)
+        state["source"] = source
+        if source == "upload":
+            image, name = uploaded_query(form, state)
+        else:
+            path, pid, camid = service.query_choice(form.query_index)
         if not 1 <= form.topk <= MAX_TOPK:
             raise UploadError(f"top-K must be between 1 and {MAX_TOPK}, got {form.topk}")
         if form.position not in occlusion_positions():
@@ -142,15 +234,15 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         if not 0.0 <= form.area <= 100.0:
             raise UploadError(f"occluded area must be a percentage in [0, 100], got {form.area}")
         occlusion = Occlusion(form.area, form.position) if form.occlude else None
-        upload = form.query
-        if upload is not None and upload.filename:
-            with decoding:
-                image = decode_upload(upload.file.read(max_upload_bytes + 1), upload.filename, max_upload_bytes)
-            return service.search(image, form.topk, occlusion=occlusion, rerank=form.rerank)
-        if form.query_index < 0:
-            raise UploadError("no query: upload an image or choose one from the query list")
-        path, pid, camid = service.query_choice(form.query_index)
-        return service.search(path, form.topk, pid, camid, occlusion, form.rerank, query_index=form.query_index)
+        if source == "upload":
+            return service.search(image, form.topk, occlusion=occlusion, rerank=form.rerank), f"uploaded file {name}"
+        outcome = service.search(path, form.topk, pid, camid, occlusion, form.rerank, query_index=form.query_index)
+        return outcome, f"query {query_names[form.query_index]} (number {form.query_index} of the list)"
+
+    def answer(request: Request, form: SearchForm) -> tuple[SearchOutcome, str]:
+        """Run the search, with the form kept on the request for the answer or the error page."""
+        request.state.form = form.fields()
+        return run_search(form, request.state.form)
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
@@ -158,15 +250,29 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
 
     @app.post("/search", response_class=HTMLResponse)
     def search_page(request: Request, form: SearchForm = Depends()) -> HTMLResponse:
-        return page(request, outcome=run_search(form), form=form.fields())
+        outcome, searching = answer(request, form)
+        return page(request, outcome=outcome, searching=searching)
 
     @app.post("/api/search")
-    def search_json(form: SearchForm = Depends()) -> dict[str, Any]:
-        outcome = run_search(form)
-        return {"pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank,
+    def search_json(request: Request, form: SearchForm = Depends()) -> dict[str, Any]:
+        outcome, searching = answer(request, form)
+        state = request.state.form
+        return {"query": {"source": state["source"], "searching": searching,
+                          "upload_id": state["upload_id"] if state["source"] == "upload" else None,
+                          "query_index": form.query_index if state["source"] == "list" else None},
+                "pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank,
                 "unoccluded_depth": outcome.unoccluded_depth if outcome.occlusion is not None else None,
                 "occlusion": None if outcome.occlusion is None else asdict(outcome.occlusion),
                 "results": [{key: value for key, value in asdict(hit).items() if key not in ("image", "maps")}
                             for hit in outcome.hits]}
+
+    @app.get("/queries/{index}/thumbnail.png")
+    def thumbnail(index: int) -> Response:
+        try:
+            path, _, _ = service.query_choice(index)
+        except IgoasError as err:
+            raise HTTPException(404, str(err)) from None
+        return Response(thumbnail_png(path, THUMBNAIL_HEIGHT), media_type="image/png",
+                        headers={"Cache-Control": "max-age=3600"})
 
     return app
