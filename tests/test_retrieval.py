@@ -182,6 +182,15 @@ def test_search_commands_end_to_end(
     assert block[0] == f"(identity {query.pid}, camera c{query.camid + 1})"
     assert [line.split()[-1] for line in block[2:5]] == [line.split()[-1] for line in ranked_lines]
     np.testing.assert_allclose([float(line.split()[1]) for line in block[2:5]], scores, atol=1e-3)
+    first_hits = sum(int(b.splitlines()[2].split()[2]) == int(b.split("identity ")[1].split(",")[0])
+                     for b in from_features.split("query ")[1:])
+    summary = from_features.rstrip().splitlines()[-1]
+    assert summary.startswith(f"searched {len(dataset.query)} queries against {len(dataset.gallery)} gallery "
+                              f"embeddings, top 3 each; of the {len(dataset.query)} with a known identity, "
+                              f"{first_hits} ("), summary
+    assert main(["search", "query", str(tmp_path / "gallery.index"), "--features", str(queries), "--topk", "3",
+                 "--summary-only"]) == 0
+    assert capsys.readouterr().out.strip() == summary
 
     other = load_features(queries)
     other.metadata.update(checkpoint="/elsewhere/other.pth", checkpoint_sha256="0" * 64)

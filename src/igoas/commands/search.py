@@ -26,10 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="query embeddings written by `igoas extract` (instead of images): nothing is re-embedded, "
                             "and the identities and cameras stored with them are shown")
     query.add_argument("--topk", type=int, default=10, help="gallery entries listed per query (default 10)")
+    query.add_argument("--summary-only", action="store_true",
+                       help="print only the closing summary line, not every query's ranked list")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
     query.add_argument("--draw", metavar="OUT.png",
                        help="also draw each query and its top-K with identities and similarities (.png, .jpg, .pdf, .svg)")
-    query.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N for embedding the queries (default cpu)")
+    query.add_argument("--device", default="auto",
+                       help="auto (a GPU when there is one), cpu, cuda or cuda:N for embedding the queries")
     query.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                        help="default: the precision the gallery was embedded with")
 
@@ -69,7 +72,7 @@ def _query(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index)
     paths, pids, camids, embeddings = (_saved_queries(args, index) if args.features else _embedded_queries(args, index))
     result = index.search(embeddings, topk=args.topk)
-    for row, path in enumerate(paths):
+    for row, path in enumerate([] if args.summary_only else paths):
         known = [f"identity {pids[row]}"] if pids[row] >= 0 else []
         known += [f"camera {camera_name(camids[row])}"] if camids[row] >= 0 else []
         print(f"query {path}" + (f" ({', '.join(known)})" if known else ""))
@@ -88,7 +91,26 @@ def _query(args: argparse.Namespace) -> int:
                                 scores_per_query=result.scores.tolist(), gallery_pids_per_query=result.pids.tolist(),
                                 query_pids=list(pids), score_name="sim")
         print(f"drew the ranked lists to {out}")
+    print(_summary(index, result, pids, args.topk))
     return 0
+
+
+def _summary(index: Any, result: Any, query_pids: Any, topk: int) -> str:
+    """One closing line: how many queries against how large a gallery, and for the queries
+    of known identity how many find it first and within the top K (the whole gallery is
+    searched, same-camera images included: not the evaluation protocol's R1)."""
+    import numpy as np
+
+    line = f"searched {len(query_pids)} quer{'y' if len(query_pids) == 1 else 'ies'} against {len(index)} gallery " \
+           f"embeddings, top {topk} each"
+    known = np.asarray(query_pids) >= 0
+    if not known.any():
+        return line + "; no query identity is known, so none is scored"
+    hits = result.pids[known] == np.asarray(query_pids)[known][:, None]
+    first, anywhere, count = int(hits[:, 0].sum()), int(hits.any(axis=1).sum()), int(known.sum())
+    return (line + f"; of the {count} with a known identity, {first} ({100 * first / count:.1f} %) find it at rank 1 "
+            f"and {anywhere} ({100 * anywhere / count:.1f} %) within the top {topk} (same-camera gallery images "
+            "included: for the protocol's R1/mAP use igoas eval)")
 
 
 def _embedded_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
