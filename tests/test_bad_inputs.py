@@ -330,6 +330,48 @@ def test_override_faults(tmp_path: Path, capsys: pytest.CaptureFixture, override
     assert code == 2 and expected in out
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("optim.gamma=-1", "optim.gamma must be in (0, 1], got -1.0"),
+    ("optim.min_lr_factor=-0.5", "optim.min_lr_factor must be in [0, 1]"),
+    ("loss.mask_loss_weight=-1", "loss.mask_loss_weight must be at least 0"),
+    ("loss.triplet_margin=-0.3", "loss.triplet_margin must be at least 0"),
+    ("loss.label_smoothing=1.5", "loss.label_smoothing must be in [0, 1)"),
+    ("data.augment.pad=-10", "data.augment.pad must be at least 0"),
+    ("data.augment.pad=2.5", "data.augment.pad=2.5 is a number of pixels"),
+    ("optim.betas=[0.9,1.5]", "optim.betas[1] must be in [0, 1)"),
+    ("optim.weight_decay=nan", "optim.weight_decay is nan; give a finite number"),
+    ("optim.momentum=-0.9", "optim.momentum must be at least 0"),
+    ("data.augment.random_erasing=2", "data.augment.random_erasing must be in [0, 1], got 2"),
+    ("data.augment.flip=abc", "data.augment.flip='abc' must be a number in [0, 1]"),
+    ("train.seed=-1", "train.seed must be in [0, 4294967295], got -1"),
+    (f"train.seed={2**70}", "train.seed must be in [0, 4294967295]"),
+    ("eval.lambda_value=5", "eval.lambda_value must be in [0, 1], got 5.0"),
+    ("data.mean=[.nan,0.4,0.4]", "data.mean[0] is nan"),
+    ("optim.warmup_epochs=.inf", "optim.warmup_epochs is inf"),
+    ("optim.grad_clip=nan", "optim.grad_clip is nan"),
+])
+def test_out_of_range_numbers_are_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          override: str, expected: str) -> None:
+    code, out = run_cli(capsys, "train", "synthetic_demo_quick", override, f"train.output_dir={tmp_path / 'run'}")
+    assert code == 2 and expected in out and "Traceback" not in out
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["data", "synth", "OUT", "--seed", "-1"], "--seed: seed -1 is out of range; give an integer from 0 to 4294967295"),
+    (["extract", "C", "D", "--out", "F", "--batch-size", "0"], "--batch-size: count 0 is out of range"),
+    (["extract", "C", "D", "--out", "F", "--num-workers", "-1"], "count -1 is out of range; give an integer of at least 0"),
+    (["robustness", "C", "--dataset", "x", "--root", "r", "--seed", "many"], "'many' is not a seed"),
+    (["search", "query", "I", "--topk", "0"], "--topk: count 0 is out of range"),
+])
+def test_out_of_range_command_line_numbers_are_usage_errors(capsys: pytest.CaptureFixture, arguments: list[str],
+                                                            expected: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(arguments)
+    error = capsys.readouterr().err
+    assert info.value.code == 2 and expected in error and "Traceback" not in error
+
+
 def test_a_word_that_is_no_override_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", "synthetic_demo_quick", "nokey", f"train.output_dir={tmp_path / 'run'}"])

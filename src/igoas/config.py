@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -192,11 +193,54 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.precision": PRECISIONS,
     "eval.metric": ("euclidean", "cosine"),
 }
-POSITIVE = ("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr", "train.epochs",
-            "train.log_every", "eval.batch_size", "eval.max_rank", "eval.k1", "eval.k2")
-NON_NEGATIVE = ("data.num_workers", "eval.num_workers", "optim.weight_decay", "optim.warmup_epochs",
-                "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every", "eval.also_every",
-                "eval.query_expansion")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric option must lie in; `describe` says it as a reader expects."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return "positive" if self.low == 0 and self.low_open else f"at least {_number(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+POSITIVE, NON_NEGATIVE = Range(0, low_open=True), Range(0)
+PROBABILITY, FRACTION = Range(0, 1), Range(0, 1, high_open=True)
+SEEDS = Range(0, 2**32 - 1)   # what numpy's and Python's generators take alike
+RANGES: dict[str, Range] = {
+    **dict.fromkeys(("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr",
+                     "train.epochs", "train.log_every", "eval.batch_size", "eval.max_rank", "eval.k1", "eval.k2"),
+                    POSITIVE),
+    **dict.fromkeys(("data.num_workers", "eval.num_workers", "optim.weight_decay", "optim.warmup_epochs",
+                     "optim.momentum", "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every",
+                     "eval.also_every", "eval.query_expansion", "eval.query_expansion_alpha",
+                     "loss.mask_loss_weight", "loss.triplet_margin", "loss.triplet_weight"), NON_NEGATIVE),
+    "optim.gamma": Range(0, 1, low_open=True),        # the factor at each milestone: above 0, a decay
+    "optim.warmup_start_factor": Range(0, 1, low_open=True),
+    "optim.min_lr_factor": PROBABILITY,
+    "loss.label_smoothing": FRACTION,
+    "eval.lambda_value": PROBABILITY,                 # the re-ranking's weight of the original distance
+    "train.seed": SEEDS,
+}
+# data.augment's numeric options (the keys of igoas.data.build_transforms)
+AUGMENT_RANGES: dict[str, Range] = {"flip": PROBABILITY, "pad": NON_NEGATIVE, "color_jitter": NON_NEGATIVE,
+                                    "random_erasing": PROBABILITY, "corruption": PROBABILITY}
 
 
 def preset_names() -> list[str]:
@@ -391,7 +435,7 @@ def model_arguments(model: DictConfig) -> dict[str, Any]:
 
 
 # Keyword options of `igoas.data.build_transforms` that `data.augment` may set.
-AUGMENT_OPTIONS = ("flip", "pad", "color_jitter", "random_erasing", "corruption")
+AUGMENT_OPTIONS = tuple(AUGMENT_RANGES)
 
 
 def validate(config: DictConfig) -> None:
@@ -400,12 +444,11 @@ def validate(config: DictConfig) -> None:
         value = OmegaConf.select(config, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key in POSITIVE:
-        if not OmegaConf.select(config, key) > 0:
-            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(config, key)!r}")
-    for key in NON_NEGATIVE:
-        if OmegaConf.select(config, key) < 0:
-            raise ConfigError(f"{key} must be zero or positive, got {OmegaConf.select(config, key)!r}")
+    _check_finite(config)
+    for key, allowed_range in RANGES.items():
+        _check_range(key, OmegaConf.select(config, key), allowed_range)
+    for index, beta in enumerate(config.optim.betas):
+        _check_range(f"optim.betas[{index}]", beta, FRACTION)
     pretrained = config.model.pretrained
     if not isinstance(pretrained, (bool, str)):
         raise ConfigError(f"model.pretrained must be {', '.join(IMAGENET_WEIGHTS)}, true, false or a path to a "
@@ -428,6 +471,12 @@ def validate(config: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join('data.augment.' + key for key in unknown)}; "
                           f"data.augment takes {', '.join(AUGMENT_OPTIONS)}")
+    for key, value in config.data.augment.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"data.augment.{key}={value!r} must be a number {AUGMENT_RANGES[key].describe()}")
+        _check_range(f"data.augment.{key}", value, AUGMENT_RANGES[key])
+    if not float(config.data.augment.get("pad", 0)).is_integer():
+        raise ConfigError(f"data.augment.pad={config.data.augment.pad!r} is a number of pixels: give a whole number")
     if not all(0.0 < fpr <= 1.0 for fpr in config.eval.fprs):
         raise ConfigError(f"eval.fprs are false positive rates in (0, 1], got {list(config.eval.fprs)}")
     if len(config.optim.betas) != 2:
@@ -444,3 +493,18 @@ def validate(config: DictConfig) -> None:
     if config.train.stop_after_iters is not None and config.train.stop_after_iters <= 0:
         raise ConfigError(f"train.stop_after_iters must be positive or null, got {config.train.stop_after_iters}")
 
+
+def _check_range(key: str, value: Any, allowed: Range) -> None:
+    if not allowed.holds(value):
+        raise ConfigError(f"{key} must be {allowed.describe()}, got {value!r}")
+
+
+def _check_finite(config: DictConfig, prefix: str = "") -> None:
+    """Refuse a NaN or infinite number anywhere in the config (a NaN passes every comparison
+    test, and would surface only as a diverging loss)."""
+    for key, value in config.items() if isinstance(config, DictConfig) else enumerate(config):
+        name = f"{prefix}.{key}" if prefix and isinstance(key, str) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, (DictConfig, ListConfig)):
+            _check_finite(value, name)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} is {value}; give a finite number")

@@ -1,6 +1,8 @@
 """Argument handling shared by the sub-commands that take `[CONFIG] [key=value ...]`."""
 from __future__ import annotations
 
+from typing import Callable
+
 import argparse
 import re
 from pathlib import Path
@@ -37,15 +39,29 @@ def split_config_and_overrides(config: str | None, overrides: list[str]) -> tupl
     return config, list(overrides)
 
 
-def port_number(text: str) -> int:
-    """A TCP port, 1-65535: refused at parse time, not as a socket traceback when the server starts."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give an integer from 1 to 65535") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range; give an integer from 1 to 65535")
-    return port
+def bounded_int(low: int, high: int | None = None, name: str = "count", kind: str = "a whole number"
+                ) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], refused at parse time with the range
+    instead of failing later as a traceback deep in a library."""
+    wanted = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}; give {wanted}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{name} {value} is out of range; give {wanted}")
+        return value
+
+    parse.__name__ = name   # argparse names the type in its messages
+    return parse
+
+
+port_number = bounded_int(1, 65535, "port", "a port number")
+positive_int = bounded_int(1)
+non_negative_int = bounded_int(0)
+seed_number = bounded_int(0, 2**32 - 1, "seed", "a seed")
 
 
 def reader_option(text: str) -> tuple[str, object]:

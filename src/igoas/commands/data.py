@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from igoas.commands.arguments import add_reader_options
+from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, seed_number
 from igoas.errors import ConfigError, DatasetError
 
 
@@ -23,19 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _dataset_arguments(check)
     check.add_argument("--no-images", action="store_true", help="skip decoding every image (faster)")
     check.add_argument("--strict", action="store_true", help="count warnings as problems for the exit code")
-    check.add_argument("--max-items", type=int, default=20, help="files listed per problem (default 20)")
-    check.add_argument("--num-workers", "--workers", type=int, default=4, help="threads decoding images (default 4)")
+    check.add_argument("--max-items", type=positive_int, default=20, help="files listed per problem (default 20)")
+    check.add_argument("--num-workers", "--workers", type=non_negative_int, default=4, help="threads decoding images (default 4)")
     stats = actions.add_parser("stats", help="print the statistics table (ids, images, cameras per split)")
     _dataset_arguments(stats)
     synth = actions.add_parser("synth", help="render the synthetic occluded-pedestrian dataset")
     synth.add_argument("out", help="output folder (Market-1501 layout)")
-    synth.add_argument("--ids", type=int, default=None, help="identities to train and test on (default: the size's)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed renders the same set (default 0)")
+    synth.add_argument("--ids", type=positive_int, default=None, help="identities to train and test on (default: the size's)")
+    synth.add_argument("--seed", type=seed_number, default=0, help="random seed; the same seed renders the same set (default 0)")
     synth.add_argument("--size", default="default", help="tiny, small, default or large")
-    synth.add_argument("--height", type=int, default=128, help="image height in pixels (default 128)")
-    synth.add_argument("--width", type=int, default=64, help="image width in pixels (default 64)")
+    synth.add_argument("--height", type=positive_int, default=128, help="image height in pixels (default 128)")
+    synth.add_argument("--width", type=positive_int, default=64, help="image width in pixels (default 64)")
     synth.add_argument("--num-workers", "--workers",
-                       type=int, default=1, help="rendering processes (same output for any number)")
+                       type=non_negative_int, default=1, help="rendering processes (same output for any number)")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from igoas.commands.arguments import add_reader_options, reader_options
+from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, reader_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="query",
                         help="with --dataset: train, query, gallery or an extra query set such as holistic (default query)")
     add_reader_options(parser)
-    parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
-                        type=int, default=2, help="image-decoding processes (0: decode in the main process)")
+                        type=non_negative_int, default=2, help="image-decoding processes (0: decode in the main process)")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision (default fp32, as igoas eval); auto picks bf16 where it is "

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.commands.arguments import non_negative_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="igoas checkpoint of an IGOAS network on ResNet-50")
     parser.add_argument("--out", required=True, help="torchreid checkpoint to write (e.g. model-best.pth.tar)")
-    parser.add_argument("--epoch", type=int, default=None, help="epoch to record (default: the checkpoint's)")
+    parser.add_argument("--epoch", type=non_negative_int, default=None, help="epoch to record (default: the checkpoint's)")
     parser.add_argument("--rank1", type=float, default=None,
                         help="rank-1 to record as a fraction, as torchreid stores it (0.601 for 60.1%%)")
 

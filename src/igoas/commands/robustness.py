@@ -12,7 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
-from igoas.commands.arguments import add_reader_options, reader_options
+from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, reader_options, seed_number
 from igoas.errors import ConfigError
 
 
@@ -46,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corruptions suite: query (corrupted query, clean gallery), both (query and gallery "
                              "corrupted), random (a random corruption and severity per image)")
     parser.add_argument("--cache", help="corruptions suite: folder keeping corrupted images between runs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of positions, colours and shapes, or of corruptions")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of positions, colours and shapes, or of corruptions")
     parser.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                         help="query-gallery distance (default euclidean, as the authors evaluate)")
     parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
-    parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
-                        type=int, default=2, help="image-decoding processes (0: main process)")
+                        type=non_negative_int, default=2, help="image-decoding processes (0: main process)")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
     parser.add_argument("--no-progress", action="store_true", help="corruptions suite: no progress bar")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from igoas.commands.arguments import positive_int
 from typing import Any
 
 
@@ -13,11 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--index", required=True, help="index file to write (its metadata goes to INDEX.json)")
     build.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"],
                        help="flat: exact (default); ivf / hnsw: approximate, for very large galleries")
-    build.add_argument("--nlist", type=int, help="ivf: number of lists (default: from the gallery size)")
-    build.add_argument("--nprobe", type=int, help="ivf: lists visited per query (default 16)")
-    build.add_argument("--m", type=int, help="hnsw: links per node (default 32)")
-    build.add_argument("--ef-construction", type=int, help="hnsw: build-time beam width (default 200)")
-    build.add_argument("--ef-search", type=int, help="hnsw: search-time beam width (default 128)")
+    build.add_argument("--nlist", type=positive_int, help="ivf: number of lists (default: from the gallery size)")
+    build.add_argument("--nprobe", type=positive_int, help="ivf: lists visited per query (default 16)")
+    build.add_argument("--m", type=positive_int, help="hnsw: links per node (default 32)")
+    build.add_argument("--ef-construction", type=positive_int, help="hnsw: build-time beam width (default 200)")
+    build.add_argument("--ef-search", type=positive_int, help="hnsw: search-time beam width (default 128)")
 
     query = actions.add_parser("query", help="rank the gallery for query images or saved query features")
     query.add_argument("index", help="index file written by `igoas search build`")
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query.add_argument("--features", metavar="FILE",
                        help="query embeddings written by `igoas extract` (instead of images): nothing is re-embedded, "
                             "and the identities and cameras stored with them are shown")
-    query.add_argument("--topk", type=int, default=10, help="gallery entries listed per query (default 10)")
+    query.add_argument("--topk", type=positive_int, default=10, help="gallery entries listed per query (default 10)")
     query.add_argument("--summary-only", action="store_true",
                        help="print only the closing summary line, not every query's ranked list")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")

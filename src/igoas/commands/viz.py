@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from igoas.commands.arguments import add_reader_options, reader_options
+from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, reader_options, seed_number
 from igoas.errors import IgoasError
 
 
@@ -22,7 +22,7 @@ def _image_source(parser: argparse.ArgumentParser, default_num: int) -> None:
                         help="image files or folders to draw (default: --num images of a dataset split)")
     _dataset(parser, required=False)
     parser.add_argument("--split", default="query", help="dataset split the images come from (default query)")
-    parser.add_argument("--num", type=int, default=default_num, help=f"images taken from the split (default {default_num})")
+    parser.add_argument("--num", type=positive_int, default=default_num, help=f"images taken from the split (default {default_num})")
 
 
 def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -32,9 +32,9 @@ def _dataset(parser: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _extraction(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64, help="images embedded per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images embedded per forward pass (default 64)")
     parser.add_argument("--num-workers", "--workers",
-                        type=int, default=0, help="image-decoding processes (default 0: main process)")
+                        type=non_negative_int, default=0, help="image-decoding processes (default 0: main process)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--skip-unreadable", action="store_true",
                         help="rank without query or gallery images that cannot be read (this changes the numbers; "
@@ -60,17 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _image_source(p, 4)
     p.add_argument("--methods", help="comma-separated occlusion methods (default: all but none)")
     p.add_argument("--epochs", default="0,15,30,45,60,89", help="comma-separated epochs (default 0,15,30,45,60,89)")
-    p.add_argument("--height", type=int, default=384, help="image height the methods work at (default 384)")
-    p.add_argument("--width", type=int, default=128, help="image width the methods work at (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random occlusions (default 0)")
+    p.add_argument("--height", type=positive_int, default=384, help="image height the methods work at (default 384)")
+    p.add_argument("--width", type=positive_int, default=128, help="image width the methods work at (default 128)")
+    p.add_argument("--seed", type=seed_number, default=0, help="seed of the random occlusions (default 0)")
     p.add_argument("--out", required=True, help="PNG to write")
 
     p = figures.add_parser("ranked", help="queries and their top-K gallery images, green/red framed")
     p.add_argument("checkpoint", help="igoas checkpoint (.pth)")
     _dataset(p)
     p.add_argument("--query-set", default="query", help="query or an extra query set (e.g. holistic)")
-    p.add_argument("--num-queries", type=int, default=8, help="queries drawn, spread over the set (default 8)")
-    p.add_argument("--topk", type=int, default=10, help="gallery images per query (default 10)")
+    p.add_argument("--num-queries", type=positive_int, default=8, help="queries drawn, spread over the set (default 8)")
+    p.add_argument("--topk", type=positive_int, default=10, help="gallery images per query (default 10)")
     p.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
                    help="query-gallery distance (default euclidean)")
     _extraction(p)
@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _dataset(p, required=False)
     p.add_argument("--query-set", default="query", help="which query set's curve to take (default query)")
     p.add_argument("--labels", help="comma-separated curve labels (default: file names)")
-    p.add_argument("--max-rank", type=int, default=20, help="last rank on the x axis (default 20)")
+    p.add_argument("--max-rank", type=positive_int, default=20, help="last rank on the x axis (default 20)")
     _extraction(p)
     p.add_argument("--out", required=True, help="PNG to write")
 
@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="cosine", choices=["euclidean", "cosine"],
                    help="distance shown (default cosine: 1 - cosine similarity)")
     p.add_argument("--fprs", default="1e-4,1e-3,1e-2", help="false positive rates to report the TPR at")
-    p.add_argument("--max-negatives", type=int, default=2_000_000,
+    p.add_argument("--max-negatives", type=positive_int, default=2_000_000,
                    help="negative pairs sampled (uniformly, seeded) when there are more (default 2,000,000)")
     _extraction(p)
     p.add_argument("--out-dir", required=True, help="folder for distances.png and roc.png")
