@@ -460,3 +460,18 @@ def test_a_relative_data_root_is_saved_absolute(synthetic_root: Path, random_tru
                             "eval.every=0"))
     saved = load_checkpoint(result.last_checkpoint)["config"]["data"]["root"]
     assert Path(saved).is_absolute() and Path(saved) == synthetic_root.resolve()
+
+
+def test_a_last_batch_of_one_image_is_left_out_and_said(synthetic_root: Path, random_trunk: Path,
+                                                        tmp_path: Path) -> None:
+    from igoas.data import build_dataset
+
+    images = len(build_dataset("synthetic", synthetic_root).train)
+    batch = next(size for size in range(12, 2, -1) if images % size == 1)
+    out = tmp_path / "odd"
+    result = train(tiny_run(synthetic_root, random_trunk, out, f"data.batch_size={batch}", "data.drop_last=false",
+                            "train.epochs=1", "train.fixbase_epochs=0"))
+    assert result.finished and result.iteration == images // batch, "every full batch trained, the single one not"
+    log = (out / "train.log").read_text()
+    assert f"epoch 1, batch {images // batch + 1}: 1 image(s) for 1 replica(s) left out" in log
+    assert "data.drop_last=false" in log

@@ -379,6 +379,9 @@ class _Run:
         self.loader.sampler.set_epoch(self.epoch)
         self.log.start_epoch(self.epoch, cfg.train.epochs, self.iters_per_epoch, self.batch)
         for batch in self.loader:
+            if self._too_small(batch):
+                self.batch += 1
+                continue
             progress = self.epoch + self.batch / self.iters_per_epoch
             record = self._step(batch, progress)
             self.batch += 1
@@ -392,6 +395,19 @@ class _Run:
                 self.log.end_epoch()
                 return False
         self.log.end_epoch()
+        return True
+
+    def _too_small(self, batch: Mapping[str, Any]) -> bool:
+        """True (and said in the log) for a batch that leaves a replica one image: training
+        BatchNorm on a single image fails, which an epoch's last batch does with
+        `data.drop_last=false` when one image is left over (or skipped corrupt images)."""
+        replicas = self.cfg.train.replicas
+        count = len(batch["pid"])
+        if count >= 2 * replicas:
+            return False
+        self.log.info(f"epoch {self.epoch + 1}, batch {self.batch + 1}: {count} image(s) for {replicas} replica(s) "
+                      "left out, since BatchNorm cannot train on a single image (the last batch of an epoch with "
+                      "data.drop_last=false; set it true, or a batch size that divides the training set, to avoid it)")
         return True
 
     def _stop_reached(self) -> bool:
