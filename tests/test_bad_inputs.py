@@ -180,6 +180,19 @@ def test_a_cross_set_test_set_cannot_be_trained_on(tmp_path: Path) -> None:
         ensure_trainable(test_set, {"partial_reid": test_set})
 
 
+def test_a_test_image_in_the_training_list_is_refused_before_training(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    make_files(tmp_path / "images", [f"{name}.jpg" for name in ("a1", "a2", "b1", "b2", "c1", "c2")])
+    (tmp_path / "train.txt").write_text("images/a1.jpg alice c1\nimages/a2.jpg alice c2\nimages/c2.jpg carol c2\n")
+    (tmp_path / "query.txt").write_text("images/b1.jpg bob c1\n")
+    (tmp_path / "gallery.txt").write_text("images/b2.jpg bob c2\nimages/c2.jpg carol c2\n")
+    code, out = run_cli(capsys, "train", "custom_igoas", f"data.root={tmp_path}", "model.pretrained=false",
+                        f"train.output_dir={tmp_path / 'run'}")
+    assert code == 2 and "1 image(s) of custom's gallery split are also training images" in out
+    assert "images/c2.jpg" in out and "remove them from the training split" in out
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_synthetic_set_with_other_settings_is_never_replaced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from igoas.data import render_synthetic
 

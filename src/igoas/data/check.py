@@ -169,9 +169,27 @@ def ensure_trainable(dataset: ReIDDataset, targets: dict[str, ReIDDataset]) -> N
         else:
             problems.insert(0, f"{dataset.name} at {dataset.root}: the training split holds no image; check its "
                                "training folder or train list")
+    problems += _test_images_in_training(dataset, targets)
     if problems:
         raise DatasetError("cannot train:\n  " + "\n  ".join(problems)
                            + "\n`igoas data check` lists every problem of a copy.")
+
+
+def _test_images_in_training(dataset: ReIDDataset, targets: dict[str, ReIDDataset]) -> list[str]:
+    """One line per test split that shares image files (by resolved path) with the training
+    split: training on them would score the model on images it learnt."""
+    training = {os.path.realpath(sample.path) for sample in dataset.train}
+    lines = []
+    for name, target in {dataset.name: dataset, **targets}.items():
+        for split, samples in target.splits().items():
+            if split == "train":
+                continue
+            shared = [sample.path for sample in samples if os.path.realpath(sample.path) in training]
+            if shared:
+                lines.append(f"{len(shared)} image(s) of {name}'s {split} split are also training images "
+                             f"(e.g. {shared[0]}): test images would leak into training; remove them from the "
+                             "training split (its folder or train list)")
+    return lines
 
 
 def _split_problems(dataset: ReIDDataset) -> list[Problem]:
