@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from test_data_datasets import make_files, make_market
@@ -229,6 +231,14 @@ def _damaged_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]
     variance = next(key for key in nan_state if key.endswith("running_var"))
     nan_state[variance].fill_(float("inf"))
     variant("diverged.pth", "hold NaN or Inf", model=nan_state)
+    negative_state = {key: value.clone() for key, value in payload["model"].items()}
+    negative_state[variance][0] = -1.0
+    variant("negative_variance.pth", "BatchNorm running variance(s) below 0", model=negative_state)
+    preprocess = payload["preprocess"]
+    variant("zero_std.pth", "std [0.229, 0.0, 0.225] finite and positive",
+            preprocess={**preprocess, "std": [0.229, 0.0, 0.225]})
+    variant("nan_mean.pth", "must be finite", preprocess={**preprocess, "mean": [float("nan"), 0.456, 0.406]})
+    variant("zero_height.pth", "height and width must be at least 1 pixel", preprocess={**preprocess, "height": 0})
     variant("model_not_dict.pth", "not a mapping of tensor names", model=[1, 2, 3])
     variant("absurd_classes.pth", "num_classes=50000000000000",
             model_spec={**payload["model_spec"], "num_classes": 50_000_000_000_000})
@@ -242,7 +252,10 @@ def damaged(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 CHECKPOINT_CASES = ["notes.pth", "model.onnx", "random.pth", "random_pickle.pth", "truncated.pth", "empty.pth",
-                    "diverged.pth", "model_not_dict.pth", "absurd_classes.pth", "spec_not_dict.pth"]
+                    "diverged.pth", "model_not_dict.pth", "absurd_classes.pth", "spec_not_dict.pth",
+                    "negative_variance.pth"]
+# Preprocessing an embedding needs (extract, export, serve, ReIDModel; evaluation reads its run config's).
+PREPROCESS_CASES = ["zero_std.pth", "nan_mean.pth", "zero_height.pth"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINT_CASES)
@@ -261,6 +274,67 @@ def test_bad_checkpoints_at_every_entry_point(name: str, damaged, synthetic_root
     with pytest.raises(CheckpointError) as info:
         ReIDModel.from_checkpoint(path)
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("name", PREPROCESS_CASES)
+def test_unusable_preprocessing_is_refused_before_embedding(name: str, damaged, synthetic_root: Path,
+                                                            tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from igoas.inference import ReIDModel
+
+    path, expected = damaged[name]
+    for argv in (["extract", str(path), str(synthetic_root), "--dataset", "synthetic", "--out",
+                  str(tmp_path / "f.npz"), "--workers", "0"],
+                 ["export", str(path), "--out", str(tmp_path / "m.onnx")]):
+        code, out = run_cli(capsys, *argv)
+        assert code == 2 and str(path) in out and expected in out, (argv[0], out)
+        assert not (tmp_path / "f.npz").exists() and not (tmp_path / "m.onnx").exists()
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        ReIDModel.from_checkpoint(path)
+
+
+def test_non_finite_embeddings_are_never_written_nor_indexed(tmp_path: Path) -> None:
+    from igoas.retrieval import GalleryIndex
+    from igoas.retrieval.features_file import Features, load_features, save_features
+
+    embeddings = np.eye(3, 4, dtype=np.float32)
+    good = Features(embeddings.copy(), ["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [0, 0, 1])
+    embeddings[1, 2] = np.nan
+    with pytest.raises(IgoasError, match=r"1 of 3 embedding\(s\) hold NaN or Inf \(first: b.jpg\)"):
+        Features(embeddings, ["a.jpg", "b.jpg", "c.jpg"], [0, 1, 2], [0, 0, 1])
+    index = GalleryIndex.build(good)
+    with pytest.raises(IgoasError, match=r"1 query embedding\(s\) hold NaN or Inf"):
+        index.search(embeddings[1:2])
+    path = save_features(tmp_path / "f.npz", good)   # a file damaged after writing is refused when read
+    arrays = dict(np.load(path))
+    arrays["embeddings"] = arrays["embeddings"].copy()
+    arrays["embeddings"][0, 0] = np.inf
+    np.savez(path, **arrays)
+    with pytest.raises(IgoasError, match=f"{re.escape(str(path))}: features: 1 of 3 embedding"):
+        load_features(path)
+    del arrays["pids"]
+    np.savez(path, **arrays)
+    with pytest.raises(IgoasError, match="a features file without pids"):
+        load_features(path)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda side: side.pop("paths"), r"missing or malformed field\(s\) paths \(list\)"),
+    (lambda side: side["pids"].pop(), r"describes 3 vectors but holds 3 paths, 2 pids, 3 camids"),
+])
+def test_a_damaged_index_side_file_is_named(tmp_path: Path, change, expected: str) -> None:
+    import json
+
+    from igoas.retrieval import GalleryIndex
+    from igoas.retrieval.features_file import Features
+    from igoas.retrieval.index import metadata_path
+
+    GalleryIndex.build(Features(np.eye(3, 4, dtype=np.float32), ["a", "b", "c"], [0, 1, 2], [0, 0, 1])).save(
+        tmp_path / "g.faiss")
+    side = json.loads(metadata_path(tmp_path / "g.faiss").read_text())
+    change(side)
+    metadata_path(tmp_path / "g.faiss").write_text(json.dumps(side))
+    with pytest.raises(IgoasError, match=expected):
+        GalleryIndex.load(tmp_path / "g.faiss")
 
 
 @pytest.mark.parametrize("name", ["notes.pth", "random.pth", "truncated.pth", "diverged.pth"])

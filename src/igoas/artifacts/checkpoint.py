@@ -156,6 +156,11 @@ def check_state_dict(state: Any, source: str) -> None:
         raise CheckpointError(f"{source}: {len(bad)} weight/buffer tensor(s) hold NaN or Inf ({_preview(bad)}); "
                               "the run had diverged when this was saved. Use an earlier checkpoint or retrain with "
                               "a lower optim.lr.")
+    negative = [key for key, value in state.items() if key.endswith("running_var") and bool((value < 0).any())]
+    if negative:
+        raise CheckpointError(f"{source}: {len(negative)} BatchNorm running variance(s) below 0 ({_preview(negative)}), "
+                              "which no training produces and which would make every embedding NaN; the file is "
+                              "damaged or was edited: use another checkpoint")
 
 
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:

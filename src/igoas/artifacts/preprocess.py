@@ -9,6 +9,7 @@ import without torch (config.py reads its defaults from here); the pixel work li
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -40,6 +41,13 @@ class Preprocess:
             raise IgoasError(
                 f"unknown interpolation {self.interpolation!r}; choose one of {list(INTERPOLATION_NAMES)}"
             )
+        if not (self.height >= 1 and self.width >= 1):
+            raise IgoasError(f"input size {self.height}x{self.width}: height and width must be at least 1 pixel")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise IgoasError(f"mean {list(self.mean)} and std {list(self.std)} need one value per colour channel")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or not all(v > 0 for v in self.std):
+            raise IgoasError(f"mean {list(self.mean)} must be finite and std {list(self.std)} finite and positive "
+                             "(the pixels are divided by std)")
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any] | None, source: str = "checkpoint") -> "Preprocess":
@@ -62,6 +70,9 @@ class Preprocess:
                 f"{source}: malformed 'preprocess' entry {dict(entry)!r} ({err!r}); it needs height, width, "
                 "mean (3 values), std (3 values) and optionally interpolation"
             ) from None
+        except IgoasError as err:
+            raise CheckpointError(f"{source}: its 'preprocess' entry cannot be used: {err}; the file is damaged or "
+                                  "was edited: re-save it with igoas, or use another checkpoint") from None
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Preprocess":

@@ -47,6 +47,14 @@ class Features:
             raise IgoasError(
                 f"features: pids {self.pids.shape} / camids {self.camids.shape} do not match {count} paths"
             )
+        broken = np.flatnonzero(~np.isfinite(self.embeddings).all(axis=1))
+        if broken.size:
+            raise IgoasError(
+                f"features: {broken.size} of {count} embedding(s) hold NaN or Inf (first: {self.paths[broken[0]]}); "
+                "the model that embedded them gives non-finite outputs (diverged weights, or a damaged checkpoint "
+                "or preprocessing), so nothing is written, indexed or scored from them: use an earlier checkpoint, "
+                "or retrain with a lower optim.lr"
+            )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,14 +104,17 @@ def load_features(path: str | os.PathLike) -> Features:
         raise IgoasError(
             f"{path}: not an igoas features file (no format '{FEATURES_FORMAT}'); write it with `igoas extract`"
         )
-    return Features(
-        embeddings=arrays["embeddings"],
-        paths=strings["paths"],
-        pids=arrays["pids"],
-        camids=arrays["camids"],
-        bad_paths=strings.get("bad_paths", []),
-        metadata=strings.get("metadata", {}),
-    )
+    missing = [key for key in ("embeddings", "pids", "camids") if key not in arrays]
+    missing += [] if isinstance(strings.get("paths"), list) else ["paths"]
+    if missing:
+        raise IgoasError(f"{path}: a features file without {', '.join(missing)}; it is damaged or was edited: "
+                         "re-run `igoas extract`")
+    try:
+        return Features(embeddings=arrays["embeddings"], paths=strings["paths"], pids=arrays["pids"],
+                        camids=arrays["camids"], bad_paths=strings.get("bad_paths", []),
+                        metadata=strings.get("metadata", {}))
+    except IgoasError as err:
+        raise IgoasError(f"{path}: {err}") from None
 
 
 def check_features_path(path: str | os.PathLike) -> Path:

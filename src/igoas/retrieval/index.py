@@ -184,6 +184,9 @@ class GalleryIndex:
             )
         if topk < 1:
             raise IgoasError(f"topk must be at least 1, got {topk}")
+        if not np.isfinite(queries).all():
+            raise IgoasError(f"{int((~np.isfinite(queries).all(axis=1)).sum())} query embedding(s) hold NaN or Inf; "
+                             "the model that embedded them gives non-finite outputs: check its checkpoint")
         topk = min(topk, len(self))
         scores, indices = self.index.search(_unit_rows(queries), topk)
         valid = indices >= 0
@@ -250,12 +253,30 @@ class GalleryIndex:
         except RuntimeError as err:
             reason = str(err).strip().splitlines()[0]
             raise IgoasError(f"{path}: not a readable FAISS index ({reason}); rebuild it") from None
+        _check_side_file(side, side_path)
         if index.ntotal != side["count"] or index.d != side["dim"]:
             raise IgoasError(
                 f"{path}: holds {index.ntotal} x {index.d} vectors but {side_path} describes "
                 f"{side['count']} x {side['dim']}; the two files come from different builds, rebuild the index"
             )
         return cls(index, side["kind"], side["options"], side["paths"], side["pids"], side["camids"], side["metadata"])
+
+
+SIDE_FIELDS = {"count": int, "dim": int, "kind": str, "options": dict, "paths": list, "pids": list, "camids": list,
+               "metadata": dict}
+
+
+def _check_side_file(side: dict[str, Any], side_path: Path) -> None:
+    """Every field an index's side file needs, of its type, with one path, identity and
+    camera per vector; a damaged or hand-edited one is named instead of raising KeyError."""
+    wrong = [f"{key} ({kind.__name__})" for key, kind in SIDE_FIELDS.items() if not isinstance(side.get(key), kind)]
+    if wrong:
+        raise IgoasError(f"{side_path}: missing or malformed field(s) {', '.join(wrong)}; rebuild the index with "
+                         "`igoas search build`")
+    lengths = {key: len(side[key]) for key in ("paths", "pids", "camids")}
+    if set(lengths.values()) != {side["count"]}:
+        raise IgoasError(f"{side_path}: describes {side['count']} vectors but holds "
+                         f"{', '.join(f'{n} {key}' for key, n in lengths.items())}; rebuild the index")
 
 
 def metadata_path(index_path: str | os.PathLike) -> Path:
