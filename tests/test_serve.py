@@ -391,7 +391,7 @@ def test_page_in_headless_chromium(live_server: str, service: SearchService) -> 
             assert images.count() == TOPK
             rendered = images.evaluate_all("items => items.map(i => i.complete && i.naturalWidth > 0)")
             assert rendered == [True] * TOPK
-            distances = [float(text) for text in page.locator(".result .distance").all_inner_texts()]
+            distances = [float(text) for text in page.locator(".result .distance .value").all_inner_texts()]
             assert len(distances) == TOPK and distances == sorted(distances)
             if os.environ.get("IGOAS_SERVE_SCREENSHOT"):
                 page.screenshot(path=os.environ["IGOAS_SERVE_SCREENSHOT"], full_page=True)

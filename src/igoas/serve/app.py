@@ -163,7 +163,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     @app.post("/api/search")
     def search_json(form: SearchForm = Depends()) -> dict[str, Any]:
         outcome = run_search(form)
-        return {"pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank,
+        return {"pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank, "metric": outcome.metric,
                 "unoccluded_depth": outcome.unoccluded_depth if outcome.occlusion is not None else None,
                 "occlusion": None if outcome.occlusion is None else asdict(outcome.occlusion),
                 "results": [{key: value for key, value in asdict(hit).items() if key not in ("image", "maps")}
