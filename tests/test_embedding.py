@@ -55,7 +55,7 @@ def test_embeddings_are_unit_rows_ranked_as_the_network_output(tiny_checkpoint: 
                                                                 flip: bool) -> None:
     """The IGOAS output concatenates two unit halves (norm sqrt(2)); `embed` scales it to 1,
     which halves every squared Euclidean distance and so keeps the protocol's rankings."""
-    from igoas.evaluation import compute_distance
+    from igoas.evaluation import compute_distance, evaluate_features
 
     model, payload = model_from_checkpoint(tiny_checkpoint)
     rows = embed(model, samples, payload, flip=flip).embeddings
@@ -67,6 +67,10 @@ def test_embeddings_are_unit_rows_ranked_as_the_network_output(tiny_checkpoint: 
         np.testing.assert_allclose(rows, raw / np.sqrt(2), atol=1e-6)
         np.testing.assert_allclose(compute_distance(rows[:4], rows[4:]), compute_distance(raw[:4], raw[4:]) / 2,
                                    atol=1e-5)
+        labels = [np.array([s.pid for s in part]) for part in (samples[:4], samples[4:])]
+        cams = [np.array([s.camid for s in part]) for part in (samples[:4], samples[4:])]
+        unit, network = (evaluate_features(f[:4], f[4:], *labels, *cams, max_rank=3) for f in (rows, raw))
+        assert (unit.mAP, list(unit.cmc)) == (network.mAP, list(network.cmc)), "the protocol's scores are unchanged"
 
 
 def test_preprocess_of_any_input_matches_the_evaluation_transform(samples: list, tiny_checkpoint: Path) -> None:
