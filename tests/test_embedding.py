@@ -22,10 +22,6 @@ def samples(synthetic_root: Path) -> list:
     return dataset.query[:4] + dataset.gallery[:3]
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return torch.nn.functional.normalize(torch.from_numpy(np.asarray(rows)), dim=1).numpy()
-
-
 def test_every_entry_point_gives_identical_embeddings(tiny_checkpoint: Path, samples: list, tmp_path: Path) -> None:
     from igoas.config import EvalConfig
     from igoas.engine.features import embed_dataset
@@ -45,13 +41,36 @@ def test_every_entry_point_gives_identical_embeddings(tiny_checkpoint: Path, sam
     preprocess = Preprocess.resolve(payload)
     stressed = embed(model, OccludedImages(samples, preprocess, 0.0), runtime=Runtime())
     np.testing.assert_array_equal(stressed.embeddings, reference.embeddings)
-    # the Python API, `igoas extract` and the figures (which embed through extract): unit rows of the same
+    # the Python API, `igoas extract` and the figures (which embed through extract): the same unit rows
     reid = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32", channels_last=False)
-    np.testing.assert_array_equal(reid.embed(paths), _unit(reference.embeddings))
+    np.testing.assert_array_equal(reid.embed(paths), reference.embeddings)
     images = ImageList(paths=paths, pids=[s.pid for s in samples], camids=[s.camid for s in samples], description="x")
     extracted = extract(reid, images, out=tmp_path / "f.npz")
-    np.testing.assert_array_equal(extracted.embeddings, _unit(reference.embeddings))
+    np.testing.assert_array_equal(extracted.embeddings, reference.embeddings)
     np.testing.assert_array_equal(extracted.pids, reference.pids)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_embeddings_are_unit_rows_ranked_as_the_network_output(tiny_checkpoint: Path, samples: list,
+                                                                flip: bool) -> None:
+    """The IGOAS output concatenates two unit halves (norm sqrt(2)); `embed` scales it to 1,
+    which halves every squared Euclidean distance and so keeps the protocol's rankings."""
+    from igoas.evaluation import compute_distance, evaluate_features
+
+    model, payload = model_from_checkpoint(tiny_checkpoint)
+    rows = embed(model, samples, payload, flip=flip).embeddings
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
+    with torch.no_grad():
+        raw = model.eval()(Preprocess.resolve(payload)([s.path for s in samples])).numpy()
+    assert np.allclose(np.linalg.norm(raw, axis=1), np.sqrt(2), atol=1e-5), "two unit halves"
+    if not flip:
+        np.testing.assert_allclose(rows, raw / np.sqrt(2), atol=1e-6)
+        np.testing.assert_allclose(compute_distance(rows[:4], rows[4:]), compute_distance(raw[:4], raw[4:]) / 2,
+                                   atol=1e-5)
+        labels = [np.array([s.pid for s in part]) for part in (samples[:4], samples[4:])]
+        cams = [np.array([s.camid for s in part]) for part in (samples[:4], samples[4:])]
+        unit, network = (evaluate_features(f[:4], f[4:], *labels, *cams, max_rank=3) for f in (rows, raw))
+        assert (unit.mAP, list(unit.cmc)) == (network.mAP, list(network.cmc)), "the protocol's scores are unchanged"
 
 
 def test_preprocess_of_any_input_matches_the_evaluation_transform(samples: list, tiny_checkpoint: Path) -> None:

@@ -166,8 +166,8 @@ def test_search_commands_end_to_end(
     assert all(line.split()[-1] in gallery for line in ranked_lines)
     assert all(line.split()[3] == f"c{gallery[line.split()[-1]].camid + 1}" for line in ranked_lines), \
         "cameras are printed as the file names write them"
-    scores = [float(line.split()[1]) for line in ranked_lines]
-    assert scores == sorted(scores, reverse=True)
+    distances = [float(line.split()[1]) for line in ranked_lines]
+    assert distances == sorted(distances), "distances, nearest first"
     assert drawing.is_file() and drawing.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the same search from saved query features: nothing re-embedded, identity and camera carried through
@@ -181,7 +181,7 @@ def test_search_commands_end_to_end(
     block = from_features.split(f"query {query.path} ")[1].splitlines()
     assert block[0] == f"(identity {query.pid}, camera c{query.camid + 1})"
     assert [line.split()[-1] for line in block[2:5]] == [line.split()[-1] for line in ranked_lines]
-    np.testing.assert_allclose([float(line.split()[1]) for line in block[2:5]], scores, atol=1e-3)
+    np.testing.assert_allclose([float(line.split()[1]) for line in block[2:5]], distances, atol=1e-3)
     first_hits = sum(int(b.splitlines()[2].split()[2]) == int(b.split("identity ")[1].split(",")[0])
                      for b in from_features.split("query ")[1:])
     summary = from_features.rstrip().splitlines()[-1]

@@ -548,7 +548,7 @@ def test_page_in_headless_chromium(browser_page: object, service: SearchService)
     shown = page.locator(".picker img").evaluate_all("items => items.filter(i => i.complete && i.naturalWidth > 0)"
                                                       ".length")
     assert shown >= 1, "the thumbnails in view are loaded"
-    distances = [float(text) for text in page.locator(".result .distance").all_inner_texts()]
+    distances = [float(text) for text in page.locator(".result .distance .value").all_inner_texts()]
     assert len(distances) == TOPK and distances == sorted(distances)
     if os.environ.get("IGOAS_SERVE_SCREENSHOT"):
         page.screenshot(path=os.environ["IGOAS_SERVE_SCREENSHOT"], full_page=True)

@@ -199,8 +199,8 @@ def test_distance_figures(tmp_path: Path) -> None:
     assert size_of(plot_roc(roc_curve(positive, negative), tmp_path / "roc.png")) == (640, 480)
 
 
-@pytest.mark.parametrize("metric, label", [("euclidean", "squared Euclidean distance"),
-                                           ("cosine", "cosine distance (1 - cosine similarity)")])
+@pytest.mark.parametrize("metric, label", [("euclidean", "squared Euclidean distance (0 to 4 on unit embeddings)"),
+                                           ("cosine", "cosine distance (1 - cosine similarity, 0 to 2)")])
 def test_distance_figure_names_its_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metric: str,
                                           label: str) -> None:
     import igoas.viz.distances as distances

@@ -12,7 +12,6 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from igoas import speed
 from igoas.engine.embedding import Runtime, embed
@@ -158,9 +157,9 @@ class ReIDModel:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
-        rows = self._unit_rows(embed(self._embedder, split_images(images), self.preprocess_config, self.runtime,
-                                     batch_size=batch_size))
-        return rows.numpy() if output == "numpy" else rows
+        rows = embed(self._embedder, split_images(images), self.preprocess_config, self.runtime,
+                     batch_size=batch_size).embeddings
+        return rows if output == "numpy" else torch.from_numpy(rows)
 
     def embed_files(
         self,
@@ -176,15 +175,8 @@ class ReIDModel:
         bad file never loses a long extraction. `num_workers` > 0 decodes images in
         background processes while the network runs.
         """
-        features = embed(self._embedder, [str(p) for p in paths], self.preprocess_config, self.runtime,
-                         batch_size=batch_size, num_workers=num_workers, on_error="skip", progress=progress)
-        features.embeddings = self._unit_rows(features).numpy()
-        return features
-
-    @staticmethod
-    def _unit_rows(features: Features) -> torch.Tensor:
-        """Rows scaled to unit length, so inner product equals cosine similarity."""
-        return F.normalize(torch.from_numpy(features.embeddings), dim=1)
+        return embed(self._embedder, [str(p) for p in paths], self.preprocess_config, self.runtime,
+                     batch_size=batch_size, num_workers=num_workers, on_error="skip", progress=progress)
 
     def __repr__(self) -> str:
         size = f"{self.preprocess_config.height}x{self.preprocess_config.width}"

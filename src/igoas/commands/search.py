@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print only the closing summary line, not every query's ranked list")
     query.add_argument("--weights", help="checkpoint that embeds the queries (default: the one that made the gallery)")
     query.add_argument("--draw", metavar="OUT.png",
-                       help="also draw each query and its top-K with identities and similarities (.png, .jpg, .pdf, .svg)")
+                       help="also draw each query and its top-K with identities and distances (.png, .jpg, .pdf, .svg)")
+    query.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"],
+                       help="distance shown: euclidean (squared, of the unit embeddings, 0 to 4; default, as the "
+                            "evaluation) or cosine (1 - cosine similarity, 0 to 2)")
     query.add_argument("--device", default="auto",
                        help="auto (a GPU when there is one), cpu, cuda or cuda:N for embedding the queries")
     query.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
@@ -61,6 +64,7 @@ def _build(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     from igoas.data.base import camera_name
     from igoas.errors import IgoasError
+    from igoas.evaluation.distance import distance_from_similarity
     from igoas.retrieval import GalleryIndex
 
     if bool(args.images) == bool(args.features):
@@ -74,15 +78,16 @@ def _query(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index)
     paths, pids, camids, embeddings = (_saved_queries(args, index) if args.features else _embedded_queries(args, index))
     result = index.search(embeddings, topk=args.topk)
+    distances = distance_from_similarity(result.scores, args.metric)
     for row, path in enumerate([] if args.summary_only else paths):
         known = [f"identity {pids[row]}"] if pids[row] >= 0 else []
         known += [f"camera {camera_name(camids[row])}"] if camids[row] >= 0 else []
         print(f"query {path}" + (f" ({', '.join(known)})" if known else ""))
-        print(f"  {'rank':>4}  {'score':>7}  {'id':>5}  {'cam':>4}  path")
-        for rank, (score, pid, cam, hit) in enumerate(
-            zip(result.scores[row], result.pids[row], result.camids[row], result.paths[row]), start=1
+        print(f"  {'rank':>4}  {args.metric:>9}  {'id':>5}  {'cam':>4}  path")
+        for rank, (distance, pid, cam, hit) in enumerate(
+            zip(distances[row], result.pids[row], result.camids[row], result.paths[row]), start=1
         ):
-            print(f"  {rank:>4}  {score:7.4f}  {pid:>5}  {camera_name(cam):>4}  {hit}")
+            print(f"  {rank:>4}  {distance:9.4f}  {pid:>5}  {camera_name(cam):>4}  {hit}")
     if args.draw:
         from igoas.viz import plot_ranked_lists
 
@@ -90,8 +95,8 @@ def _query(args: argparse.Namespace) -> int:
         matches = [[bool(p == pids[row]) if pids[row] >= 0 else None for p in result.pids[row]]
                    for row in range(len(paths))]
         out = plot_ranked_lists(paths, result.paths, matches, args.draw, topk=args.topk,
-                                scores_per_query=result.scores.tolist(), gallery_pids_per_query=result.pids.tolist(),
-                                query_pids=list(pids), score_name="sim")
+                                scores_per_query=distances.tolist(), gallery_pids_per_query=result.pids.tolist(),
+                                query_pids=list(pids), score_name=args.metric)
         print(f"drew the ranked lists to {out}")
     print(_summary(index, result, pids, args.topk))
     return 0

@@ -171,7 +171,7 @@ def _ranked(args: argparse.Namespace) -> list[Path]:
                                        _on_error(args))
     distances = compute_distance(query.embeddings, gallery.embeddings, args.metric)
     lists = RankedLists.from_distances(distances, query.paths, query.pids, query.camids, gallery.paths, gallery.pids,
-                                       gallery.camids, args.topk)
+                                       gallery.camids, args.topk, args.metric)
     return lists.plot(args.out, args.topk, per_query=args.per_query)
 
 

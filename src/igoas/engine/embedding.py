@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igoas.artifacts.images import image_to_tensor
@@ -120,19 +121,20 @@ def _batches(samples: Any, preprocess: Preprocess | None, runtime: Runtime, batc
 
 
 def _forward(model: nn.Module, images: Tensor, flip: bool) -> Tensor:
+    """Unit-length embeddings: the network's eval output (IGOAS: two unit-norm halves, one per
+    branch, so of norm sqrt(2)) scaled to length 1, so every tool's distances share one scale."""
     features = model(images)
     if flip:
-        # IGOAS embeddings are two unit-norm halves (one per branch), the baseline's one.
         parts = 2 if getattr(model, "suppression", False) else 1
         features = average_flip_features(features, model(torch.flip(images, dims=[3])), parts=parts)
-    return features
+    return F.normalize(features.float(), dim=1)
 
 
 def embed(model: nn.Module, samples: Any, preprocess: Preprocess | Any = None, runtime: Runtime | None = None, *,
           flip: bool = False, batch_size: int = 128, num_workers: int = 0, on_error: str = "fail",
           progress: bool = False, progress_label: str = "embedding batches") -> Features:
-    """Embeddings of `samples` in input order: the network's eval output (float32), with the
-    path, identity and camera (-1 when unknown) of each row.
+    """Unit-length float32 embeddings of `samples` in input order (the network's eval output
+    scaled to length 1), with the path, identity and camera (-1 when unknown) of each row.
 
     `samples` is a list of dataset samples (path, pid, camid), image paths or in-memory
     images (PIL, arrays, tensors), prepared by `preprocess` (a `Preprocess`, a checkpoint

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,8 +76,8 @@ def get_metric(name: str) -> Metric:
 
 
 METRIC_LABELS: dict[str, str] = {
-    "euclidean": "squared Euclidean distance",
-    "cosine": "cosine distance (1 - cosine similarity)",
+    "euclidean": "squared Euclidean distance (0 to 4 on unit embeddings)",
+    "cosine": "cosine distance (1 - cosine similarity, 0 to 2)",
 }
 
 
@@ -84,6 +85,16 @@ def metric_label(name: str) -> str:
     """What a distance of metric `name` is, in words, so every displayed number can name its scale."""
     get_metric(name)
     return METRIC_LABELS[name]
+
+
+def distance_from_similarity(similarity: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """The `metric` distance of unit-length rows from their inner product (what a FAISS index
+    returns), so an index search reports the same number as `compute_distance`:
+    ||q - g||^2 = 2 - 2 q.g for "euclidean", 1 - q.g for "cosine"."""
+    get_metric(metric)
+    similarity = np.asarray(similarity, dtype=np.float32)
+    distance = 2.0 - 2.0 * similarity if metric == "euclidean" else 1.0 - similarity
+    return np.clip(distance, 0.0, None).astype(np.float32)
 
 
 def compute_distance(

@@ -260,7 +260,7 @@ def create_app(service: SearchService, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return {"query": {"source": state["source"], "searching": searching,
                           "upload_id": state["upload_id"] if state["source"] == "upload" else None,
                           "query_index": form.query_index if state["source"] == "list" else None},
-                "pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank,
+                "pid": outcome.pid, "camid": outcome.camid, "rerank": outcome.rerank, "metric": outcome.metric,
                 "unoccluded_depth": outcome.unoccluded_depth if outcome.occlusion is not None else None,
                 "occlusion": None if outcome.occlusion is None else asdict(outcome.occlusion),
                 "results": [{key: value for key, value in asdict(hit).items() if key not in ("image", "maps")}

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from igoas.errors import IgoasError
+from igoas.evaluation.distance import distance_from_similarity
 from igoas.extraction import ImageList, dataset_images, extract, folder_images
 from igoas.fileio import user_cache_dir
 from igoas.inference import ReIDModel
@@ -33,6 +34,8 @@ RERANK_SHORTLIST = 100
 # Extra entries fetched beyond K so the protocol's exclusions (same identity and camera,
 # junk identity -1) still leave K to show.
 EXCLUSION_MARGIN = 50
+# The distance the page shows: the evaluation's default, on the same scale as every other tool.
+SERVE_METRIC = "euclidean"
 
 
 def default_cache_dir() -> Path:
@@ -158,7 +161,7 @@ class Ranking:
     """The top-K of one query, best first: gallery positions, their distances and match flags."""
 
     indices: np.ndarray  # K int64 gallery positions
-    distances: np.ndarray  # K float32: Euclidean between unit embeddings, or the re-ranked distance
+    distances: np.ndarray  # K float32: SERVE_METRIC's distance (squared Euclidean of unit embeddings), or re-ranked
     matches: list[bool | None]  # None where the query's identity is unknown
 
 
@@ -181,8 +184,7 @@ def rank(
     fetch = shortlist_size(len(gallery), topk, rerank) if shortlist is None else min(len(gallery), shortlist)
     result = gallery.search(query[None], topk=fetch)
     indices = result.indices[0][result.indices[0] >= 0]
-    similarity = result.scores[0][: len(indices)]
-    distances = np.sqrt(np.clip(2.0 - 2.0 * similarity, 0.0, None)).astype(np.float32)
+    distances = distance_from_similarity(result.scores[0][: len(indices)], SERVE_METRIC)
     if rerank:
         from igoas.evaluation.rerank import k_reciprocal_rerank
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 
 from igoas.errors import IgoasError
+from igoas.evaluation.distance import metric_label
 from igoas.extraction import ImageList
 from igoas.inference import ReIDModel
 from igoas.artifacts.images import ImageInput
 from igoas.retrieval import GalleryIndex
-from igoas.serve.gallery import Ranking, earlier_ranks, load_gallery, rank
+from igoas.serve.gallery import SERVE_METRIC, Ranking, earlier_ranks, load_gallery, rank
 from igoas.serve.render import image_uri, overlay_uris
 
+RERANKED_METRIC = "k-reciprocal"  # re-ranked distances have a scale of their own
 OCCLUSION_SEED = 0  # the stress test's default seed, so the page shows the occluders it scores
 UNOCCLUDED_DEPTH = 1000  # how far down the clean query's list a result's earlier rank is looked up
 
@@ -63,6 +65,16 @@ class SearchOutcome:
     occlusion: Occlusion | None
     rerank: bool
     unoccluded_depth: int = UNOCCLUDED_DEPTH  # how far the unoccluded ranking was looked at ("was > #depth")
+
+    @property
+    def metric(self) -> str:
+        """The name of the hits' distance, as the JSON answer gives it beside the numbers."""
+        return RERANKED_METRIC if self.rerank else SERVE_METRIC
+
+    @property
+    def metric_label(self) -> str:
+        """The hits' distance in words, for the page's legend."""
+        return "k-reciprocal re-ranked distance" if self.rerank else metric_label(SERVE_METRIC)
 
 
 class SearchService:

@@ -43,7 +43,7 @@ def top_ranked(distances: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_
 @dataclass(frozen=True)
 class RankedLists:
     """What a ranked-list figure shows, per query: its top gallery images (the protocol's
-    exclusions applied), whether each is a true match, its distance and identity."""
+    exclusions applied), whether each is a true match, its distance of `metric` and identity."""
 
     query_paths: list[str]
     query_pids: list[int]
@@ -51,24 +51,27 @@ class RankedLists:
     matches: list[list[bool]]
     distances: list[list[float]]
     gallery_pids: list[list[int]]
+    metric: str = "euclidean"
 
     @classmethod
     def from_distances(cls, distances: np.ndarray, query_paths: Sequence[PathLike], q_pids: np.ndarray,
                        q_camids: np.ndarray, gallery_paths: Sequence[PathLike], g_pids: np.ndarray,
-                       g_camids: np.ndarray, topk: int = 10) -> "RankedLists":
+                       g_camids: np.ndarray, topk: int = 10, metric: str = "euclidean") -> "RankedLists":
+        """The lists of a query x gallery matrix of `metric` distances (see `compute_distance`)."""
         distances, g_pids = np.asarray(distances), np.asarray(g_pids)
         indices, matches = top_ranked(distances, q_pids, g_pids, q_camids, g_camids, topk)
         found = [row[row >= 0] for row in indices]
         return cls([str(p) for p in query_paths], np.asarray(q_pids).tolist(),
                    [[str(gallery_paths[i]) for i in row] for row in found],
                    [row[:len(kept)].tolist() for row, kept in zip(matches, found)],
-                   [distances[q, row].tolist() for q, row in enumerate(found)], [g_pids[row].tolist() for row in found])
+                   [distances[q, row].tolist() for q, row in enumerate(found)], [g_pids[row].tolist() for row in found],
+                   metric)
 
     def plot(self, out_path: PathLike, topk: int = 10, per_query: bool = False, **options: Any) -> list[Path]:
         """The figure (or with `per_query`, one figure per query in the folder `out_path`)."""
         lists = (self.query_paths, self.gallery_paths, self.matches, out_path)
         details = {"scores_per_query": self.distances, "gallery_pids_per_query": self.gallery_pids,
-                   "query_pids": self.query_pids, **options}
+                   "query_pids": self.query_pids, "score_name": self.metric, **options}
         if per_query:
             return plot_ranked_list_per_query(*lists, topk=topk, **details)
         return [plot_ranked_lists(*lists, topk=topk, **details)]
@@ -78,13 +81,14 @@ def plot_ranked_lists(query_paths: Sequence[PathLike], gallery_paths_per_query: 
                       matches_per_query: Sequence[Sequence[bool | None]], out_path: PathLike, topk: int = 10, *,
                       scores_per_query: Sequence[Sequence[float]] | None = None,
                       gallery_pids_per_query: Sequence[Sequence[int]] | None = None,
-                      query_pids: Sequence[int] | None = None, score_name: str = "d",
+                      query_pids: Sequence[int] | None = None, score_name: str = "euclidean",
                       panel_size: tuple[int, int] = (64, 128), frame: int = 4, dpi: int = DEFAULT_DPI) -> Path:
     """One row per query: the query (grey frame), then its first `topk` gallery images.
 
-    With `scores_per_query` (distances, or similarities with `score_name="sim"`) and
+    With `scores_per_query` (distances of the metric `score_name`) and
     `gallery_pids_per_query` / `query_pids`, each panel is captioned with its rank,
-    identity and score (`#1 id 12` over `d 0.431`), as torchreid's visrank draws them.
+    identity and distance (`#1 id 12` over `euclidean 0.431`), as torchreid's visrank
+    draws them, the metric named so the number reads the same as every other tool's.
     `panel_size` is (width, height) of each image in pixels; the figure is
     `(1 + K) * (width + 6)` by `rows * (height + title + 6)` pixels (see `Grid`; the title
     strip is 16 pixels, 26 with captions), K being `topk` or the longest list if shorter.
