@@ -477,6 +477,15 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny_checkpoint: Path, tmp_path
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pth"]
 
 
+def test_export_on_a_full_disk_names_the_file_asked_for(tiny_checkpoint: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "model.pt"
+    with mock.patch("igoas.fileio.os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+        code, out = run_cli(capsys, "export", str(tiny_checkpoint), "--format", "torchscript", "--out", str(target))
+    assert code == 2 and f"disk full while writing {target}; the previous model.pt (if any) is kept" in out
+    assert list(tmp_path.iterdir()) == [], "neither the export nor a staging file is left"
+
+
 def test_output_path_that_is_a_file(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "taken").write_text("a file, not a folder")
     code, out = run_cli(capsys, "eval", "--weights", str(tiny_checkpoint), "--out", str(tmp_path / "taken/m.json"))

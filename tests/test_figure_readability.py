@@ -87,7 +87,7 @@ def test_ranked_lists_show_distance_and_identity_one_image_per_query(tmp_path: P
                                        np.array([3, 4, 3, 5]), np.array([1, 1, 1, 1]), topk=3)
     (combined,) = lists.plot(tmp_path / "ranked.png", topk=3)
     titles = [axes.get_title() for axes in drawn[0].axes]
-    assert titles[:4] == ["query\nid 3", "#1 id 4\nd 0.100", "#2 id 5\nd 0.200", "#3 id 3\nd 0.300"]
+    assert titles[:4] == ["query\nid 3", "#1 id 4\neuclidean 0.100", "#2 id 5\neuclidean 0.200", "#3 id 3\neuclidean 0.300"]
     assert combined.is_file()
     per_query = lists.plot(tmp_path / "per_query", topk=3, per_query=True)
     assert [path.name for path in per_query] == ["001_0.png", "002_1.png"]

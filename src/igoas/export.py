@@ -67,7 +67,7 @@ class ExportFormat:
     """How one format is written and how a written file is run again for the check."""
 
     suffix: str
-    write: Callable[[EmbeddingGraph, torch.Tensor, Path, dict[str, Any], int], None]
+    write: Callable[..., None]  # (graph, example, staged path, info, opset, target=path) -> None
     load: Callable[[Path, int | None], Callable[[np.ndarray], np.ndarray]]
 
 
@@ -91,7 +91,8 @@ class ExportResult:
     check: ExportCheck
 
 
-def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int) -> None:
+def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int,
+                target: Path) -> None:
     import onnx
 
     from igoas.fileio import atomic_write
@@ -108,7 +109,7 @@ def _write_onnx(graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: 
     )
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(info)})
-    atomic_write(path, lambda handle: handle.write(proto.SerializeToString()))
+    atomic_write(path, lambda handle: handle.write(proto.SerializeToString()), shown_as=target)
 
 
 def _load_onnx(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -123,14 +124,14 @@ def _load_onnx(path: Path, threads: int | None = None) -> Callable[[np.ndarray],
 
 
 def _write_torchscript(
-    graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int
+    graph: EmbeddingGraph, example: torch.Tensor, path: Path, info: dict[str, Any], opset: int, target: Path
 ) -> None:
     from igoas.fileio import atomic_write
 
     with torch.no_grad(), _quiet_torchscript():
         traced = torch.jit.trace(graph, example, check_trace=False)
         extra = {f"{METADATA_KEY}.json": json.dumps(info)}
-        atomic_write(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra))
+        atomic_write(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra), shown_as=target)
 
 
 def _load_torchscript(path: Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -182,7 +183,7 @@ def export_model(
             "output": "unit-length embeddings, B x D"}
     staged = _staging_file(path)
     try:
-        exporter.write(graph, example, staged, info, opset)
+        exporter.write(graph, example, staged, info, opset, target=path)
         check = check_export(staged, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
         if check.passed:
             os.replace(staged, path)

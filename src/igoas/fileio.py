@@ -130,12 +130,14 @@ def temporary_name_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], sync_folder: bool = True) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], sync_folder: bool = True,
+                 shown_as: str | os.PathLike[str] | None = None) -> Path:
     """Call `write(binary_file)` on a temporary file beside `path`, then rename it over `path`.
 
     On any failure `path` is left as it was; a full disk or a folder that cannot be written
-    becomes one IgoasError line naming `path`. `sync_folder=False` skips flushing the
-    folder entry (a few ms a file) for caches of many small files that can be rebuilt.
+    becomes one IgoasError line naming `path` (or `shown_as`: the file the user asked for,
+    where `path` is a hidden staging file). `sync_folder=False` skips flushing the folder
+    entry (a few ms a file) for caches of many small files that can be rebuilt.
     """
     from igoas.errors import IgoasError, describe_os_error
 
@@ -157,6 +159,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     except BaseException as raised:
         Path(tmp_name).unlink(missing_ok=True)
         err = _root_cause(raised)
+        path = Path(shown_as) if shown_as is not None else path
         if isinstance(err, KeyboardInterrupt):
             raise KeyboardInterrupt(f"interrupted while writing {path}; the previous {path.name} (if any) "
                                     "is kept") from None

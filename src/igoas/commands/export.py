@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output file (default: the checkpoint path with .onnx or .pt)")
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {DEFAULT_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
-    parser.add_argument("--check-batch-sizes", type=positive_int, nargs="+", default=list(CHECK_BATCH_SIZES),
+    parser.add_argument("--check-batch-sizes", type=int, nargs="+", default=list(CHECK_BATCH_SIZES),
                         help="batch sizes the export is checked on (default 3 5)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"largest accepted cosine distance to PyTorch (default {DEFAULT_TOLERANCE:g})")
