@@ -55,7 +55,7 @@ def main() -> None:
             root = render_synthetic(Path(tmp) / name, size="small", seed=0, image_size=size)
             samples = build_dataset("synthetic", root).train[: args.images]
             runs = {"reference_pil_main_process": ("pil", 0)}
-            runs.update({f"{b}_{args.workers}_workers": (b, args.workers) for b in ("pil", "torchvision")})
+            runs.update({f"{b}_{args.workers}_workers": (b, args.workers) for b in ("pil", "auto")})
             results[name] = {key: round(images_per_second(samples, b, w, args.repeat), 1)
                              for key, (b, w) in runs.items()}
     ratios = {name: {key: round(v / r["reference_pil_main_process"], 2) for key, v in r.items()

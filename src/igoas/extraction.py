@@ -38,6 +38,7 @@ class ImageList:
 
 def folder_images(folder: str | os.PathLike) -> ImageList:
     """Every image under `folder` (recursively, sorted), with identity and camera parsed from Market-style names."""
+    from igoas.artifacts.images import IMAGE_EXTENSIONS
     from igoas.data.base import list_images
 
     folder = Path(folder)
@@ -45,7 +46,7 @@ def folder_images(folder: str | os.PathLike) -> ImageList:
         raise IgoasError(f"{folder}: no such folder; pass a folder of images, or a dataset root with --dataset NAME")
     files = list_images(folder, recursive=True)
     if not files:
-        raise IgoasError(f"{folder}: no image files (.jpg, .png, .bmp, .tif) found in it or below it")
+        raise IgoasError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found in it or below it")
     return _named_images([str(path) for path in files], f"folder {folder}")
 
 

@@ -8,6 +8,7 @@ same picture gives the same network input whichever path it takes, and whichever
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import warnings
@@ -34,70 +35,176 @@ INTERPOLATIONS: dict[str, InterpolationMode] = {
     "nearest": InterpolationMode.NEAREST,
 }
 
-TORCHVISION_DECODED = (".jpg", ".jpeg", ".png")
+# The formats every path reads (training, evaluation, extraction, serving), and their file
+# name endings: a folder given to `extract` or a dataset loader lists exactly these.
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+}
+IMAGE_EXTENSIONS = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
+FORMAT_NAMES = "/".join(IMAGE_FORMATS)
+
+# Width x height above which a file is refused before its pixels are decoded: a 100 kB PNG
+# can declare 30000 x 30000 pixels (a decompression bomb) and take gigabytes to decode.
+MAX_PIXELS_VARIABLE = "IGOAS_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000
+
+BACKENDS = ("auto", "pil")
 
 # Float inputs a little outside [0, 1] come from resampling; far outside means the caller
 # passed 0-255 floats or already-normalised tensors, which would silently give garbage.
 _FLOAT_RANGE_SLACK = 1e-3
 
 
-@functools.cache
-def _torchvision_decoder() -> Callable[[str], torch.Tensor] | None:
-    """torchvision.io's file reader + decoder, or None where this torchvision has none."""
+class ImageDecodeError(ValueError):
+    """Why some bytes are not a usable image; callers add the file's name and the fix.
+
+    `too_large` marks a pixel count over the limit, which a server answers differently
+    (413) from damaged data.
+    """
+
+    def __init__(self, reason: str, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: IGOAS_MAX_IMAGE_PIXELS where set, else 64 million (an 8000 x 8000 photo)."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
     try:
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise IgoasError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a pixel count; give a whole number of at least 1 "
+                         f"(the default is {DEFAULT_MAX_PIXELS:_}) or unset it")
+    return value
+
+
+@functools.cache
+def _jpeg_decoder() -> Callable[[bytes], torch.Tensor] | None:
+    """torchvision.io's JPEG decoder (EXIF orientation applied), or None where this torchvision has none.
+
+    Twice as fast as PIL for a person crop here. It is used for JPEG only: its PNG decoder
+    takes the process down (SIGSEGV) on some damaged files, where PIL raises an error.
+    """
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
     except ImportError:
         return None
-    return lambda path: decode_image(read_file(path), mode=ImageReadMode.RGB)
 
-
-def read_image(path: str, backend: str = "auto") -> torch.Tensor:
-    """Decode an image file to an RGB uint8 tensor (3, H, W), whatever its mode.
-
-    `backend` is "torchvision", "pil" or "auto": torchvision.io for JPEG and PNG (the
-    faster here), PIL for other formats and wherever torchvision.io is unavailable (its
-    decoders are deprecated since torchvision 0.29; the notice is silenced here because
-    the PIL fallback already covers their removal). Both give the same 8-bit RGB pixels:
-    16-bit images keep their high byte, multi-frame files (animated GIF, multi-page TIFF)
-    their first frame.
-    """
-    decoder = _torchvision_decoder() if backend != "pil" else None
-    if decoder is not None and (backend == "torchvision" or path.lower().endswith(TORCHVISION_DECODED)):
-        with warnings.catch_warnings():
+    def decode(data: bytes) -> torch.Tensor:
+        with warnings.catch_warnings():  # deprecated since torchvision 0.29; PIL covers its removal
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = decoder(path)
-        if image.ndim == 4:  # an animated file (e.g. a GIF under a .png name): its frames
-            image = image[0]
-        if image.dtype != torch.uint8:  # 16-bit PNG
-            image = TF.to_dtype(image, torch.uint8, scale=True)
-        return image
-    from PIL import Image
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
-    with Image.open(path) as image:
-        return pil_to_rgb(image)
+    return decode
 
 
-# PIL modes that hold more than 8 bits per sample as integers (16-bit PNG and TIFF).
+def decode_image_data(data: bytes, backend: str = "auto", max_pixels: int | None = None) -> torch.Tensor:
+    """Encoded image bytes -> an RGB uint8 tensor (3, H, W): the one decoder of every path.
+
+    The header is read first (by PIL) and the format and pixel count checked before any
+    pixel is decoded, so a decompression bomb, a damaged file or a file that is no image
+    raises `ImageDecodeError` and never takes the process down. JPEG is decoded by
+    torchvision.io with `backend="auto"`, everything else (and JPEG with `"pil"`) by PIL;
+    both give the same pixels, upright as the EXIF orientation says.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if backend not in BACKENDS:
+        raise IgoasError(f"image backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    if not data:
+        raise ImageDecodeError("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ImageDecodeError(_too_large(f"{width} x {height} pixels", limit), too_large=True)
+                decoder = _jpeg_decoder() if backend == "auto" and image.format == "JPEG" else None
+                if decoder is None:
+                    image.load()
+                    return pil_to_rgb(image)
+        return decoder(data)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:  # PIL's own guard (twice its MAX_IMAGE_PIXELS) stops it at open
+        declared = re.search(r"\((\d+) pixels\)", str(err))
+        guard = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else limit
+        raise ImageDecodeError(_too_large(f"{int(declared[1]):_} pixels" if declared else "more pixels than PIL opens",
+                                          min(limit, guard)), too_large=True) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"not an image file: its first bytes match none of {FORMAT_NAMES}") from None
+    except (RuntimeError, OSError, ValueError, SyntaxError, EOFError) as err:  # damaged data inside a known format
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torchvision prefixes its messages with the C++ function and source line
+        raise ImageDecodeError("damaged image data (" + re.sub(r"^\w+, \S+\.cpp:\d+, ", "", reason) + ")") from None
+
+
+def _too_large(declared: str, limit: int) -> str:
+    return (f"it declares {declared}, more than the {limit:_} allowed (a decompression bomb, or a photo far "
+            f"larger than a person crop); shrink it, or raise {MAX_PIXELS_VARIABLE} if it is meant")
+
+
+def read_image(path: str | os.PathLike, backend: str = "auto") -> torch.Tensor:
+    """Decode an image file to an RGB uint8 tensor (3, H, W), whatever its format and mode.
+
+    Raises OSError where the file cannot be read and `ImageDecodeError` where its bytes are
+    no usable image; `load_image` turns both into one line naming the file.
+    """
+    return decode_image_data(Path(path).read_bytes(), backend)
+
+
+# PIL modes that hold more than 8 bits per sample as integers (16- and 32-bit PNG and TIFF).
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLE_FORMAT = 258, 339  # a signed sample format is 2
 
 
 def pil_to_rgb(image: "PIL.Image.Image") -> torch.Tensor:
     """A PIL image as a 3 x H x W uint8 RGB tensor: the one conversion every path uses.
 
-    `convert("RGB")` alone clips 16-bit grey values at 255 (an all-white image) and keeps
-    whatever frame is current, so wide integer modes are scaled to 8 bits first and
-    multi-frame files give their first frame. Palette, grey + alpha, RGBA and CMYK images
-    go through PIL's own conversion (alpha is dropped).
+    The image is turned upright as its EXIF orientation says (phone photos), multi-frame
+    files (animated GIF, multi-page TIFF) give their first frame, and wide samples are
+    scaled to 8 bits (`convert("RGB")` alone clips 16-bit values to white and turns float
+    images black). Palette, grey + alpha, RGBA and CMYK images go through PIL's own
+    conversion (alpha is dropped).
     """
-    import numpy as np
-    from PIL import Image
+    from PIL import ExifTags, Image, ImageOps
 
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
-    if image.mode in _WIDE_INTEGER_MODES:
-        values = np.asarray(image).astype(np.int64)
-        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
+        image = Image.fromarray(_wide_to_8_bits(image))  # 8-bit grey ("L")
     return TF.pil_to_tensor(image.convert("RGB"))
+
+
+def _wide_to_8_bits(image: "PIL.Image.Image") -> np.ndarray:
+    """Wide grey samples as 8-bit values, scaled by the range the file declares.
+
+    Integers: 16 bits unless a TIFF declares another depth (a signed 32-bit TIFF spans 0 to
+    2**31 - 1 in the picture's range). Floats: 0 to 1, the convention of float images, or
+    0 to 255 where values exceed 1 (values outside are clipped; NaN is black).
+    """
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scaled = values if values.max(initial=0.0) > 1.0 else values * 255.0
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    tags = getattr(image, "tag_v2", {})
+    bits = int(tags.get(_TIFF_BITS_PER_SAMPLE, (16,))[0]) - (1 if tags.get(_TIFF_SAMPLE_FORMAT, (1,))[0] == 2 else 0)
+    return (np.clip(values.astype(np.int64), 0, (1 << bits) - 1) >> max(bits - 8, 0)).astype(np.uint8)
 
 
 def resize_image(image: torch.Tensor, height: int, width: int, interpolation: str = INTERPOLATION) -> torch.Tensor:
@@ -153,14 +260,12 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     if not path.is_file():
         raise IgoasError(f"{path}: no such image file; check the path")
     try:
-        return read_image(str(path))
-    except (RuntimeError, OSError, ValueError, SyntaxError) as err:  # PIL raises SyntaxError for some bad headers
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        # torchvision prefixes its messages with the C++ function and source line
-        reason = re.sub(r"^\w+, \S+\.cpp:\d+, ", "", reason)
-        raise IgoasError(
-            f"{path}: not a readable image ({reason}); pass a JPEG/PNG/BMP/TIFF file or remove this one"
-        ) from None
+        return read_image(path)
+    except OSError as err:
+        raise IgoasError(f"{path}: cannot be read ({err.strerror or err}); check its permissions") from None
+    except ImageDecodeError as err:
+        fix = "" if err.too_large else f"; pass a {FORMAT_NAMES} file or remove this one"
+        raise IgoasError(f"{path}: not a readable image: {err}{fix}") from None
 
 
 def image_to_tensor(image: ImageInput) -> torch.Tensor:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from igoas.artifacts.images import IMAGE_EXTENSIONS
 from igoas.errors import DatasetError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 INT64_MAX = 2**63 - 1
 SAME_CAMERA = {"protocol": "same_camera"}
 CROSS_SET = {"protocol": "cross_set", "train_source": "market1501"}

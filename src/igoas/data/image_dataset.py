@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from igoas.data.base import Sample
-from igoas.artifacts.images import read_image
+from igoas.artifacts.images import BACKENDS, max_image_pixels, read_image
 from igoas.errors import DatasetError
 
 LOG = logging.getLogger(__name__)
@@ -28,6 +28,9 @@ class ImageDataset(Dataset):
                  backend: str = "auto") -> None:
         if on_error not in ON_ERROR:
             raise DatasetError(f"on_error must be one of {ON_ERROR}, not {on_error!r}.")
+        if backend not in BACKENDS:
+            raise DatasetError(f"backend must be one of {BACKENDS}, not {backend!r}.")
+        max_image_pixels()  # a bad IGOAS_MAX_IMAGE_PIXELS stops here, not as a skip of every image
         self.samples = list(samples)
         self.transform = transform
         self.on_error = on_error

@@ -2,8 +2,8 @@
 
 The published recipe is resize to 384x128 plus a random horizontal flip; padding with a
 random crop, colour jitter and random erasing exist for the comparison baselines.
-Decoding (`read_image`: torchvision.io for JPEG and PNG, measured faster than PIL here,
-see benchmarks/dataloading.py; PIL for the rest) and the resize are those of
+Decoding (`read_image`: torchvision.io for JPEG, measured faster than PIL here, see
+benchmarks/dataloading.py; PIL for the rest) and the resize are those of
 `igoas.artifacts.images`, shared with inference.
 """
 from __future__ import annotations

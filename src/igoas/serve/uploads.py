@@ -12,10 +12,8 @@ again (another top-K, occlusion or re-ranking) without the browser sending it ag
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import PurePath, PureWindowsPath
@@ -26,7 +24,6 @@ from igoas.errors import IgoasError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 25_000_000  # width x height; a 5000 x 5000 photo is fine, a 50000 x 50000 bomb is not
-FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
 KEPT_UPLOADS = 32  # uploads kept for searching again, the most recently used first
 KEPT_UPLOAD_BYTES = 64 * 1024 * 1024  # and at most this many bytes of them in all
 UPLOAD_ID = re.compile(r"[0-9a-f]{64}")  # a SHA-256 in hex: what the page sends back to search a kept upload
@@ -52,37 +49,19 @@ def size_text(count: int) -> str:
 def decode_upload(data: bytes, name: str = "upload", max_bytes: int = MAX_UPLOAD_BYTES,
                   max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """The uploaded image as a 3 x H x W uint8 tensor, or an `UploadError` that says why not."""
-    from PIL import Image, UnidentifiedImageError
-
-    from igoas.data import pil_to_rgb
+    from igoas.artifacts.images import IMAGE_FORMATS, ImageDecodeError, decode_image_data, max_image_pixels
 
     if len(data) > max_bytes:
         raise UploadError(f"{name}: the file is larger than the {size_text(max_bytes)} limit; "
                           "upload a smaller image (a person crop needs a few hundred kB at most)", status=413)
     if not data:
         raise UploadError(f"{name}: the file is empty; choose an image file")
-    accepted = ", ".join(FORMATS)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise UploadError(
-                        f"{name}: the image declares {width} x {height} pixels, more than the {max_pixels:,} allowed "
-                        "(a decompression bomb, or a photo far larger than a person crop); upload a smaller image",
-                        status=413)
-                image.load()
-                return pil_to_rgb(image)
-    except UploadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise UploadError(f"{name}: refused as a decompression bomb ({err}); upload a smaller image",
-                          status=413) from None
-    except UnidentifiedImageError:
-        raise UploadError(f"{name}: not an image file; upload one of {accepted}") from None
-    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data inside a known format
-        raise UploadError(f"{name}: a damaged image ({err}); upload a complete {accepted} file") from None
+        return decode_image_data(data, max_pixels=min(max_pixels, max_image_pixels()))
+    except ImageDecodeError as err:
+        if err.too_large:
+            raise UploadError(f"{name}: refused: {err}", status=413) from None
+        raise UploadError(f"{name}: {err}; upload a complete {', '.join(IMAGE_FORMATS)} file") from None
 
 
 def upload_name(filename: str) -> str:
