@@ -54,7 +54,7 @@ def test_unparsable_names_listed_with_pattern(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize(
     "content, expected",
     [(b"", "zero-byte files (1)"), (b"GIF89a not really", "unreadable images (1)"),
-     ("truncated", "truncated images (1)")],
+     ("truncated", "truncated images (1)"), ("bomb", "images with too many pixels (1)")],
 )
 def test_broken_image_files(tmp_path: Path, capsys: pytest.CaptureFixture, content: bytes | str, expected: str) -> None:
     folder = make_market(tmp_path)
@@ -63,6 +63,10 @@ def test_broken_image_files(tmp_path: Path, capsys: pytest.CaptureFixture, conte
         large = tmp_path / "large.jpg"
         Image.effect_noise((64, 128), 60).convert("RGB").save(large, quality=95)
         content = large.read_bytes()[:-400]
+    if content == "bomb":  # a valid 10000 x 10000 header over almost no data: refused before decoding
+        from test_images import _bomb_png
+
+        content = _bomb_png(10000, 10000)
     target.write_bytes(content)
     code, out = run_check(capsys, tmp_path)
     assert code == 1 and expected in out and "0002_c1s1_000451_03.jpg" in out

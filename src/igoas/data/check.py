@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -76,8 +77,11 @@ def printable(text: str) -> str:
 
 def inspect_image(path: str) -> tuple[str, str, str]:
     """(status, detail, content digest) of one file: status is ok, missing, empty,
-    unreadable, truncated or mode (decodes, but not as RGB)."""
+    unreadable, truncated, too_large (more pixels than training reads) or mode (decodes,
+    but not as RGB)."""
     from PIL import Image, UnidentifiedImageError
+
+    from igoas.artifacts.images import IMAGE_FORMATS, max_image_pixels
 
     file = Path(path)
     if not file.is_file():
@@ -90,11 +94,19 @@ def inspect_image(path: str) -> tuple[str, str, str]:
         return "empty", "", ""
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     try:
-        with Image.open(file) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # igoas's own limit decides
+            image = Image.open(file, formats=tuple(IMAGE_FORMATS))
+        with image:
+            width, height = image.size
+            if width * height > max_image_pixels():
+                return "too_large", f"{width} x {height} pixels", digest
             image.load()
             mode = image.mode
+    except Image.DecompressionBombError as err:
+        return "too_large", str(err).split(",")[0], digest
     except UnidentifiedImageError:
-        return "unreadable", "not an image format PIL knows", digest
+        return "unreadable", f"not a {'/'.join(IMAGE_FORMATS)} image", digest
     except OSError as err:
         status = "truncated" if "truncated" in str(err) else "unreadable"
         return status, str(err), digest
@@ -110,6 +122,9 @@ IMAGE_PROBLEMS = {
     "unreadable": ("error", "unreadable images", "These files cannot be decoded as images; copy them again or "
                    "remove them."),
     "truncated": ("error", "truncated images", "These images end early (an interrupted copy); copy them again."),
+    "too_large": ("error", "images with too many pixels", "Training and evaluation refuse images above "
+                  "IGOAS_MAX_IMAGE_PIXELS (64 million by default) from their header; shrink them, or raise the "
+                  "limit if they are meant."),
     "mode": ("warning", "images that are not RGB", "They are converted to RGB when loaded; check they are the "
              "images you expect (grey-scale or with transparency)."),
 }
