@@ -248,7 +248,8 @@ def test_registered_evaluation_completes_old_records(reduced_study, synthetic_ro
     result, _ = reduced_study
     seen: list[Path] = []
 
-    def later(checkpoint: Path, dataset, cfg) -> dict:
+    def later(checkpoint: Path, dataset, cfg, reduced: bool) -> dict:
+        assert reduced
         seen.append(checkpoint)
         return {"mAP": 7.5}
 

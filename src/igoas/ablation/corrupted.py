@@ -17,18 +17,24 @@ from typing import Any
 from omegaconf import DictConfig
 
 SEED = 0  # one fixed set of corrupted images for every arm and seed
+# The reduced study's grid (a pipeline check): one noise, one photometric and one codec
+# corruption at the mildest and harshest severities, 6 conditions instead of 100.
+REDUCED_CORRUPTIONS, REDUCED_SEVERITIES = ("gaussian_noise", "contrast", "jpeg_compression"), (1, 5)
 CORRUPTING_WORKERS = 2  # processes corrupting the first run's images (the recipe loads in the main process)
 
 
-def corrupted_evaluation(checkpoint: Path, dataset: Any, cfg: DictConfig) -> dict[str, float]:
-    """{"R1", "mAP", "mINP"}: means over the corruption grid of one run's checkpoint, in percent."""
+def corrupted_evaluation(checkpoint: Path, dataset: Any, cfg: DictConfig, reduced: bool = False) -> dict[str, float]:
+    """{"R1", "mAP", "mINP"}: means over the corruption grid of one run's checkpoint, in percent
+    (the whole grid, or with `reduced` the pipeline check's 6 conditions)."""
+    from igoas.corruptions import CORRUPTIONS, SEVERITIES
     from igoas.corruptions.benchmark import corruption_summary, mean_corrupted_map
     from igoas.engine.embedding import Runtime
 
     query_set = "holistic" if "holistic" in (getattr(dataset, "extra_queries", None) or {}) else "query"
     root = Path(dataset.root)
     summary = corruption_summary(
-        checkpoint, dataset, settings=("query",), query_set=query_set, seed=SEED, metric=cfg.eval.metric,
+        checkpoint, dataset, corruptions=REDUCED_CORRUPTIONS if reduced else CORRUPTIONS,
+        severities=REDUCED_SEVERITIES if reduced else SEVERITIES, settings=("query",), query_set=query_set, seed=SEED, metric=cfg.eval.metric,
         flip=cfg.eval.flip, runtime=Runtime.resolve(cfg.train.device, cfg.eval.precision),
         batch_size=cfg.eval.batch_size, num_workers=max(cfg.eval.num_workers, min(CORRUPTING_WORKERS,
                                                                                    os.cpu_count() or 1)),

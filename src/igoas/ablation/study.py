@@ -44,11 +44,11 @@ REDUCED_PRETRAIN = ("data.options.size=tiny", "data.height=64", "data.width=32",
 BOOTSTRAP_ARMS = ("igoas", "baseline")
 BOOTSTRAP_SCORES = ("r1", "ap")
 
-# Extra evaluations of every finished run, by name: f(checkpoint, dataset, config) ->
-# {metric: value in percent}. "corrupted" is the corruption benchmark (its "mAP" fills the
+# Extra evaluations of every finished run, by name: f(checkpoint, dataset, config, reduced=)
+# -> {metric: value in percent}; `reduced` asks for the pipeline check's small version. "corrupted" is the corruption benchmark (its "mAP" fills the
 # table's corrupted column), registered where the `corruptions` extra is installed; records
 # without an evaluation are completed on the next run while their checkpoints are still there.
-Evaluation = Callable[[Path, Any, DictConfig], Mapping[str, float]]
+Evaluation = Callable[..., Mapping[str, float]]
 EVALUATIONS: dict[str, Evaluation] = {"corrupted": corrupted_evaluation} if corruptions_installed() else {}
 
 
@@ -153,7 +153,7 @@ def _train_arm(cfg: DictConfig, run_dir: Path, log: Callable[[str], None]) -> fl
 
 
 def _extra_evaluations(record: dict[str, Any], checkpoint: Path | None, dataset: Any, cfg: DictConfig,
-                       log: Callable[[str], None]) -> bool:
+                       log: Callable[[str], None], reduced: bool) -> bool:
     """Run the registered evaluations the record lacks (when the finished run's checkpoint is
     there); True if any ran."""
     done = record.setdefault("evaluations", {})
@@ -162,12 +162,12 @@ def _extra_evaluations(record: dict[str, Any], checkpoint: Path | None, dataset:
         return False
     for name in missing:
         log(f"{record['arm']} seed {record['seed']}: evaluation {name!r}")
-        done[name] = {metric: float(value) for metric, value in EVALUATIONS[name](checkpoint, dataset, cfg).items()}
+        done[name] = {metric: float(value) for metric, value in EVALUATIONS[name](checkpoint, dataset, cfg, reduced=reduced).items()}
     return True
 
 
 def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: Path, dataset: Any,
-             stress: StressSettings, log: Callable[[str], None]) -> dict[str, Any]:
+             stress: StressSettings, log: Callable[[str], None], reduced: bool) -> dict[str, Any]:
     """Train, score and stress-test one (arm, seed), or read back the record of a finished one."""
     from igoas.engine.embedding import Runtime
     from igoas.robustness import occlusion_stress_test
@@ -180,7 +180,7 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: P
         saved = read_json(candidate)
         if matches(saved, wanted, stress_settings, trunk):
             log(f"{arm} seed {seed}: finished before, reusing {candidate}")
-            if _extra_evaluations(saved, _finished_checkpoint(run_dir, cfg), dataset, cfg, log) \
+            if _extra_evaluations(saved, _finished_checkpoint(run_dir, cfg), dataset, cfg, log, reduced) \
                     or candidate != record_file:
                 save_record(saved, *dict.fromkeys((record_file, run_dir / RUN_RECORD)))
             return saved
@@ -201,7 +201,7 @@ def _run_one(arm: str, seed: int, cfg: DictConfig, run_dir: Path, record_file: P
               "pretrained": _started_from(run_dir, cfg), "train_seconds": train_seconds,
               "stress_seconds": time.perf_counter() - started, "machine": machine(cfg), "config": wanted,
               "stress_settings": stress_settings}
-    _extra_evaluations(record, _finished_checkpoint(run_dir, cfg), dataset, cfg, log)
+    _extra_evaluations(record, _finished_checkpoint(run_dir, cfg), dataset, cfg, log, reduced)
     save_record(record, run_dir / RUN_RECORD, record_file)
     scores = "  ".join(f"{name} R1 {m['R1']:.1f} mAP {m['mAP']:.1f}" for name, m in record["metrics"].items())
     log(f"{arm} seed {seed}: {scores}")
@@ -330,7 +330,7 @@ def run_ablation(out_dir: str | os.PathLike[str], seeds: int | Sequence[int] = 3
     ensure_pretrained(recipe_cfg, REDUCED_PRETRAIN if reduced else (), log)
     dataset = build_dataset(recipe_cfg.data.dataset, recipe_cfg.data.root, **to_dict(recipe_cfg.data.options))
     runs = [_run_one(arm, seed, arm_config(arm, seed, recipe_cfg), out / "runs" / arm / f"seed{seed}",
-                     record_path(records, arm, seed), dataset, stress, log)
+                     record_path(records, arm, seed), dataset, stress, log, reduced)
             for seed in seeds_ for arm in arms]
 
     summary, stress_means, curves = summarize(runs, arms), mean_stress(runs, arms), mean_curves(runs, arms)
