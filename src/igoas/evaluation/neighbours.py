@@ -61,17 +61,35 @@ def exact_nearest(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k nearest gallery columns of each query, ranked by exact squared distance, ties by column.
 
-    `block` holds the fast float32 ||g||^2 - 2 q.g for these queries (one row each). Near-ties
-    decide neighbour sets (re-ranking), and float32 rounding can order two almost equal distances
-    either way, so only the entries whose order the rounding could change are re-measured in
-    float64. Returns the float64 squared distances (clamped at 0) and their columns.
+    `block` holds the fast float32 ||g||^2 - 2 q.g for these queries (one row each); its
+    `k + MARGIN` smallest entries are the candidates that `refine_nearest` ranks exactly.
+    Returns the float64 squared distances (clamped at 0) and their columns.
     """
-    total = block.shape[1]
-    k = min(k, total)
-    probe = min(k + MARGIN, total)
-    query_norms = queries.double().pow(2).sum(1, keepdim=True)
+    probe = min(min(k, block.shape[1]) + MARGIN, block.shape[1])
+    query_norms = queries.double().pow(2).sum(1)
     raw, columns = torch.topk(block, probe, dim=1, largest=False, sorted=True)
-    approx = raw.double() + query_norms
+    return refine_nearest(raw.double() + query_norms[:, None], columns, queries, gallery, gallery_norms, k,
+                          lambda row: block[row].double() + query_norms[row])
+
+
+def refine_nearest(
+    approx: torch.Tensor, columns: torch.Tensor, queries: torch.Tensor, gallery: torch.Tensor,
+    gallery_norms: torch.Tensor, k: int, row_approx: Callable[[int], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates ranked by float32 squared distance -> the exact k nearest, ties by column.
+
+    `approx` (one row per query, ascending) holds the candidates' fast squared distances
+    and `columns` their gallery columns, the `k + MARGIN` smallest of each row; `row_approx(i)`
+    gives query i's fast distances to the whole gallery, for the rare rows whose candidates
+    may miss a neighbour. Near-ties decide neighbour sets (re-ranking), and float32 rounding
+    can order two almost equal distances either way, so only the entries whose order the
+    rounding could change are re-measured in float64. Returns the float64 squared distances
+    (clamped at 0) and their columns.
+    """
+    total = gallery.shape[0]
+    k = min(k, total)
+    probe = approx.shape[1]
+    query_norms = queries.double().pow(2).sum(1, keepdim=True)
     allowance = ROUNDING * (query_norms + float(gallery_norms.max()))
     close = approx[:, 1:] - approx[:, :-1] < 2 * allowance
     uncertain = torch.zeros_like(approx, dtype=torch.bool)
@@ -80,7 +98,7 @@ def exact_nearest(
     rows, slots = uncertain.nonzero(as_tuple=True)
     exact = approx.clone()
     exact[rows, slots] = pair_distances(queries, gallery, rows, columns[rows, slots])
-    erred = torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
+    erred = torch.zeros(approx.shape[0], dtype=torch.bool, device=approx.device)
     erred[rows[(exact[rows, slots] - approx[rows, slots]).abs() > allowance[rows, 0]]] = True
     crowded = torch.zeros_like(erred)
     if probe < total:  # a nearer column might hide beyond the candidates (many near-equal distances)
@@ -94,7 +112,7 @@ def exact_nearest(
         # Every column within rounding of the k-th distance can belong; where rounding itself
         # exceeded the allowance, every column is measured in float64.
         limit = float("inf") if erred[row] else float(approx[row, k - 1] + 2 * allowance[row, 0])
-        candidates = ((block[row].double() + query_norms[row]) <= limit).nonzero(as_tuple=True)[0]
+        candidates = (row_approx(row) <= limit).nonzero(as_tuple=True)[0]
         measured = pair_distances(queries, gallery, torch.full_like(candidates, row), candidates).clamp_min_(0)
         values, order = torch.sort(measured, stable=True)  # candidates come in column order
         distances[row], columns[row] = values[:k], candidates[order[:k]]

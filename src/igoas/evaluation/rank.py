@@ -51,7 +51,9 @@ class RankAccumulator:
             )
         if not distances.is_floating_point():
             distances = distances.double()
-        if not bool(torch.isfinite(distances).all()):
+        # NaN and Inf survive a row sum: one cheap pass, and the exact test only where it fails
+        # (a sum of huge finite values can overflow), instead of a boolean matrix every time.
+        if not bool(torch.isfinite(distances.sum(1)).all()) and not bool(torch.isfinite(distances).all()):
             raise IgoasError("distances contain NaN or Inf; check the features (a diverged model?) or the matrix")
         rows, device = distances.shape[0], distances.device
         q_pids = as_ids(q_pids, "q_pids", rows).to(device)

@@ -4,11 +4,13 @@ The reference algorithm builds dense (q+g) x (q+g) distance, rank and encoding m
 which is 9.5 GB on Market-1501 and far more on MSMT17. Only a few entries of each are ever
 used, so here:
 
-1. distances are computed in row blocks; each block keeps its rows' maxima (the
-   reference's normalisation), their nearest neighbours ranked by exact distance in stable
-   order (float32 for speed, float64 wherever rounding could swap two neighbours, since one
-   swap changes whole k-reciprocal sets) with their distances and, for query rows, the
-   normalised query-gallery distances (which are part of the output);
+1. distances are computed in row blocks, each against its own and the later columns only
+   (the matrix is symmetric: half the products); a block gives its rows, and through its
+   transpose the later rows, their maxima (the reference's normalisation) and nearest
+   candidates, and the query rows their query-gallery distances (part of the output). The
+   candidates are then ranked by exact distance in stable order (float32 for speed, float64
+   wherever rounding could swap two neighbours, since one swap changes whole k-reciprocal
+   sets);
 2. k-reciprocal sets and their expansion are vectorised over those neighbour lists;
 3. the encodings V live as sorted (row, column, value) triples, i.e. CSR without pointers;
 4. the Jaccard term is gathered through an inverted index over the gallery rows of V, one
@@ -24,7 +26,7 @@ import torch
 from igoas.errors import IgoasError
 from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import squared_distance_minus_query_norm
-from igoas.evaluation.neighbours import exact_nearest
+from igoas.evaluation.neighbours import MARGIN, refine_nearest
 from igoas.evaluation.segments import gather_ranges, segment_starts
 
 # Rows per step of the sparse stages; their temporaries are a few hundred bytes per row.
@@ -74,34 +76,95 @@ def _neighbours_and_scale(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stable k-nearest lists, their normalised distances and the row maxima.
 
-    Also fills `output` with the normalised query-gallery distances.
+    Also fills `output` with the normalised query-gallery distances. Distances are
+    symmetric, so each block of rows is measured against its own and the later columns
+    only (half the products of the full matrix): the block's rows take their candidates
+    and maxima from it, and the later rows theirs from its transpose.
     """
     total = features.shape[0]
     k = min(k, total)
-    neighbours = torch.empty(total, k, dtype=torch.int64, device=features.device)
-    nearest = torch.empty(total, k, dtype=torch.float32, device=features.device)
-    scale = torch.empty(total, dtype=torch.float32, device=features.device)
+    probe = min(k + MARGIN, total)
     norms = features.pow(2).sum(1)
+    candidates = torch.full((total, probe), torch.inf, dtype=torch.float32, device=features.device)
+    candidate_columns = torch.zeros(total, probe, dtype=torch.int64, device=features.device)
+    row_max = torch.full((total,), -torch.inf, dtype=torch.float32, device=features.device)
     step = rows_per_block(total, chunk_size)
-    for start in range(0, total, step):
+    # Last block first: the later rows then hold candidates from their own blocks already,
+    # so only the few entries of a transpose that beat a row's current worst are merged.
+    for start in reversed(range(0, total, step)):
         stop = min(start + step, total)
-        # The block lacks each row's own norm; it is added (with the clamp at 0 and the row
-        # scaling) only to the entries that are kept, in the order the full formula uses.
-        block = squared_distance_minus_query_norm(features[start:stop], features, norms)
-        own_norm = norms[start:stop, None]
-        row_max = (block.amax(1, keepdim=True) + own_norm).clamp_min_(0)
-        # All-identical features give a zero row; the reference would divide 0 by 0.
-        row_max = torch.where(row_max > 0, row_max, torch.ones_like(row_max))
-        scale[start:stop] = row_max[:, 0]
-
-        distances, neighbours[start:stop] = exact_nearest(block, features[start:stop], features, norms, k)
-        nearest[start:stop] = (distances / row_max.double()).float()
+        # Squared distances of rows start:stop to columns start: (the formula's order: the
+        # column norms folded into the product, then the row norms).
+        block = squared_distance_minus_query_norm(features[start:stop], features[start:], norms[start:])
+        block.add_(norms[start:stop, None])
+        _keep_nearest(candidates, candidate_columns, slice(start, stop), block, start)
+        row_max[start:stop] = torch.maximum(row_max[start:stop], block.amax(1))
+        if stop < total:
+            later = block[:, stop - start:]
+            _keep_improving(candidates, candidate_columns, stop, later, start)
+            row_max[stop:] = torch.maximum(row_max[stop:], later.amax(0))
         if start < num_query:
             query_rows = min(stop, num_query) - start
-            output[start : start + query_rows] = (
-                (block[:query_rows, num_query:] + own_norm[:query_rows]).clamp_min_(0) / row_max[:query_rows]
-            )
+            output[start : start + query_rows] = block[:query_rows, num_query - start:]
+    # All-identical features give a zero row; the reference would divide 0 by 0.
+    scale = row_max.clamp_min_(0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    output.clamp_min_(0).div_(scale[:num_query, None])
+
+    neighbours = torch.empty(total, k, dtype=torch.int64, device=features.device)
+    nearest = torch.empty(total, k, dtype=torch.float32, device=features.device)
+
+    def row_distances(row: int) -> torch.Tensor:
+        return torch.addmv(norms + norms[row], features, features[row], alpha=-2).double()
+
+    for start in range(0, total, SPARSE_ROWS):
+        rows = slice(start, min(start + SPARSE_ROWS, total))
+        distances, neighbours[rows] = refine_nearest(
+            candidates[rows].double(), candidate_columns[rows], features[rows], features, norms, k,
+            lambda row, first=start: row_distances(first + row))
+        nearest[rows] = (distances / scale[rows, None].double()).float()
     return neighbours, nearest, scale
+
+
+def _keep_nearest(candidates: torch.Tensor, columns: torch.Tensor, rows: slice, block: torch.Tensor,
+                  first_column: int) -> None:
+    """Merge `block`'s smallest entries (its columns start at `first_column`) into the rows'
+    running candidates, which stay the row's smallest distances seen so far, ascending."""
+    found, found_columns = torch.topk(block, min(candidates.shape[1], block.shape[1]), dim=1, largest=False)
+    _merge(candidates, columns, torch.arange(rows.start, rows.stop, device=block.device), found,
+           found_columns + first_column)
+
+
+def _keep_improving(candidates: torch.Tensor, columns: torch.Tensor, first_row: int, transposed: torch.Tensor,
+                    first_column: int) -> None:
+    """Merge the entries of `transposed.T` (rows from `first_row`, columns from `first_column`)
+    that beat their row's current worst candidate: a top-k of its many short rows would cost
+    several times the distances themselves, and few entries qualify."""
+    worst = candidates[first_row:, -1]
+    column, row = (transposed < worst[None, :]).nonzero(as_tuple=True)
+    if not row.numel():
+        return
+    values = transposed[column, row]
+    order = torch.sort(row, stable=True).indices
+    row, column, values = row[order], column[order], values[order]
+    affected, counts = torch.unique_consecutive(row, return_counts=True)
+    slot = torch.arange(row.numel(), device=row.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                                counts)
+    group = torch.repeat_interleave(torch.arange(affected.numel(), device=row.device), counts)
+    width = int(counts.max())
+    padded = torch.full((affected.numel(), width), torch.inf, dtype=candidates.dtype, device=row.device)
+    padded_columns = torch.zeros(affected.numel(), width, dtype=columns.dtype, device=row.device)
+    padded[group, slot], padded_columns[group, slot] = values, column + first_column
+    _merge(candidates, columns, affected + first_row, padded, padded_columns)
+
+
+def _merge(candidates: torch.Tensor, columns: torch.Tensor, rows: torch.Tensor, found: torch.Tensor,
+           found_columns: torch.Tensor) -> None:
+    """candidates[rows] <- the smallest of (candidates[rows], found), ascending, with their columns."""
+    merged = torch.cat([candidates[rows], found], dim=1)
+    merged_columns = torch.cat([columns[rows], found_columns], dim=1)
+    best, position = torch.topk(merged, candidates.shape[1], dim=1, largest=False, sorted=True)
+    candidates[rows], columns[rows] = best, merged_columns.gather(1, position)
 
 
 def _reciprocal(neighbours: torch.Tensor, k: int, rows: torch.Tensor) -> torch.Tensor:
