@@ -75,7 +75,8 @@ def test_matches_dense_reference_on_continuous_features(case, chunk_size, stored
     gf = rng.normal(size=(num_gallery, dim)).astype(np.float32)
     result = k_reciprocal_rerank(qf, gf, k1, k2, lambda_value, chunk_size=chunk_size)
     assert result.dtype == np.float32 and result.shape == (num_query, num_gallery)
-    np.testing.assert_allclose(result, dense_rerank(qf, gf, k1, k2, lambda_value), atol=1e-4, rtol=0)
+    # no float32 ties here: the float64 reference and the float32 result agree to rounding
+    np.testing.assert_allclose(result, dense_rerank(qf, gf, k1, k2, lambda_value), atol=1e-6, rtol=0)
 
 
 @settings(max_examples=40, deadline=None)
