@@ -34,7 +34,8 @@ def corrupted_evaluation(checkpoint: Path, dataset: Any, cfg: DictConfig, reduce
     root = Path(dataset.root)
     summary = corruption_summary(
         checkpoint, dataset, corruptions=REDUCED_CORRUPTIONS if reduced else CORRUPTIONS,
-        severities=REDUCED_SEVERITIES if reduced else SEVERITIES, settings=("query",), query_set=query_set, seed=SEED, metric=cfg.eval.metric,
+        severities=REDUCED_SEVERITIES if reduced else SEVERITIES, settings=("query",), query_set=query_set,
+        seed=SEED, metric=cfg.eval.metric,
         flip=cfg.eval.flip, runtime=Runtime.resolve(cfg.train.device, cfg.eval.precision),
         batch_size=cfg.eval.batch_size, num_workers=max(cfg.eval.num_workers, min(CORRUPTING_WORKERS,
                                                                                    os.cpu_count() or 1)),

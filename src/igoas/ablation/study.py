@@ -45,9 +45,10 @@ BOOTSTRAP_ARMS = ("igoas", "baseline")
 BOOTSTRAP_SCORES = ("r1", "ap")
 
 # Extra evaluations of every finished run, by name: f(checkpoint, dataset, config, reduced=)
-# -> {metric: value in percent}; `reduced` asks for the pipeline check's small version. "corrupted" is the corruption benchmark (its "mAP" fills the
-# table's corrupted column), registered where the `corruptions` extra is installed; records
-# without an evaluation are completed on the next run while their checkpoints are still there.
+# -> {metric: value in percent}; `reduced` asks for the pipeline check's small version.
+# "corrupted" is the corruption benchmark (its "mAP" fills the table's corrupted column),
+# registered where the `corruptions` extra is installed; records without an evaluation are
+# completed on the next run while their checkpoints are still there.
 Evaluation = Callable[..., Mapping[str, float]]
 EVALUATIONS: dict[str, Evaluation] = {"corrupted": corrupted_evaluation} if corruptions_installed() else {}
 
@@ -162,7 +163,8 @@ def _extra_evaluations(record: dict[str, Any], checkpoint: Path | None, dataset:
         return False
     for name in missing:
         log(f"{record['arm']} seed {record['seed']}: evaluation {name!r}")
-        done[name] = {metric: float(value) for metric, value in EVALUATIONS[name](checkpoint, dataset, cfg, reduced=reduced).items()}
+        scores = EVALUATIONS[name](checkpoint, dataset, cfg, reduced=reduced)
+        done[name] = {metric: float(value) for metric, value in scores.items()}
     return True
 
 

@@ -81,7 +81,7 @@ def inspect_image(path: str) -> tuple[str, str, str]:
     but not as RGB)."""
     from PIL import Image, UnidentifiedImageError
 
-    from igoas.artifacts.images import IMAGE_FORMATS, max_image_pixels
+    from igoas.artifacts.images import FORMAT_NAMES, IMAGE_FORMATS, max_image_pixels
 
     file = Path(path)
     if not file.is_file():
@@ -106,7 +106,7 @@ def inspect_image(path: str) -> tuple[str, str, str]:
     except Image.DecompressionBombError as err:
         return "too_large", str(err).split(",")[0], digest
     except UnidentifiedImageError:
-        return "unreadable", f"not a {'/'.join(IMAGE_FORMATS)} image", digest
+        return "unreadable", f"not a {FORMAT_NAMES} image", digest
     except OSError as err:
         status = "truncated" if "truncated" in str(err) else "unreadable"
         return status, str(err), digest

@@ -25,6 +25,13 @@ def as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
         raise IgoasError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__} ({error})") from None
 
 
+def all_finite(matrix: torch.Tensor) -> bool:
+    """Whether a 2-D tensor holds no NaN or Inf. NaN and Inf survive a row sum, so one cheap
+    pass decides, with the exact test only where it fails (a sum of huge finite values can
+    overflow), instead of a boolean matrix every time."""
+    return bool(torch.isfinite(matrix.sum(1)).all()) or bool(torch.isfinite(matrix).all())
+
+
 def as_features(x: ArrayLike, name: str) -> torch.Tensor:
     """A 2-D, finite, at-least-float32 feature matrix (half precision is widened for stable distances)."""
     f = as_tensor(x, name)
@@ -32,7 +39,7 @@ def as_features(x: ArrayLike, name: str) -> torch.Tensor:
         raise IgoasError(f"{name}: expected a 2-D feature matrix (samples x dimensions), got shape {tuple(f.shape)}")
     if not f.is_floating_point() or f.dtype in (torch.float16, torch.bfloat16):
         f = f.float()
-    if not bool(torch.isfinite(f.sum(1)).all()) and not bool(torch.isfinite(f).all()):  # as rank.py's check
+    if not all_finite(f):
         raise IgoasError(f"{name}: features contain NaN or Inf; check the model output (a diverged checkpoint?)")
     return f
 

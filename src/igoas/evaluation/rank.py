@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from igoas.errors import IgoasError
-from igoas.evaluation.arrays import ArrayLike, as_ids, as_tensor, rows_per_block
+from igoas.evaluation.arrays import ArrayLike, all_finite, as_ids, as_tensor, rows_per_block
 from igoas.evaluation.result import RankResult
 from igoas.evaluation.segments import gather_ranges, position_in_segment
 
@@ -51,9 +51,7 @@ class RankAccumulator:
             )
         if not distances.is_floating_point():
             distances = distances.double()
-        # NaN and Inf survive a row sum: one cheap pass, and the exact test only where it fails
-        # (a sum of huge finite values can overflow), instead of a boolean matrix every time.
-        if not bool(torch.isfinite(distances.sum(1)).all()) and not bool(torch.isfinite(distances).all()):
+        if not all_finite(distances):
             raise IgoasError("distances contain NaN or Inf; check the features (a diverged model?) or the matrix")
         rows, device = distances.shape[0], distances.device
         q_pids = as_ids(q_pids, "q_pids", rows).to(device)

@@ -27,7 +27,7 @@ from igoas.errors import IgoasError
 from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import squared_distance_minus_query_norm
 from igoas.evaluation.neighbours import MARGIN, refine_nearest
-from igoas.evaluation.segments import gather_ranges, segment_starts
+from igoas.evaluation.segments import gather_ranges, position_in_segment, segment_starts
 
 # Rows per step of the sparse stages; their temporaries are a few hundred bytes per row.
 SPARSE_ROWS = 4096
@@ -147,10 +147,8 @@ def _keep_improving(candidates: torch.Tensor, columns: torch.Tensor, first_row: 
     values = transposed[column, row]
     order = torch.sort(row, stable=True).indices
     row, column, values = row[order], column[order], values[order]
-    affected, counts = torch.unique_consecutive(row, return_counts=True)
-    slot = torch.arange(row.numel(), device=row.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
-                                                                                counts)
-    group = torch.repeat_interleave(torch.arange(affected.numel(), device=row.device), counts)
+    affected, group, counts = torch.unique_consecutive(row, return_inverse=True, return_counts=True)
+    slot = position_in_segment(group, affected.numel())
     width = int(counts.max())
     padded = torch.full((affected.numel(), width), torch.inf, dtype=candidates.dtype, device=row.device)
     padded_columns = torch.zeros(affected.numel(), width, dtype=columns.dtype, device=row.device)
