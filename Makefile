@@ -22,7 +22,7 @@ test-quick:
 # The kernel-sensitive tests (model forwards, the pinned published forward) under ATen's
 # AVX2 kernels (another set than the default on an AVX-512 machine) and with oneDNN off:
 # results must not depend on this CPU's kernels.
-KERNEL_TESTS = tests/test_fidelity.py tests/test_model.py
+KERNEL_TESTS = tests/model/test_fidelity.py tests/model/test_model.py
 test-kernels:
 	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q $(KERNEL_TESTS)
 	IGOAS_TEST_MKLDNN=0 $(PY) -m pytest -q $(KERNEL_TESTS)

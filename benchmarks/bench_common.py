@@ -21,13 +21,13 @@ from typing import Any, Callable
 
 import torch
 
-from igoas.engine.rng import use_deterministic_kernels
-from igoas.fileio import write_json
-from igoas.speed import inference_context
+from igoas.utils.seeding import use_deterministic_kernels
+from igoas.utils.fileio import write_json
+from igoas.compute.speed import inference_context
 
 _IMPORTED = time.monotonic()
 # The TF32 switches a fresh process starts with: what a run at bf16 or fp16 (which leaves
-# them alone, see igoas.speed.set_tf32) computes its fp32 operations with.
+# them alone, see igoas.compute.speed.set_tf32) computes its fp32 operations with.
 STARTUP_TF32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
 
 

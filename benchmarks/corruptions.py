@@ -22,8 +22,8 @@ import torch
 
 from igoas.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from igoas.data import build_dataset, render_synthetic
-from igoas.artifacts.images import load_image
-from igoas.artifacts.preprocess import Preprocess
+from igoas.imaging.images import load_image
+from igoas.imaging.preprocess import Preprocess
 
 # (queries, gallery images) of the evaluation sets the projections are for
 SCALES = {"synthetic_small": (95, 312), "market1501": (3368, 15913)}

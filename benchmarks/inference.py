@@ -49,10 +49,10 @@ import torch
 
 from bench_common import (Budget, Results, attempt, calibrate_batchnorm, embedding_step, is_cuda, json_safe, measure,
                           output_file, prepare_device, set_tf32_switches)
-from igoas.inference import ReIDModel
+from igoas.deploy.inference import ReIDModel
 from igoas.model import build_model
-from igoas.speed import cpu_has_native_bf16, to_memory_format
-from igoas.artifacts.preprocess import Preprocess
+from igoas.compute.speed import cpu_has_native_bf16, to_memory_format
+from igoas.imaging.preprocess import Preprocess
 
 IMAGENET = Preprocess(384, 128)  # the published input: ImageNet mean and std
 GOAL_RATIO, GOAL_COSINE = 2.0, 0.999
@@ -88,7 +88,7 @@ def onnx_paths(model: ReIDModel, folder: Path, calibration: torch.Tensor, batch_
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from igoas.export import export_model
+    from igoas.deploy.export import export_model
 
     result = export_model(model, "onnx", folder / "igoas.onnx", check_batch_sizes=(2,))
     if not result.check.passed:
@@ -128,7 +128,7 @@ def onnx_paths(model: ReIDModel, folder: Path, calibration: torch.Tensor, batch_
 def reid_models(network: torch.nn.Module, preprocess: Preprocess, device: str,
                 pytorch_only: bool = False) -> dict[str, ReIDModel]:
     """The ReIDModel paths (PyTorch, and OpenVINO on the CPU), each on its own copy of the network."""
-    from igoas.backends import openvino_available
+    from igoas.deploy.backends import openvino_available
 
     settings = {
         "pytorch_auto": dict(precision="auto", channels_last="auto"),  # first: the most informative
@@ -167,7 +167,7 @@ def on_device(model: ReIDModel, images: torch.Tensor, batch_size: int) -> Callab
 
 def eval_images(dataset: str, root: str) -> tuple[dict[str, list[str]], dict[str, Labels]]:
     """Query and gallery images of a dataset (as files, resized later by each path) and their labels."""
-    from igoas.extraction import dataset_images
+    from igoas.deploy.extraction import dataset_images
 
     images, labels = {}, {}
     for split in ("query", "gallery"):

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from bench_common import (Budget, Results, attempt, calibrate_batchnorm, embedding_step, is_cuda, json_safe, measure,
                           output_file, prepare_device, set_tf32_switches)
 from igoas.config import load_config, model_arguments, to_dict
-from igoas.engine.optim import build_optimizer, build_scheduler
-from igoas.losses import LossConfig, compute_losses
+from igoas.training.optim import build_optimizer, build_scheduler
+from igoas.model.losses import LossConfig, compute_losses
 from igoas.model import build_model
 from igoas.model.osm import mask_activity
-from igoas.speed import (DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, prepare_model_for_inference,
+from igoas.compute.speed import (DTYPES, compile_network, cpu_has_native_bf16, has_native_bf16, prepare_model_for_inference,
                          to_memory_format)
 
 RECIPE = "occluded_duke_igoas"  # the published recipe: model, losses, optimiser and schedule
@@ -144,7 +144,7 @@ def make_train_step(reference: torch.nn.Module, images: torch.Tensor, labels: to
         scheduler.step()
         terms = {name: value.item() for name, value in losses.terms.items()}
         record = {"loss": {"total": losses.total.item(), **terms},
-                  "igo_area_ratio": float(output.occlusion_ratio), **mask_activity(output.visible_mask)}
+                  "occluded_fraction": float(output.occluded_fraction), **mask_activity(output.visible_mask)}
         if losses.id_weights is not None and losses.id_weights.numel() > 1:
             record["id_weights"] = losses.id_weights.tolist()
         return record["loss"]["total"]

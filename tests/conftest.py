@@ -64,9 +64,9 @@ def tiny_checkpoint(synthetic_root: Path, tmp_path_factory: pytest.TempPathFacto
     a handful of steps is enough to move every weight away from its initial value.
     """
     from igoas.artifacts.checkpoint import checkpoint_payload, save_checkpoint
-    from igoas.artifacts.preprocess import Preprocess
+    from igoas.imaging.preprocess import Preprocess
     from igoas.data import ImageDataset, build_dataset, build_transforms
-    from igoas.losses import LossConfig, compute_losses
+    from igoas.model.losses import LossConfig, compute_losses
     from igoas.model import build_model
 
     torch.manual_seed(0)

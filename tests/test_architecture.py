@@ -1,96 +1,87 @@
-"""The layer rules of docs/ARCHITECTURE.md, checked on the source: every `import igoas...`
-(module-level or inside a function) is parsed with `ast`, so a rule cannot rot silently."""
+"""The layering of docs/ARCHITECTURE.md, checked on the source by scripts/import_graph.py: no
+circles, no import up a floor or sideways between packages, and no own-module import hidden
+inside a function, so a rule cannot rot silently."""
 from __future__ import annotations
 
-import ast
+import importlib.util
+import sys
 from pathlib import Path
 
-import igoas
+import pytest
 
-SOURCE = Path(igoas.__file__).parent
-
-# The lower layers name everything they may import (besides themselves); a prefix allows
-# that module and its submodules.
-ALLOWED: dict[str, tuple[str, ...]] = {
-    "errors": (),
-    "fileio": ("errors",),
-    "config": ("errors", "artifacts.preprocess"),
-    "artifacts": ("errors", "fileio", "model"),  # model: rebuild the network a checkpoint describes
-    "evaluation": ("errors", "progress"),
-    "retrieval": ("errors", "fileio"),
-    "speed": ("errors", "config"),
-    "occlusion": ("errors", "artifacts.preprocess"),
-    "model": ("errors", "config", "occlusion"),
-    "losses": ("errors", "config", "model"),
-    "compat": (),
-    "data": ("errors", "fileio", "compat", "artifacts", "corruptions.augment"),
-    "interop": ("errors", "fileio", "config", "artifacts", "model"),
-}
-# The upper layers name what they must not import.
-TOOLS = ("inference", "extraction", "export", "robustness", "occluder_painting", "corruptions", "ablation", "demo",
-         "pretrain", "reproduce", "serve")
-FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "engine": TOOLS + ("viz",),
-    "viz": ("engine",),
-}
-ENTRY_POINTS = ("cli", "__main__", "commands")
-# Kept only so that code outside igoas keeps importing the old paths; igoas itself uses igoas.artifacts.
-ALIASES = ("preprocess", "engine.checkpoint")
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_graph.py"
 
 
-def _imports(path: Path) -> list[str]:
-    """Every igoas module `path` imports, relative to the package (`igoas.data.base` -> `data.base`)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        else:
-            continue
-        found += [name.removeprefix("igoas").removeprefix(".") for name in names
-                  if name == "igoas" or name.startswith("igoas.")]
-    return found
+def _load_script():
+    spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclass-free, but keep the usual import contract
+    spec.loader.exec_module(module)
+    return module
 
 
-def _layer(path: Path) -> str:
-    parts = path.relative_to(SOURCE).with_suffix("").parts
-    return parts[0] if parts[0] != "__init__" else "igoas"
+import_graph = _load_script()
 
 
-def _within(module: str, prefix: str) -> bool:
-    return module == prefix or module.startswith(prefix + ".")
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph.Graph()
 
 
-def _violations() -> list[str]:
-    problems = []
-    for path in sorted(SOURCE.rglob("*.py")):
-        layer, where = _layer(path), path.relative_to(SOURCE.parent)
-        for module in _imports(path):
-            target = module.split(".")[0] if module else "igoas"
-            if target == layer:
-                continue
-            if layer in ALLOWED and not any(_within(module, allowed) for allowed in ALLOWED[layer]):
-                problems.append(f"{where}: {layer}/ may not import igoas.{module}")
-            if any(_within(module, banned) for banned in FORBIDDEN.get(layer, ())):
-                problems.append(f"{where}: {layer}/ may not import igoas.{module}")
-            if module in ALIASES:
-                problems.append(f"{where}: import igoas.artifacts, not the alias igoas.{module}")
-            if target in ENTRY_POINTS and layer not in ENTRY_POINTS:
-                problems.append(f"{where}: library code may not import the command line (igoas.{module})")
-        if layer == "commands":
-            own = path.stem
-            for module in _imports(path):
-                if module.startswith("commands.") and module not in ("commands.arguments", f"commands.{own}"):
-                    problems.append(f"{where}: a command may not import another command (igoas.{module})")
-    return problems
+def test_the_package_has_no_circles(graph) -> None:
+    assert graph.circles() == []
 
 
-def test_imports_follow_the_layer_rules() -> None:
-    assert _violations() == []
+def test_no_import_runs_up_a_floor_or_sideways(graph) -> None:
+    assert graph.upward() == []
 
 
-def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
-    module = tmp_path / "sample.py"
-    module.write_text("import os\nfrom igoas.engine import trainer\n\ndef f():\n    import igoas.data.base\n")
-    assert _imports(module) == ["engine", "data.base"]
+def test_own_modules_are_imported_at_module_level(graph) -> None:
+    assert graph.hidden() == []
+
+
+def test_every_package_stands_on_a_floor(graph) -> None:
+    for module in graph.modules:
+        import_graph.floor_of(module)  # raises for a package missing from FLOORS
+
+
+def test_the_top_of_the_package_holds_only_entry_points_and_the_config(graph) -> None:
+    assert graph.top_level == ["__main__", "cli", "config"]
+
+
+def test_a_command_does_not_import_another_command(graph) -> None:
+    shared = {"commands", "commands.arguments"}
+    crossings = [f"{module} -> {target}" for module, targets in graph.arrows.items() if module.startswith("commands.")
+                 for target in targets if target.startswith("commands") and target not in shared]
+    assert crossings == []
+
+
+def _write_package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / "igoas" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root / "igoas"
+
+
+def test_the_checker_finds_circles_upward_and_hidden_imports(tmp_path: Path) -> None:
+    package = _write_package(tmp_path, {
+        "__init__.py": "",
+        "utils/__init__.py": "",
+        "utils/a.py": "from igoas.utils import b\n",
+        "utils/b.py": "def f():\n    import igoas.utils.a\n",
+        "model/__init__.py": "",
+        "model/net.py": "",
+        "utils/c.py": "from igoas.model.net import x\n",
+    })
+    graph = import_graph.Graph(package)
+    assert graph.circles() == [["utils.a", "utils.b"]]
+    assert graph.upward() == ["utils.c -> model.net (up from utils to model)"]
+    assert graph.hidden() == ["utils.b -> utils.a (inside a function)"]
+
+
+def test_the_script_prints_the_graph_and_passes_its_own_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert import_graph.main(["--check", "--arrows"]) == 0
+    out = capsys.readouterr().out
+    assert "circles: 0; upward imports: 0; hidden imports: 0" in out
+    assert "modules:" in out and "arrows:" in out

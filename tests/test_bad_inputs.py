@@ -18,14 +18,14 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from test_data_datasets import make_files, make_market
+from factories import fake_run, make_files, make_market, random_official_state
 
 from igoas.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from igoas.artifacts.run_dir import LOCK_FILE, claim_run_folder
 from igoas.cli import main
 from igoas.config import load_config
 from igoas.data import build_dataset
-from igoas.errors import CheckpointError, ConfigError, DatasetError, IgoasError
+from igoas.utils.errors import CheckpointError, ConfigError, DatasetError, IgoasError
 
 MARKET = "market1501/Market-1501-v15.09.15"
 
@@ -258,10 +258,11 @@ CHECKPOINT_CASES = ["notes.pth", "model.onnx", "random.pth", "random_pickle.pth"
 PREPROCESS_CASES = ["zero_std.pth", "nan_mean.pth", "zero_height.pth"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKPOINT_CASES)
 def test_bad_checkpoints_at_every_entry_point(name: str, damaged, synthetic_root: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
-    from igoas.inference import ReIDModel
+    from igoas.deploy.inference import ReIDModel
 
     path, expected = damaged[name]
     for argv in (["eval", "--weights", str(path)],
@@ -276,10 +277,11 @@ def test_bad_checkpoints_at_every_entry_point(name: str, damaged, synthetic_root
     assert expected in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PREPROCESS_CASES)
 def test_unusable_preprocessing_is_refused_before_embedding(name: str, damaged, synthetic_root: Path,
                                                             tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from igoas.inference import ReIDModel
+    from igoas.deploy.inference import ReIDModel
 
     path, expected = damaged[name]
     for argv in (["extract", str(path), str(synthetic_root), "--dataset", "synthetic", "--out",
@@ -337,11 +339,11 @@ def test_a_damaged_index_side_file_is_named(tmp_path: Path, change, expected: st
         GalleryIndex.load(tmp_path / "g.faiss")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["notes.pth", "random.pth", "truncated.pth", "diverged.pth"])
 def test_bad_files_given_to_import_official(name: str, damaged, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path, expected = damaged[name]
     if name == "diverged.pth":  # an authors'-style bare state dict with an infinite BatchNorm variance
-        from test_official import random_official_state
 
         state = random_official_state()
         state[next(k for k in state if k.endswith("running_var"))].fill_(float("nan"))
@@ -382,12 +384,12 @@ def test_unsafe_pickle_is_still_called_unsafe(tmp_path: Path) -> None:
 
 
 def test_export_check_never_passes_non_finite_embeddings(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from igoas.export import check_export, reference_graph
-    from igoas.inference import ReIDModel
+    from igoas.deploy.export import check_export, reference_graph
+    from igoas.deploy.inference import ReIDModel
 
     model = ReIDModel.from_checkpoint(tiny_checkpoint)
     graph = reference_graph(model)
-    with mock.patch("igoas.export._format") as fmt:
+    with mock.patch("igoas.deploy.export._format") as fmt:
         fmt.return_value.load.return_value = lambda images: torch.full((len(images), 1024), float("nan")).numpy()
         with pytest.raises(IgoasError, match="NaN or Inf"):
             check_export(tmp_path / "m.onnx", graph, model.preprocess_config, "onnx", batch_sizes=(1,))
@@ -471,7 +473,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny_checkpoint: Path, tmp_path
     target = tmp_path / "last.pth"
     shutil.copy(tiny_checkpoint, target)
     before = target.read_bytes()
-    with mock.patch("igoas.fileio.os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+    with mock.patch("igoas.utils.fileio.os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
         with pytest.raises(IgoasError, match=r"^disk full while writing .*last\.pth; the previous last\.pth"):
             save_checkpoint(target, load_checkpoint(tiny_checkpoint))
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pth"]
@@ -480,7 +482,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tiny_checkpoint: Path, tmp_path
 def test_export_on_a_full_disk_names_the_file_asked_for(tiny_checkpoint: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "model.pt"
-    with mock.patch("igoas.fileio.os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
+    with mock.patch("igoas.utils.fileio.os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device")):
         code, out = run_cli(capsys, "export", str(tiny_checkpoint), "--format", "torchscript", "--out", str(target))
     assert code == 2 and f"disk full while writing {target}; the previous model.pt (if any) is kept" in out
     assert list(tmp_path.iterdir()) == [], "neither the export nor a staging file is left"
@@ -530,7 +532,7 @@ def tiny_run(root: Path, out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def stopped_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run stopped (resumably) after 2 of its 8 iterations, with checkpoints at 1 and 2."""
-    from igoas.engine.trainer import train
+    from igoas.training.trainer import train
 
     out = tmp_path_factory.mktemp("resume") / "run"
     train(load_config(None, tiny_run(synthetic_root, out, "train.stop_after_iters=2",
@@ -550,6 +552,7 @@ def copy_run(run: Path, tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize("override, expected", [("model.backbone=resnet50", "model.backbone"),
                                                 ("data.batch_size=4", "data.batch_size"),
                                                 ("train.seed=5", "train.seed")])
+@pytest.mark.slow
 def test_resume_refuses_what_the_checkpoint_fixes(stopped_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                   override: str, expected: str) -> None:
     run = copy_run(stopped_run, tmp_path)
@@ -557,8 +560,9 @@ def test_resume_refuses_what_the_checkpoint_fixes(stopped_run: Path, tmp_path: P
     assert code == 2 and f"cannot resume {run} with {expected}" in out
 
 
+@pytest.mark.slow
 def test_resume_applies_a_learning_rate_override(stopped_run: Path, tmp_path: Path) -> None:
-    from igoas.engine.trainer import train
+    from igoas.training.trainer import train
 
     run = copy_run(stopped_run, tmp_path)
     before = load_checkpoint(run / "checkpoints/last.pth")["scheduler"]["base_lrs"]
@@ -580,6 +584,7 @@ def test_resume_applies_a_learning_rate_override(stopped_run: Path, tmp_path: Pa
     ({"sampler": {"kind": "identity", "epoch": 0, "consumed": 10**6, "seed": 0}}, "sampler state"),
     ({"model": {"global_classifier.weight": torch.zeros(2, 2)}}, "weights do not match"),
 ])
+@pytest.mark.slow
 def test_resume_refuses_damaged_training_state(stopped_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                changes: dict, expected: str) -> None:
     run = copy_run(stopped_run, tmp_path, **changes)
@@ -600,20 +605,21 @@ def test_a_second_fresh_run_into_a_used_folder_is_refused(stopped_run: Path, syn
     assert (run / "train.log").read_text() == log
 
 
+@pytest.mark.slow
 def test_infinite_batchnorm_statistics_are_never_saved(synthetic_root: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import igoas.engine.trainer as trainer
+    import igoas.training.trainer as trainer
 
-    step = trainer._Run._step
+    step = trainer.train_step
 
-    def overflowing(self, batch, progress):
-        record = step(self, batch, progress)
-        if self.iteration == 2:  # the step that makes iteration 3: statistics overflow, gradients stay finite
-            variance = next(m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var
+    def overflowing(state, *args):
+        record = step(state, *args)
+        if state.iteration == 3:  # the step that makes iteration 3: statistics overflow, gradients stay finite
+            variance = next(m for m in state.model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var
             variance.fill_(float("inf"))
         return record
 
-    monkeypatch.setattr(trainer._Run, "_step", overflowing)
+    monkeypatch.setattr(trainer, "train_step", overflowing)
     out = tmp_path / "diverged"
     with pytest.raises(trainer.TrainingDiverged, match=r"non-finite values in 1 weight/buffer .*running_var"):
         trainer.train(load_config(None, tiny_run(synthetic_root, out, "train.checkpoint_every_iters=1")))
@@ -623,7 +629,7 @@ def test_infinite_batchnorm_statistics_are_never_saved(synthetic_root: Path, tmp
 
 def test_train_log_matches_the_checkpoint_after_a_kill(synthetic_root: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import igoas.engine.trainer as trainer
+    import igoas.training.trainer as trainer
 
     out = tmp_path / "killed"
     calls = {"n": 0}
@@ -650,10 +656,8 @@ def test_train_log_matches_the_checkpoint_after_a_kill(synthetic_root: Path, tmp
 # ----------------------------------------------------------------------------- optional extras
 def test_a_missing_extra_is_named_with_its_install_command(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_viz import _fake_run
-
     run = tmp_path / "run"
-    _fake_run(run)
+    fake_run(run)
     capsys.readouterr()  # the run's own log lines
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     code, out = run_cli(capsys, "viz", "curves", str(run), "--out", str(tmp_path / "c.png"))

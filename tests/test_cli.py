@@ -157,10 +157,11 @@ def test_arguments_are_checked_before_any_work(argv: list[str], message: str, tm
 
 
 @pytest.mark.parametrize("out", ["DIR #1", "yes", "runs/a: b"])
-def test_train_out_reaches_the_run_as_given(out: str, monkeypatch: pytest.MonkeyPatch,
+def test_train_out_reaches_the_run_as_given(out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     # YAML would cut "#1" as a comment, read "yes" as true and "a: b" as a mapping
-    import igoas.engine.trainer as trainer
+    monkeypatch.chdir(tmp_path)  # should the fake miss, a real run lands there and not in the checkout
+    import igoas.commands.train as train_command
 
     given = []
 
@@ -169,7 +170,7 @@ def test_train_out_reaches_the_run_as_given(out: str, monkeypatch: pytest.Monkey
         return SimpleNamespace(finished=True, epoch=1, iteration=2, run_dir=cfg.train.output_dir, metrics={},
                                best=None)
 
-    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr(train_command, "train", fake_train)
     assert main(["train", "synthetic_demo_quick", "--out", out]) == 0
     assert given == [out] and f"run directory: {out}" in capsys.readouterr().out
 
@@ -205,7 +206,7 @@ def test_override_or_config_word(word: str, override: bool, tmp_path: Path, monk
 def test_every_module_of_the_extras_table_is_in_that_extra_of_pyproject() -> None:
     import tomllib
 
-    from igoas.extras import EXTRA_OF_MODULE
+    from igoas.utils.extras import EXTRA_OF_MODULE
 
     distribution = {"faiss": "faiss-cpu", "skimage": "scikit-image", "multipart": "python-multipart"}
     extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
@@ -230,7 +231,7 @@ def test_every_module_of_the_extras_table_is_in_that_extra_of_pyproject() -> Non
 ])
 def test_a_missing_library_names_its_extra(error: ImportError, installed: bool, expected: str | None,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from igoas import extras
+    from igoas.utils import extras
 
     monkeypatch.setattr(extras, "_installed", lambda module: installed)
     message = extras.missing_module_message(error)
@@ -238,7 +239,7 @@ def test_a_missing_library_names_its_extra(error: ImportError, installed: bool, 
 
 
 def test_a_module_blocked_in_sys_modules_counts_as_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from igoas.extras import _installed
+    from igoas.utils.extras import _installed
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert not _installed("matplotlib") and _installed("torch")

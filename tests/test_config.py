@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from igoas.cli import main
 from igoas.commands.arguments import split_config_and_overrides
 from igoas.config import config_from_dict, load_config, preset_names, to_dict
-from igoas.errors import ConfigError
+from igoas.utils.errors import ConfigError
 
 ABLATION = {
     "occluded_duke_baseline": {"name": "baseline", "occlusion": "none"},
@@ -73,7 +73,7 @@ def test_cross_dataset_preset_trains_on_market_and_tests_elsewhere() -> None:
 def test_checked_choices_are_the_engine_names() -> None:
     from igoas.config import CHOICES
     from igoas.data.loaders import SAMPLERS
-    from igoas.engine.optim import OPTIMIZERS, SCHEDULES
+    from igoas.training.optim import OPTIMIZERS, SCHEDULES
 
     assert set(CHOICES["data.sampler"]) == set(SAMPLERS)
     assert set(CHOICES["optim.name"]) == set(OPTIMIZERS)
@@ -193,17 +193,6 @@ def test_corrupt_image_policy_is_a_checked_choice():
         load_config(None, ["data.on_error=ignore"])
 
 
-def test_old_workers_keyword_still_works_with_a_warning(tmp_path) -> None:
-    from igoas.compat import renamed_keyword
-
-    @renamed_keyword("workers", "num_workers")
-    def load(num_workers: int = 0) -> int:
-        return num_workers
-
-    with pytest.warns(DeprecationWarning, match="num_workers"):
-        assert load(workers=3) == 3
-    assert load(num_workers=2) == 2
-    with pytest.raises(TypeError, match="both"):
-        load(workers=1, num_workers=2)
+def test_the_old_workers_key_is_refused_naming_num_workers() -> None:
     with pytest.raises(ConfigError, match="num_workers"):
         load_config("synthetic_demo_quick", ["data.workers=2"])

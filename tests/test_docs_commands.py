@@ -66,6 +66,10 @@ RUNS: dict[str, Run] = {
         Run(append=TINY_TRAINING, replace=(("/weights/resnet50.pth", "weights/resnet18.pth"),)),
     # docs/inference.md
     "igoas extract best.pth photos/ --out photos.safetensors": Run(),
+    "igoas extract best.pth photos/ --shards photo_shards/": Run(),
+    "igoas extract best.pth data/occluded-duke --dataset occluded_duke --split gallery --shards gallery_shards/ "
+    "--shard-size 4096": Run(),
+    "torchrun --standalone --nproc_per_node 2 -m igoas extract best.pth photos/ --shards photo_shards_2/": Run(),
     "igoas extract best.pth data/occluded-duke --dataset occluded_duke --split gallery --out gallery.npz": Run(),
     "igoas search build gallery.npz --index gallery.faiss": Run(),
     "igoas search query gallery.faiss query/0001_c1_f0001.jpg --topk 10 --draw ranked.png": Run(),
@@ -94,20 +98,20 @@ RUNS: dict[str, Run] = {
 }
 
 HOURS = "trains the published recipe or a study for hours"
-REAL_DATA = "reads a dataset layout the shared folder does not fake (its parsing: tests/test_data_datasets.py)"
-BENCHMARK = "a benchmark: its own tests are tests/test_benchmark_*.py, and timings have no place in the suite"
+REAL_DATA = "reads a dataset layout the shared folder does not fake (its parsing: tests/data/test_data_datasets.py)"
+BENCHMARK = "a benchmark: its own tests are tests/benchmarks/test_benchmark_*.py, and timings have no place in the suite"
 SKIPPED_BY_DESIGN: dict[str, str] = {
-    "make demo": "the eight-minute demo; `igoas demo --quick` runs in tests/test_demo.py",
+    "make demo": "the eight-minute demo; `igoas demo --quick` runs in tests/studies/test_demo.py",
     "make test": "the suite itself",
     "scripts/reproduce.sh table1 /data/reid": HOURS,
     "scripts/reproduce.sh table2 /data/reid": HOURS,
     "scripts/reproduce.sh table3 /data/reid": HOURS,
     "torchrun --standalone --nproc_per_node 2 -m igoas train occluded_duke_igoas data.root=/data/reid": HOURS,
-    "igoas reproduce table1 --check runs/occluded_duke_igoas": "needs a finished published run (tests/test_reproduce.py)",
+    "igoas reproduce table1 --check runs/occluded_duke_igoas": "needs a finished published run (tests/studies/test_reproduce.py)",
     "scripts/study.sh": HOURS,
     "igoas pretrain": HOURS,
     "igoas ablation --seeds 3 --out runs/study --records docs/ablation/study": HOURS,
-    "igoas ablation --reduced --seeds 1 --out /tmp/check": "minutes of training; its pipeline runs in tests/test_ablation.py",
+    "igoas ablation --reduced --seeds 1 --out /tmp/check": "minutes of training; its pipeline runs in tests/studies/test_ablation.py",
     'study="--out runs/study --records docs/ablation/study train.cpu_threads=1"': HOURS,
     "igoas ablation --seeds 1,2 --methods igoas_no_osm igo_fixed $study &": HOURS,
     "(igoas ablation --seeds 2,3 --methods random_erasing batch_dropblock $study &&": HOURS,
@@ -144,18 +148,18 @@ SKIPPED_BY_DESIGN: dict[str, str] = {
         "names two of the reader's trained runs",
     "pip install \"igoas[corruptions]\"": "an install; `make test`'s environment has every extra",
     'pip install -e ".[serve]"': "an install; `make test`'s environment has every extra",
-    "igoas demo": "the eight-minute demo; `igoas demo --quick` runs in tests/test_demo.py",
-    "torchrun --standalone --nproc_per_node 2 -m igoas train occluded_duke_igoas": "multi-process training: tests/test_distributed.py",
+    "igoas demo": "the eight-minute demo; `igoas demo --quick` runs in tests/studies/test_demo.py",
+    "torchrun --standalone --nproc_per_node 2 -m igoas train occluded_duke_igoas": "multi-process training: tests/compute/test_distributed.py",
     "torchrun --standalone --nproc_per_node 4 -m igoas train occluded_duke_igoas train.replicas=1":
-        "multi-process training: tests/test_distributed.py",
+        "multi-process training: tests/compute/test_distributed.py",
     "torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST0:29500 "
     "-m igoas train occluded_duke_igoas train.replicas=1": "two machines",
     "torchrun --standalone --nproc_per_node 2 -m igoas train synthetic_demo train.device=cpu":
-        "multi-process training: tests/test_distributed.py",
+        "multi-process training: tests/compute/test_distributed.py",
     "igoas import-official log/bfe/model/model-best.pth.tar --out runs/official/best.pth":
-        "needs a checkpoint of the authors' code (tests/test_official.py builds one)",
+        "needs a checkpoint of the authors' code (tests/interop/test_official.py builds one)",
     "igoas export-official runs/mine/checkpoints/best.pth --out model-best.pth.tar [--epoch 60] [--rank1 0.601]":
-        "a usage synopsis; tests/test_official.py runs it",
+        "a usage synopsis; tests/interop/test_official.py runs it",
 }
 
 

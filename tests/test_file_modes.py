@@ -37,7 +37,7 @@ def assert_modes(root: Path, mask: int) -> None:
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_the_umask_is_read_without_being_changed(mask: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Setting the umask, even for an instant, would race with any thread creating a file."""
-    from igoas.fileio import current_umask
+    from igoas.utils.fileio import current_umask
 
     if not Path("/proc/self/status").is_file():
         pytest.skip("no /proc: the umask can only be read by setting it")
@@ -52,7 +52,7 @@ def test_the_umask_is_read_without_being_changed(mask: int, monkeypatch: pytest.
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
     from igoas.artifacts.checkpoint import save_checkpoint
-    from igoas.fileio import atomic_write, staging_place, write_json
+    from igoas.utils.fileio import atomic_write, staging_place, write_json
     from igoas.retrieval.features_file import Features, save_features
     from igoas.viz import plot_cmc_curves
 
@@ -74,11 +74,12 @@ def test_atomic_writes_and_staging_folders_follow_the_umask(tmp_path: Path, mask
     assert_modes(out, mask)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask", UMASKS, ids=oct)
 def test_a_training_run_and_a_rendered_dataset_follow_the_umask(tmp_path: Path, mask: int) -> None:
     from igoas.config import load_config
     from igoas.data import render_synthetic
-    from igoas.engine.trainer import train
+    from igoas.training.trainer import train
 
     with umask(mask):
         root = render_synthetic(tmp_path / "data", num_ids=4, seed=0, size="tiny", image_size=(32, 16))

@@ -1,4 +1,8 @@
 """The package surface: lazy top-level names resolve and every CLI command answers --help."""
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 import igoas
@@ -27,3 +31,25 @@ def test_no_command_prints_the_command_list(capsys):
     assert main([]) == 2
     out = capsys.readouterr().out
     assert all(name in out for name in COMMANDS)
+
+
+@pytest.mark.slow
+def test_every_module_but_the_web_page_imports_without_the_optional_extras() -> None:
+    """Optional libraries load through `igoas.utils.extras.optional` where they are used, so a
+    base install can import (and run `--help` of) everything; only the FastAPI page needs its extra."""
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        from igoas.utils.extras import EXTRA_OF_MODULE
+        for name in EXTRA_OF_MODULE:
+            sys.modules[name] = None
+        import igoas
+        failing = []
+        for module in pkgutil.walk_packages(igoas.__path__, "igoas."):
+            try:
+                importlib.import_module(module.name)
+            except ImportError:
+                failing.append(module.name)
+        print(failing)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['igoas.deploy.serve.app']"

@@ -8,31 +8,31 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from igoas.utils.version import __version__
 
 _EXPORTS = {
     "build_model": "igoas.model",
-    "build_occlusion": "igoas.occlusion",
+    "build_occlusion": "igoas.model.occlusion",
     "build_dataset": "igoas.data",
     "render_synthetic": "igoas.data",
     "evaluate_rank": "igoas.evaluation",
     "evaluate_features": "igoas.evaluation",
     "k_reciprocal_rerank": "igoas.evaluation",
-    "ReIDModel": "igoas.inference",
+    "ReIDModel": "igoas.deploy.inference",
     "import_official": "igoas.interop.official",
     "export_official": "igoas.interop.official",
     "load_checkpoint": "igoas.artifacts.checkpoint",
     "save_checkpoint": "igoas.artifacts.checkpoint",
-    "Preprocess": "igoas.artifacts.preprocess",
+    "Preprocess": "igoas.imaging.preprocess",
     "RunDir": "igoas.artifacts.run_dir",
-    "train": "igoas.engine.trainer",
+    "train": "igoas.training.trainer",
     "load_config": "igoas.config",
-    "occlusion_stress_test": "igoas.robustness",
+    "occlusion_stress_test": "igoas.robustness.occlusion_stress",
     "write_html_report": "igoas.viz",
-    "run_ablation": "igoas.ablation",
-    "run_demo": "igoas.demo",
-    "embed": "igoas.engine.embedding",
-    "Runtime": "igoas.engine.embedding",
+    "run_ablation": "igoas.studies.ablation",
+    "run_demo": "igoas.studies.demo",
+    "embed": "igoas.evaluation.embedding",
+    "Runtime": "igoas.compute.runtime",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

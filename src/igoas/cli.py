@@ -11,7 +11,9 @@ import importlib
 import sys
 
 from igoas.commands.arguments import is_override
-from igoas.errors import IgoasError, describe_os_error
+from igoas.utils.errors import IgoasError, describe_os_error
+from igoas.utils.extras import missing_module_message
+from igoas.utils.version import __version__
 
 # command name -> (module under igoas.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; only the sub-command `only` gets its arguments (the others stay unimported)."""
-    from igoas import __version__
 
     parser = argparse.ArgumentParser(prog="igoas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"igoas {__version__}",
@@ -128,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"igoas {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except ImportError as err:  # an optional library (matplotlib, faiss, onnx, ...) is missing
-        from igoas.extras import missing_module_message
 
         message = missing_module_message(err)
         if message is None:

@@ -10,9 +10,9 @@ naming the key, before any data is read.
 from __future__ import annotations
 
 import functools
-import os
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -21,10 +21,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from igoas.errors import ConfigError
+from igoas.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from igoas.utils.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")  # what igoas.speed understands
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")  # what igoas.compute.speed understands
 
 # torchvision ImageNet weight sets `model.pretrained` may name (loaded by igoas.model.pretrained)
 IMAGENET_WEIGHTS = ("imagenet1k_v1", "imagenet1k_v2")
@@ -44,32 +44,44 @@ def weights_name(pretrained: bool | str | Path | None) -> str | None:
 # A YAML file may extend another one; chains longer than this are almost surely a cycle.
 _MAX_BASE_DEPTH = 8
 
+# What a key means to a resumed run and to a config fingerprint, declared on the key itself
+# (`field(metadata=...)`) and read back by `keys_marked`. Unmarked keys are overridable: a
+# resume may change them and they take effect from the resume point.
+# fixed: the checkpoint's weights, data order or random streams belong to the value, so a resume refuses a change;
+# runtime: where, in how many pieces or how visibly a run executes: overridable, and outside the fingerprint;
+# ignored: differs by nature between the saved config and a resume: never compared, and outside the fingerprint.
+FIXED, RUNTIME, IGNORED = ({"resume": mark} for mark in ("fixed", "runtime", "ignored"))
+
 
 @dataclass
 class DataConfig:
     """Which dataset, how images are prepared and how batches are drawn."""
 
-    dataset: str = "market1501"
-    root: str = "data"
-    options: dict[str, Any] = field(default_factory=dict)  # extra arguments of the dataset builder
+    dataset: str = field(default="market1501", metadata=FIXED)
+    root: str = field(default="data", metadata=RUNTIME)
+    options: dict[str, Any] = field(default_factory=dict, metadata=FIXED)  # extra arguments of the dataset builder
     # Datasets evaluated during and after training (empty: the training dataset itself);
     # `target_options` maps a target's name to its builder arguments.
     targets: list[str] = field(default_factory=list)
     target_options: dict[str, Any] = field(default_factory=dict)
-    height: int = 384
-    width: int = 128
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    height: int = field(default=384, metadata=FIXED)
+    width: int = field(default=128, metadata=FIXED)
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN), metadata=FIXED)
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD), metadata=FIXED)
     # Training augmentation: keyword options of `igoas.data.build_transforms` (flip, pad,
     # color_jitter, random_erasing, corruption: the probability of a random benchmark
     # corruption); empty = its defaults (random horizontal flip only).
     augment: dict[str, Any] = field(default_factory=dict)
-    sampler: str = "random"  # "random" or "identity" (P identities x K images, for the triplet loss)
-    num_instances: int = 4  # K of the identity sampler
-    batch_size: int = 64  # global batch: split over the processes of a distributed run
-    drop_last: bool = True
-    num_workers: int = 4  # loader processes (deterministic runs load in the main process)
-    on_error: str = "skip"  # a corrupt training image: "skip" (logged with its path) or "fail"
+    # "random" or "identity" (P identities x K images, for the triplet loss)
+    sampler: str = field(default="random", metadata=FIXED)
+    num_instances: int = field(default=4, metadata=FIXED)  # K of the identity sampler
+    # global batch: split over the processes of a distributed run
+    batch_size: int = field(default=64, metadata=FIXED)
+    drop_last: bool = field(default=True, metadata=FIXED)
+    # loader processes (deterministic runs load in the main process)
+    num_workers: int = field(default=4, metadata=RUNTIME)
+    # a corrupt training image: "skip" (logged with its path) or "fail"
+    on_error: str = field(default="skip", metadata=RUNTIME)
 
 
 @dataclass
@@ -88,7 +100,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Which loss terms to use and how to weigh them (defaults: the authors' recipe); read by `igoas.losses`."""
+    """Which loss terms to use and how to weigh them (defaults: the authors' recipe); read by `igoas.model.losses`."""
 
     label_smoothing: float = 0.1
     id_weighting: str = "adaptive"        # "adaptive" (softmax of the losses) or "mean"
@@ -104,7 +116,7 @@ class LossConfig:
 class OptimConfig:
     """Optimiser and learning-rate schedule (stepped every iteration, defined per epoch)."""
 
-    name: str = "adam"  # "adam" or "sgd"
+    name: str = field(default="adam", metadata=FIXED)  # "adam" or "sgd"
     lr: float = 3e-4
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -126,22 +138,27 @@ class TrainConfig:
     epochs: int = 90
     fixbase_epochs: int = 5  # first epochs train only `fixbase_modules` (the new layers)
     fixbase_modules: Optional[list[str]] = None  # null: the model's own `fixbase_modules`
-    seed: int = 1
+    seed: int = field(default=1, metadata=FIXED)
     deterministic: bool = False  # deterministic kernels: CPU runs become bit-reproducible
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    precision: str = "auto"  # "auto", "fp32", "tf32", "bf16", "fp16" (see igoas.speed)
+    device: str = field(default="auto", metadata=RUNTIME)  # "auto", "cpu", "cuda" or "cuda:N"
+    precision: str = "auto"  # "auto", "fp32", "tf32", "bf16", "fp16" (see igoas.compute.speed)
     channels_last: Any = "auto"  # true, false or "auto"
-    cpu_threads: Optional[int] = None  # compute threads on CPU (null: torch's default)
+    cpu_threads: Optional[int] = field(default=None, metadata=RUNTIME)  # compute threads on CPU (null: torch's default)
     sync_batchnorm: bool = True  # distributed runs normalise over the global batch (with replicas: 1)
     # N > 1: nn.DataParallel's semantics over N replicas (own occlusion draw and BatchNorm
-    # batch per replica, replica 0's running statistics); see igoas.engine.replicas
+    # batch per replica, replica 0's running statistics); see igoas.training.replicas
     replicas: int = 1
-    output_dir: str = "runs/igoas"
-    log_every: int = 20  # iterations between log records
-    checkpoint_every_iters: int = 0  # also save last.pth every N iterations (0: at epoch ends only)
-    stop_after_iters: Optional[int] = None  # stop cleanly after N iterations in total (resumable)
-    tensorboard: bool = True
-    progress_bar: bool = True
+    output_dir: str = field(default="runs/igoas", metadata=IGNORED)
+    log_every: int = field(default=20, metadata=RUNTIME)  # iterations between log records
+    # also save last.pth every N iterations (0: at epoch ends only)
+    checkpoint_every_iters: int = field(default=0, metadata=RUNTIME)
+    # stop cleanly after N iterations in total (resumable)
+    stop_after_iters: Optional[int] = field(default=None, metadata=IGNORED)
+    tensorboard: bool = field(default=True, metadata=RUNTIME)
+    progress_bar: bool = field(default=True, metadata=RUNTIME)
+    # > 0: keep an exponential moving average of the weights (this decay per optimiser
+    # step), evaluate it and deploy it as the checkpoints' `model` (0: off)
+    ema_decay: float = field(default=0.0, metadata=FIXED)
 
 
 @dataclass
@@ -161,10 +178,11 @@ class EvalConfig:
     flip: bool = False  # average the embeddings of each image and its mirror
     precision: str = "fp32"  # "auto", "fp32", "tf32", "bf16", "fp16" (the published run: tf32)
     max_rank: int = 50
-    # TPR at these false positive rates beside R1/mAP in every evaluation table (as fast-reid)
-    fprs: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2])
-    batch_size: int = 128
-    num_workers: int = 2
+    # TPR at these false positive rates beside R1/mAP in every evaluation table (as fast-reid);
+    # runtime: they only add columns, which studies do not report
+    fprs: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2], metadata=RUNTIME)
+    batch_size: int = field(default=128, metadata=RUNTIME)  # only groups the same evaluation differently
+    num_workers: int = field(default=2, metadata=RUNTIME)
 
 
 @dataclass
@@ -172,7 +190,7 @@ class RunConfig:
     """Everything one run needs; `igoas train` saves it resolved as `config.yaml`."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=FIXED)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -181,7 +199,7 @@ class RunConfig:
 
 # Values restricted to a few names, and numbers that must be positive or non-negative;
 # checked after every merge so a bad override fails before anything runs. The sampler,
-# optimiser and schedule names are those of igoas.data.loaders and igoas.engine.optim
+# optimiser and schedule names are those of igoas.data.loaders and igoas.training.optim
 # (they import this module, not the other way round, so that reading a config needs only
 # OmegaConf; a test keeps the lists in step).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -237,10 +255,28 @@ RANGES: dict[str, Range] = {
     "loss.label_smoothing": FRACTION,
     "eval.lambda_value": PROBABILITY,                 # the re-ranking's weight of the original distance
     "train.seed": SEEDS,
+    "train.ema_decay": FRACTION,                      # 0 (off) up to, not including, 1 (weights that never move)
 }
 # data.augment's numeric options (the keys of igoas.data.build_transforms)
 AUGMENT_RANGES: dict[str, Range] = {"flip": PROBABILITY, "pad": NON_NEGATIVE, "color_jitter": NON_NEGATIVE,
                                     "random_erasing": PROBABILITY, "corruption": PROBABILITY}
+
+
+def keys_marked(*marks: str) -> tuple[str, ...]:
+    """Dotted keys (or whole sections) whose `resume` metadata is one of `marks`, in schema
+    order: the single source of the resume refusals and of the fingerprint's runtime keys."""
+    return _marked(RunConfig(), marks)
+
+
+def _marked(section: Any, marks: tuple[str, ...], prefix: str = "") -> tuple[str, ...]:
+    found: list[str] = []
+    for entry in fields(section):
+        key, value = f"{prefix}{entry.name}", getattr(section, entry.name)
+        if entry.metadata.get("resume") in marks:
+            found.append(key)
+        elif is_dataclass(value):
+            found += _marked(value, marks, key + ".")
+    return tuple(found)
 
 
 def preset_names() -> list[str]:

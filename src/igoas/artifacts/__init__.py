@@ -1,13 +1,14 @@
-"""What a run leaves behind and every tool reads: checkpoints, run folders, the input recipe.
+"""What a run leaves behind and every tool reads: checkpoints, run folders, provenance.
 
-This layer sits below the engine: training writes through it, and inference, export,
+This layer sits below training: training writes through it, and inference, export,
 the authors'-checkpoint interop, the stress test, the ablation and the demo read
-through it, so none of them needs the training engine. Submodules:
+through it, so none of them needs the training loop. Submodules:
 
 - `checkpoint`: the one checkpoint format (write atomically, read safely, validate,
   rebuild the network);
 - `run_dir`: `RunDir`, the one place that names every file of a run folder;
-- `preprocess`: `Preprocess`, the input recipe (size, mean/std, interpolation) and
-  `IMAGENET_MEAN` / `IMAGENET_STD`; importable without torch;
-- `images`: decoding, the one resize, and any user input -> 3 x H x W tensor.
+- `digest`: the content hash a checkpoint carries and is checked against on load;
+- `provenance`: what a result came from (checkpoint hash, data, settings, versions).
+
+The input recipe and image decoding are `igoas.imaging`.
 """

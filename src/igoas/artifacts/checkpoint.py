@@ -19,8 +19,10 @@ from typing import Any, Mapping
 import torch
 
 from igoas.artifacts.digest import DIGEST_KEY, payload_digest
-from igoas.errors import CheckpointError
-from igoas.fileio import atomic_write
+from igoas.imaging.preprocess import Preprocess
+from igoas.model import build_model
+from igoas.utils.errors import CheckpointError
+from igoas.utils.fileio import atomic_write
 
 FORMAT_NAME = "igoas"
 FORMAT_VERSION = 1
@@ -40,13 +42,12 @@ def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
-def checkpoint_payload(model: torch.nn.Module, preprocess: Any, *, config: Mapping[str, Any] | None = None,
+def checkpoint_payload(model: torch.nn.Module, preprocess: Preprocess | Mapping[str, Any], *, config: Mapping[str, Any] | None = None,
                        epoch: int | None = 0, iteration: int | None = 0, metrics: Mapping[str, Any] | None = None,
                        source: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The entries every checkpoint holds: the network (`model_spec`, `model`), its input
     recipe (a `Preprocess` or its dict), the run config, progress, metrics and provenance;
     `extra` adds the writer's own entries (training state, `best`, ...)."""
-    from igoas.artifacts.preprocess import Preprocess
 
     return {
         "model_spec": model.spec,
@@ -141,7 +142,7 @@ def check_model_entries(payload: Mapping[str, Any], source: str) -> None:
                               f"between 1 and {MAX_CLASSES:,}; the file is damaged")
 
 
-def check_state_dict(state: Any, source: str) -> None:
+def check_state_dict(state: object, source: str) -> None:
     """A state dict must map names to tensors, all of them finite: NaN or Inf weights or
     BatchNorm statistics (a diverged run) would give NaN embeddings and meaningless scores."""
     if not isinstance(state, Mapping):
@@ -190,7 +191,6 @@ def model_from_checkpoint(
     checkpoint: PathLike | Mapping[str, Any], map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint describes and load its weights (in eval mode)."""
-    from igoas.model import build_model
 
     if isinstance(checkpoint, Mapping):
         payload, source = dict(checkpoint), "checkpoint"

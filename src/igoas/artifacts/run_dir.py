@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from igoas.errors import ConfigError, IgoasError, describe_os_error
-from igoas.fileio import TEMPORARY_SUFFIX, file_mode
+from igoas.utils.errors import ConfigError, IgoasError, describe_os_error
+from igoas.utils.fileio import TEMPORARY_SUFFIX, file_mode
 
 CHECKPOINTS = "checkpoints"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 
 from igoas.commands.arguments import add_overrides
+from igoas.studies.ablation import ARMS, DEFAULT_RECIPE, run_ablation
+from igoas.utils.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.ablation import ARMS, DEFAULT_RECIPE
-
     parser.epilog = ("Takes hours on a CPU: on the idle 2-core development machine a baseline-type run about "
                      "14.5 min and an IGOAS-type run about 28 min, so one seed of the six arms about 2.1 h and "
                      "three seeds about 6.4 h (docs/ablation.md); --reduced --seeds 1 checks the pipeline in minutes.")
@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_seeds(text: str) -> int | list[int]:
     """"3" -> 3 (seeds 1..3); "4,5" -> [4, 5]."""
-    from igoas.errors import ConfigError
 
     try:
         parts = [int(part) for part in text.split(",") if part.strip()]
@@ -45,8 +44,6 @@ def parse_seeds(text: str) -> int | list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.ablation import run_ablation
-
     result = run_ablation(args.out, seeds=parse_seeds(args.seeds), methods=args.methods, recipe=args.recipe,
                           reduced=args.reduced, overrides=args.overrides, records_dir=args.records)
     print(result.files["table"].read_text())

@@ -1,11 +1,12 @@
 """Argument handling shared by the sub-commands that take `[CONFIG] [key=value ...]`."""
 from __future__ import annotations
 
-from typing import Callable
-
 import argparse
 import re
 from pathlib import Path
+from typing import Callable
+
+from igoas.utils.errors import IgoasError
 
 # A dotted config override such as `eval.metric=cosine` or `data.root=/data`.
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\[\]-]*=")
@@ -88,7 +89,5 @@ def add_reader_options(parser: argparse.ArgumentParser) -> None:
 def reader_options(args: argparse.Namespace) -> dict[str, object]:
     """The `-o KEY=VALUE` options as the reader's keywords; refused without the --dataset they are for."""
     if args.option and not args.dataset:
-        from igoas.errors import IgoasError
-
         raise IgoasError("-o/--option sets a dataset reader option: pass it together with --dataset NAME")
     return dict(args.option)

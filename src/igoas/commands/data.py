@@ -5,7 +5,10 @@ import argparse
 from collections.abc import Callable
 
 from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, seed_number
-from igoas.errors import ConfigError, DatasetError
+from igoas.data import build_dataset, published_statistics, render_synthetic
+from igoas.data.check import check_dataset
+from igoas.data.synthetic import read_meta
+from igoas.utils.errors import ConfigError, DatasetError
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from igoas.data.check import check_dataset
-
     report = check_dataset(args.root, args.dataset, verify_images=not args.no_images, num_workers=args.num_workers,
                            **dict(args.option))
     print(report.format(max_items=args.max_items))
@@ -48,8 +49,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from igoas.data import build_dataset, published_statistics
-
     options = dict(args.option)
     try:
         dataset = build_dataset(args.dataset, args.root, **options)
@@ -60,9 +59,6 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from igoas.data import build_dataset, render_synthetic
-    from igoas.data.synthetic import read_meta
-
     root = render_synthetic(args.out, num_ids=args.ids, seed=args.seed, size=args.size,
                             image_size=(args.height, args.width), num_workers=args.num_workers)
     print(build_dataset("synthetic", root).statistics())

@@ -1,9 +1,11 @@
-"""`igoas demo [--out DIR] [--quick] [--overwrite]`: the whole pipeline on the synthetic dataset (`igoas.demo`)."""
+"""`igoas demo [--out DIR] [--quick] [--overwrite]`: the whole pipeline on the synthetic dataset (`igoas.studies.demo`)."""
 from __future__ import annotations
 
 import argparse
 
 from igoas.commands.arguments import add_overrides
+from igoas.studies.demo import run_demo
+from igoas.utils.fileio import check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.demo import run_demo
-    from igoas.fileio import check_output
-
     check_output(args.out, folder=True)
     run_demo(args.out, quick=args.quick, data_dir=args.data, overrides=args.overrides, overwrite=args.overwrite)
     return 0

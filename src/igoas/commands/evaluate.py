@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from igoas.artifacts.provenance import evaluation_record
+from igoas.artifacts.run_dir import RunDir
 from igoas.commands.arguments import add_overrides, split_config_and_overrides
+from igoas.data.base import protocol_title
+from igoas.evaluation import format_table
+from igoas.evaluation.model_evaluation import eval_datasets, evaluate_checkpoint, results_document
+from igoas.utils.fileio import check_output, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,19 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def default_output(checkpoint: Path) -> Path:
     """`RUN/eval_X.json` for `RUN/checkpoints/X.pth`, else `X.eval.json` beside the file: never the
     training's own `metrics.json`, whose best-epoch record would be lost."""
-    from igoas.artifacts.run_dir import RunDir
 
     run_dir = RunDir.of_checkpoint(checkpoint)
     return run_dir.root / f"eval_{checkpoint.stem}.json" if run_dir is not None else checkpoint.with_suffix(".eval.json")
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.data.base import protocol_title
-    from igoas.fileio import check_output, write_json
-    from igoas.engine.features import eval_datasets, evaluate_checkpoint, results_document
-    from igoas.evaluation import format_table
-    from igoas.provenance import evaluation_record
-
     config, overrides = split_config_and_overrides(args.config, args.overrides)
     if args.rerank:
         overrides.append("eval.rerank=true")

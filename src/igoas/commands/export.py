@@ -1,17 +1,19 @@
-"""`igoas export CKPT --format onnx|torchscript`: write a deployable model and check it against PyTorch."""
+"""`igoas export CKPT --format onnx|openvino|torchscript`: write a deployable model and check it against PyTorch."""
 from __future__ import annotations
 
 import argparse
 
 from igoas.commands.arguments import positive_int
+from igoas.deploy.export import (CHECK_BATCH_SIZES, DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORT_FORMATS, MAX_OPSET,
+                                 export_model)
+from igoas.utils.fileio import check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.export import CHECK_BATCH_SIZES, DEFAULT_OPSET, DEFAULT_TOLERANCE, MAX_OPSET
-
     parser.add_argument("checkpoint", help="igoas checkpoint (.pth)")
-    parser.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="file format (default onnx)")
-    parser.add_argument("--out", help="output file (default: the checkpoint path with .onnx or .pt)")
+    parser.add_argument("--format", default="onnx", choices=sorted(EXPORT_FORMATS),
+                        help="file format (default onnx; openvino writes an IR pair .xml + .bin)")
+    parser.add_argument("--out", help="output file (default: the checkpoint path with .onnx, .xml or .pt)")
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {DEFAULT_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--check-batch-sizes", type=int, nargs="+", default=list(CHECK_BATCH_SIZES),
@@ -21,9 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.export import export_model
-    from igoas.fileio import check_output
-
     if args.out:
         check_output(args.out)
     result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,

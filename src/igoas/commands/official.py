@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from igoas.interop.official import import_official
+from igoas.utils.fileio import check_output
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint saved by the authors' torchreid code (model.pth.tar-N, "
@@ -11,9 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.fileio import check_output
-    from igoas.interop.official import import_official
-
     check_output(args.out)
     _, payload = import_official(args.checkpoint, out=args.out)
     source = payload["source"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from igoas.commands.arguments import non_negative_int
+from igoas.interop.official import export_official
+from igoas.utils.fileio import check_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,9 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.fileio import check_output
-    from igoas.interop.official import export_official
-
     check_output(args.out)
     path = export_official(args.checkpoint, args.out, epoch=args.epoch, rank1=args.rank1)
     print(f"wrote {path} in the authors' layout; evaluate it with their code via model.load_weights={path}")

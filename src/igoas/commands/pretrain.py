@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 
 from igoas.commands.arguments import add_overrides
+from igoas.studies.pretrain import DEFAULT_OUT, PRESET, pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.pretrain import DEFAULT_OUT, PRESET
-
     parser.epilog = ("Takes hours on a CPU: 1 h 57 min on the 2-core development machine while it was "
                      "shared with other work (about half an hour idle, estimated; see README).")
     add_overrides(parser, "dotted overrides of the pretraining preset, e.g. model.backbone=resnet50")
@@ -22,8 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.pretrain import pretrain
-
     result = pretrain(args.out, overrides=args.overrides, preset=args.preset)
     for name, values in result.metrics.items():
         print(f"  held-out {name}: " + "  ".join(f"{key} {value:.1f}" for key, value in values.items()))

@@ -5,7 +5,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from igoas.fileio import write_json
+from igoas.artifacts.run_dir import CHECKPOINTS, LOCK_FILE, RunDir
+from igoas.config import load_config
+from igoas.studies.fingerprint import differences
+from igoas.studies.reproduce import compare_run, match_runs, recipe, saved_recipe, table_rows
+from igoas.training.trainer import train
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import write_json
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -23,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.reproduce import compare_run, match_runs, table_rows
-
     rows = table_rows(args.table)
     out = Path(args.out)
     presets = dict.fromkeys(row.preset for row in rows)
@@ -44,8 +48,6 @@ def _preset_config(preset: str, root: str | None, overrides: list[str]) -> DictC
     config rather than as an override so that YAML never reads the path ("#", "yes", ": ")."""
     from omegaconf import OmegaConf
 
-    from igoas.config import load_config
-
     config = load_config(preset, overrides)
     if root:
         config.data.root = root
@@ -56,8 +58,6 @@ def _preset_config(preset: str, root: str | None, overrides: list[str]) -> DictC
 
 def _train(configs: dict[str, DictConfig], out: Path) -> dict[str, Path]:
     """Train each preset of the table once in `out/<preset>` (continuing a run that was interrupted)."""
-    from igoas.artifacts.run_dir import RunDir
-    from igoas.engine.trainer import train
 
     run_dirs = {}
     for preset, config in configs.items():
@@ -74,10 +74,6 @@ def _train(configs: dict[str, DictConfig], out: Path) -> dict[str, Path]:
 def _check_fresh_start(run_dir: Path, config: DictConfig) -> None:
     """A fresh run replaces the run files in `run_dir`: refuse unless nothing is lost, that is
     the folder is empty or holds a run of this same config killed before its first checkpoint."""
-    from igoas.artifacts.run_dir import CHECKPOINTS, LOCK_FILE, RunDir
-    from igoas.errors import IgoasError
-    from igoas.fingerprint import differences
-    from igoas.reproduce import recipe, saved_recipe
 
     if not run_dir.is_dir() or not any(path.name != LOCK_FILE for path in run_dir.iterdir()):
         return

@@ -13,16 +13,21 @@ import math
 from pathlib import Path
 
 from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, reader_options, seed_number
-from igoas.errors import ConfigError
+from igoas.compute.runtime import Runtime
+from igoas.corruptions import CORRUPTIONS, SEVERITIES
+from igoas.data import build_dataset, query_samples
+from igoas.robustness.corruption_benchmark import SETTINGS, corruption_benchmark
+from igoas.robustness.corruption_records import FINISHED_NAME
+from igoas.robustness.corruption_report import markdown_table, write_corruption_benchmark
+from igoas.robustness.occluder_painting import FILLS, OCCLUDERS
+from igoas.robustness.occlusion_stress import DEFAULT_AREAS, DEFAULT_POSITIONS, occlusion_stress_test, write_stress_test
+from igoas.utils.errors import ConfigError
+from igoas.utils.extras import require
+from igoas.utils.fileio import check_output
+from igoas.utils.progress import say
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from igoas.occluder_painting import FILLS, OCCLUDERS
-    from igoas.robustness import DEFAULT_AREAS, DEFAULT_POSITIONS
-
-    from igoas.corruptions import CORRUPTIONS, SEVERITIES
-    from igoas.corruptions.benchmark import SETTINGS
-
     parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="igoas checkpoints to compare")
     parser.add_argument("--suite", default="occlusion", choices=["occlusion", "corruptions"],
                         help="occlusion (occluders over growing areas) or corruptions (blur, noise, weather, digital)")
@@ -54,19 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", "--workers",
                         type=non_negative_int, default=2, help="image-decoding processes (0: main process)")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.speed)")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto (see igoas.compute.speed)")
     parser.add_argument("--no-progress", action="store_true", help="corruptions suite: no progress bar")
     parser.add_argument("--out", default="robustness", help="folder for the suite's table and figures")
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.data import build_dataset
-    from igoas.engine.embedding import Runtime
-    from igoas.robustness import occlusion_stress_test, write_stress_test
-
-    from igoas.extras import require
-    from igoas.fileio import check_output
-
     check_output(args.out, folder=True)
     require("matplotlib", "drawing the suite's figures")  # before the compute, whose results it would lose
     checkpoints = _labelled_checkpoints(args)
@@ -87,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _labelled_checkpoints(args: argparse.Namespace) -> list[str] | dict[str, str]:
-    from igoas.errors import ConfigError
-
     checkpoints: list[str] | dict[str, str] = list(args.checkpoints)
     if args.labels:
         labels = [label.strip() for label in args.labels.split(",")]
@@ -104,13 +100,6 @@ def _labelled_checkpoints(args: argparse.Namespace) -> list[str] | dict[str, str
 
 def _run_corruptions(args: argparse.Namespace, checkpoints: list[str] | dict[str, str], dataset: object,
                      runtime: Runtime) -> int:
-    from igoas.corruptions import CORRUPTIONS
-    from igoas.corruptions.benchmark import corruption_benchmark
-    from igoas.corruptions.records import FINISHED_NAME
-    from igoas.corruptions.report import markdown_table, write_corruption_benchmark
-    from igoas.progress import say
-    from igoas.errors import ConfigError
-    from igoas.data import query_samples
 
     names = list(CORRUPTIONS) if args.corruptions.strip() == "all" else _items(args.corruptions)
     try:

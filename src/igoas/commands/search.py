@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import argparse
-
-from igoas.commands.arguments import positive_int
 from typing import Any
+
+from igoas.artifacts.provenance import sha256_of
+from igoas.commands.arguments import positive_int
+from igoas.data.base import camera_name
+from igoas.deploy.extraction import path_images
+from igoas.deploy.inference import ReIDModel
+from igoas.evaluation.distance import distance_from_similarity
+from igoas.retrieval import GalleryIndex, load_features
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import check_output
+from igoas.viz import plot_ranked_lists
+from igoas.viz._figure import figure_format
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +57,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from igoas.fileio import check_output
-    from igoas.retrieval import GalleryIndex
-
     check_output(args.index)
     names = ("nlist", "nprobe", "m", "ef_construction", "ef_search")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -62,17 +69,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from igoas.data.base import camera_name
-    from igoas.errors import IgoasError
-    from igoas.evaluation.distance import distance_from_similarity
-    from igoas.retrieval import GalleryIndex
-
     if bool(args.images) == bool(args.features):
         raise IgoasError("give the queries either as images (IMAGE ...) or as a features file (--features FILE)")
     if args.draw:
-        from igoas.fileio import check_output
-        from igoas.viz._figure import figure_format
-
         check_output(args.draw)
         figure_format(args.draw)
     index = GalleryIndex.load(args.index)
@@ -89,8 +88,6 @@ def _query(args: argparse.Namespace) -> int:
         ):
             print(f"  {rank:>4}  {distance:9.4f}  {pid:>5}  {camera_name(cam):>4}  {hit}")
     if args.draw:
-        from igoas.viz import plot_ranked_lists
-
         # Green/red frames only where the query's identity is known; None draws a neutral frame.
         matches = [[bool(p == pids[row]) if pids[row] >= 0 else None for p in result.pids[row]]
                    for row in range(len(paths))]
@@ -122,9 +119,6 @@ def _summary(index: Any, result: Any, query_pids: Any, topk: int) -> str:
 
 def _embedded_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
     """Paths, identities, cameras and embeddings of query images, embedded by the gallery's checkpoint."""
-    from igoas.errors import IgoasError
-    from igoas.extraction import path_images
-    from igoas.inference import ReIDModel
 
     gallery_info: dict[str, Any] = index.metadata.get("features", {})
     weights = args.weights or gallery_info.get("checkpoint")
@@ -143,8 +137,6 @@ def _warn_if_not_the_gallery_checkpoint(weights: str | None, gallery_info: dict[
     """--weights is meant for the gallery's checkpoint stored elsewhere: other bytes give incomparable scores."""
     import sys
 
-    from igoas.provenance import sha256_of
-
     expected = gallery_info.get("checkpoint_sha256")
     if weights and expected and sha256_of(weights) != expected:
         print(f"warning: --weights {weights} is not the checkpoint that embedded the gallery of {index} "
@@ -155,8 +147,6 @@ def _warn_if_not_the_gallery_checkpoint(weights: str | None, gallery_info: dict[
 def _saved_queries(args: argparse.Namespace, index: Any) -> tuple[list[str], Any, Any, Any]:
     """Paths, identities, cameras and embeddings of a features file, refused when another
     checkpoint than the gallery's embedded it (their embeddings are not comparable)."""
-    from igoas.errors import IgoasError
-    from igoas.retrieval import load_features
 
     if args.weights:
         raise IgoasError("--weights embeds query images; saved --features are used as they are, so drop one")

@@ -5,6 +5,9 @@ import argparse
 import sys
 
 from igoas.commands.arguments import port_number
+from igoas.deploy.serve import build_service
+from igoas.utils.errors import IgoasError
+from igoas.utils.extras import missing_module_message, optional
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -24,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--cache", metavar="DIR", help="where gallery embeddings are cached "
-                                                       "(default: $XDG_CACHE_HOME/igoas/serve)")
+                                                       "(default: $XDG_CACHE_HOME/igoas/deploy/serve)")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                         help="inference precision (default fp32, as igoas eval); auto picks bf16 where it is native")
@@ -34,16 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.errors import IgoasError
-
+    uvicorn = optional("uvicorn", "the web page")
     try:
-        import uvicorn
-
-        from igoas.serve.app import create_app
+        from igoas.deploy.serve.app import create_app  # FastAPI: the serve extra, so --help works without it
     except ImportError as err:
-        raise IgoasError(f"the web page needs the serve extra ({err.name} is missing): "
-                         "pip install 'igoas[serve]'") from None
-    from igoas.serve import build_service
+        raise IgoasError(missing_module_message(err, "the web page") or str(err)) from None
 
     service = build_service(args.checkpoint, args.gallery, dataset=args.dataset, root=args.root,
                             queries=args.queries, cache_dir=args.cache, device=args.device,

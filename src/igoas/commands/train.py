@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from igoas.commands.arguments import add_overrides, split_config_and_overrides
-from igoas.errors import ConfigError
+from igoas.config import load_config, preset_names
+from igoas.training.trainer import train
+from igoas.utils.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from igoas.config import load_config, preset_names
-    from igoas.engine.trainer import train
-
     if args.presets:
         print("\n".join(preset_names()))
         return 0

@@ -13,7 +13,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from igoas.commands.arguments import add_reader_options, non_negative_int, positive_int, reader_options, seed_number
-from igoas.errors import IgoasError
+from igoas.data import build_dataset, query_samples
+from igoas.deploy.extraction import checkpoint_cmc, path_images, query_and_gallery
+from igoas.deploy.inference import ReIDModel
+from igoas.evaluation.distance import compute_distance
+from igoas.imaging.preprocess import Preprocess
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import check_output
+from igoas.viz import (RankedLists, activation_maps, plot_activation_comparison, plot_activation_maps, plot_cmc_curves,
+                       plot_distance_distributions, plot_occlusion_methods, plot_roc, plot_training_curves, roc_curve,
+                       sampled_pair_distances, write_html_report)
+from igoas.viz._figure import figure_format
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -119,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- figures
 def _activations(args: argparse.Namespace) -> list[Path]:
-    from igoas.viz import activation_maps, plot_activation_maps
-
     model = _model(args.checkpoint, args)
     batch = model.preprocess(_image_paths(args))
     config = model.preprocess_config
@@ -129,8 +137,6 @@ def _activations(args: argparse.Namespace) -> list[Path]:
 
 
 def _compare(args: argparse.Namespace) -> list[Path]:
-    from igoas.viz import activation_maps, plot_activation_comparison
-
     labels = _labels(args.labels, args.checkpoints)
     paths = _image_paths(args)
     maps_per_model, display = {}, None
@@ -149,9 +155,6 @@ def _compare(args: argparse.Namespace) -> list[Path]:
 
 
 def _occlusion(args: argparse.Namespace) -> list[Path]:
-    from igoas.artifacts.preprocess import Preprocess
-    from igoas.viz import plot_occlusion_methods
-
     preprocess = Preprocess(args.height, args.width)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     epochs = _numbers(args.epochs, "--epochs")
@@ -159,11 +162,6 @@ def _occlusion(args: argparse.Namespace) -> list[Path]:
 
 
 def _ranked(args: argparse.Namespace) -> list[Path]:
-    from igoas.data import query_samples
-    from igoas.evaluation.distance import compute_distance
-    from igoas.extraction import query_and_gallery
-    from igoas.viz import RankedLists
-
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     queries = _evenly_spaced(query_samples(dataset, args.query_set), args.num_queries)
@@ -176,24 +174,17 @@ def _ranked(args: argparse.Namespace) -> list[Path]:
 
 
 def _cmc(args: argparse.Namespace) -> list[Path]:
-    from igoas.viz import plot_cmc_curves
-
     labels = _labels(args.labels, args.results)
     curves = {label: _cmc_curve(source, args) for label, source in zip(labels, args.results)}
     return [plot_cmc_curves(curves, args.out, max_rank=args.max_rank, unit="percent")]
 
 
 def _curves(args: argparse.Namespace) -> list[Path]:
-    from igoas.viz import plot_training_curves
-
     out = args.out or Path(args.run_dir) / "figures" / "training_curves.png"
     return [plot_training_curves(args.run_dir, out)]
 
 
 def _distances(args: argparse.Namespace) -> list[Path]:
-    from igoas.extraction import query_and_gallery
-    from igoas.viz import plot_distance_distributions, plot_roc, roc_curve, sampled_pair_distances
-
     model = _model(args.checkpoint, args)
     dataset = _build_dataset(args)
     query, gallery = query_and_gallery(model, dataset, args.query_set, batch_size=args.batch_size,
@@ -210,8 +201,6 @@ def _distances(args: argparse.Namespace) -> list[Path]:
 
 
 def _report(args: argparse.Namespace) -> list[Path]:
-    from igoas.viz import write_html_report
-
     return [write_html_report(args.run_dir, args.out)]
 
 
@@ -228,8 +217,6 @@ FEATURES_SUFFIXES = (".npz", ".safetensors")
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse what would fail only after the models ran: an output suffix igoas does not
     write, or `viz cmc` inputs it cannot draw a curve from."""
-    from igoas.fileio import check_output
-    from igoas.viz._figure import figure_format
 
     if hasattr(args, "option"):
         reader_options(args)  # -o without --dataset would be ignored
@@ -260,8 +247,6 @@ def _check_cmc_source(path: Path, args: argparse.Namespace) -> None:
 
 
 def _model(checkpoint: str, args: argparse.Namespace) -> Any:
-    from igoas.inference import ReIDModel
-
     # fp32 keeps figures identical on every machine; they are not speed-critical.
     return ReIDModel.from_checkpoint(checkpoint, device=getattr(args, "device", "cpu"), precision="fp32",
                                      channels_last=False)
@@ -273,8 +258,6 @@ def _on_error(args: argparse.Namespace) -> str:
 
 
 def _build_dataset(args: argparse.Namespace) -> Any:
-    from igoas.data import build_dataset
-
     if not args.dataset or not args.root:
         raise IgoasError("this figure needs a dataset: pass --dataset NAME --root FOLDER")
     return build_dataset(args.dataset, args.root, **reader_options(args))
@@ -282,7 +265,6 @@ def _build_dataset(args: argparse.Namespace) -> Any:
 
 def _image_paths(args: argparse.Namespace) -> list[str]:
     """The images a figure draws: --images, else --num evenly spaced ones of the dataset split."""
-    from igoas.extraction import path_images
 
     if args.images:
         return path_images(args.images).paths
@@ -321,7 +303,6 @@ def _cmc_curve(source: str, args: argparse.Namespace) -> np.ndarray:
             raise IgoasError(f"{path}: no 'cmc' list for query set {args.query_set!r}; pass the metrics.json "
                              "`igoas eval` writes, or a checkpoint with --dataset/--root")
         return np.asarray(entry["cmc"], dtype=np.float64)
-    from igoas.extraction import checkpoint_cmc
 
     return 100.0 * checkpoint_cmc(_model(source, args), _build_dataset(args), args.query_set, args.max_rank,
                                   args.batch_size, args.num_workers, _on_error(args))

@@ -18,7 +18,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from igoas.errors import ConfigError, IgoasError
+from igoas.corruptions.glass import glass_blur
+from igoas.corruptions.library import imagecorruptions
+from igoas.corruptions.rain import rain
+from igoas.utils.errors import ConfigError, IgoasError
+from igoas.utils.seeding import seed_for
 
 CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -33,14 +37,9 @@ def corruption_function(name: str) -> Callable[[np.ndarray, int], np.ndarray]:
     """`function(H x W x 3 uint8 image, severity) -> corrupted image` by benchmark name."""
     check_corruptions([name])
     if name == "rain":
-        from igoas.corruptions.rain import rain
-
         return rain
     if name == "glass_blur":
-        from igoas.corruptions.glass import glass_blur
-
         return glass_blur
-    from igoas.corruptions.library import imagecorruptions
 
     library = imagecorruptions()
     return lambda image, severity: library.corrupt(image, severity=severity, corruption_name=name)
@@ -60,7 +59,6 @@ def check_corruptions(names: Sequence[str], severities: Sequence[int] = SEVERITI
 
 def image_seed(seed: int, split: str, index: int, corruption: str, severity: int) -> int:
     """The seed of one image's corruption: independent of checkpoint, order and of the other settings run."""
-    from igoas.engine.rng import seed_for
 
     return seed_for(seed, zlib.crc32(split.encode()), index, zlib.crc32(corruption.encode()), severity)
 

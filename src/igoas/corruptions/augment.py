@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, SEVERITIES, check_corruptions, corrupt
-from igoas.errors import ConfigError
+from igoas.corruptions.library import imagecorruptions
+from igoas.utils.errors import ConfigError
 
 
 class RandomCorruption(torch.nn.Module):
@@ -29,8 +30,6 @@ class RandomCorruption(torch.nn.Module):
             raise ConfigError(f"corruption augmentation probability must be in [0, 1], got {p}")
         check_corruptions(corruptions, severities)
         if p > 0:
-            from igoas.corruptions.library import imagecorruptions
-
             imagecorruptions()  # fail when the transforms are built, not inside a loader worker
         self.p, self.corruptions, self.severities = p, tuple(corruptions), tuple(int(s) for s in severities)
 

@@ -12,12 +12,14 @@ per 128 x 64 image, three quarters of the whole benchmark's corruption time.
 Here the same draws are taken in one call (NumPy's legacy generator yields the same
 sequence for one call of size (n, 2) as for n calls of size 2), each pixel's chain of
 already-visited sources is followed by pointer doubling, and every pixel is copied once.
-The blurs are the package's own calls. `tests/test_corruptions.py` checks that the
+The blurs are the package's own calls. `tests/corruptions/test_corruptions.py` checks that the
 result equals the package's glass_blur exactly, at every severity.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from igoas.corruptions.library import imagecorruptions
 
 # (sigma, max_delta, iterations) per severity: the package's own table
 PARAMETERS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
@@ -25,7 +27,6 @@ PARAMETERS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
 
 def glass_blur(image: np.ndarray, severity: int = 1) -> np.ndarray:
     """The package's glass_blur(image, severity) (float image in [0, 255], as it returns)."""
-    from igoas.corruptions.library import imagecorruptions
 
     gaussian = imagecorruptions().corruptions.gaussian  # the package's blur, as the package calls it
     sigma, delta, iterations = PARAMETERS[severity - 1]

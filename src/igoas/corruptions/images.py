@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from igoas.corruptions.apply import CORRUPTIONS, MIN_SIDE, SEVERITIES, corrupt, image_seed, random_corruption
-from igoas.errors import IgoasError
+from igoas.imaging.images import load_image
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import atomic_write, file_identity
 
 CLEAN = "clean"
 RANDOM = "random"  # a corruption and severity drawn per image
@@ -62,7 +64,6 @@ class CorruptedImages(torch.utils.data.Dataset):
 
     def pixels(self, job: Job) -> np.ndarray:
         """The job's H x W x 3 uint8 image: decoded, corrupted (or read back from the cache)."""
-        from igoas.artifacts.images import load_image
 
         sample = self.samples[job.split][job.index]
         if job.corruption == CLEAN:
@@ -88,7 +89,6 @@ class CorruptedImages(torch.utils.data.Dataset):
             name = f"{RANDOM}/{_digest([list(self.corruptions), list(self.severities)])}"
         else:
             name = f"{job.corruption}/s{job.severity}"
-        from igoas.fileio import file_identity
 
         file_name = f"{job.index:06d}_{source.stem}_{_digest(file_identity(source))}.png"
         return self.cache_dir / name / f"seed{self.seed}" / job.split / file_name
@@ -113,8 +113,6 @@ def check_image_sizes(samples: Sequence[Any]) -> None:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
-
-    from igoas.fileio import atomic_write
 
     atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format="PNG", compress_level=1),
                  sync_folder=False)  # a cache of up to 100 images per query: rebuilt if lost

@@ -30,23 +30,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from igoas.errors import IgoasError
+import numpy as np
 
-EXTRA_HINT = "pip install 'igoas[corruptions]'"
+from igoas.utils.extras import optional
 
-
-class MissingExtraError(IgoasError):
-    """An optional feature's package is not installed."""
+NEEDED_BY = "the corruption benchmark"
 
 
 @functools.cache
 def imagecorruptions() -> types.ModuleType:
     """The imagecorruptions package, shimmed for current libraries; a clear error when it is missing."""
-    try:
-        import cv2  # noqa: F401  (imagecorruptions' own dependency; checked here for a clear message)
-        import skimage  # noqa: F401
-    except ImportError as err:
-        raise _missing(err) from None
+    for dependency in ("cv2", "skimage"):  # imagecorruptions' own, checked here for a clear message
+        optional(dependency, NEEDED_BY)
     stand_in = None
     if importlib.util.find_spec("pkg_resources") is None:
         stand_in = types.ModuleType("pkg_resources")
@@ -55,20 +50,13 @@ def imagecorruptions() -> types.ModuleType:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # its scipy.ndimage.interpolation import
-            package = importlib.import_module("imagecorruptions")
-            module = importlib.import_module("imagecorruptions.corruptions")
-    except ImportError as err:
-        raise _missing(err) from None
+            package = optional("imagecorruptions", NEEDED_BY)
+            module = optional("imagecorruptions.corruptions", NEEDED_BY)
     finally:
         if stand_in is not None and sys.modules.get("pkg_resources") is stand_in:
             del sys.modules["pkg_resources"]
     _patch(module)
     return package
-
-
-def _missing(err: ImportError) -> MissingExtraError:
-    return MissingExtraError(f"the corruption benchmark needs the imagecorruptions package ({err}); "
-                             f"install the optional extra: {EXTRA_HINT}")
 
 
 def _resource_filename(module_name: str, relative: str) -> str:
@@ -77,9 +65,8 @@ def _resource_filename(module_name: str, relative: str) -> str:
 
 
 def _patch(module: types.ModuleType) -> None:
-    import numpy as np
-    from skimage.filters import gaussian
-    from skimage.util import random_noise
+    gaussian = optional("skimage.filters", NEEDED_BY).gaussian
+    random_noise = optional("skimage.util", NEEDED_BY).random_noise
 
     def gaussian_compatible(image: Any, sigma: Any = 1, multichannel: bool | None = None, **options: Any) -> Any:
         if multichannel:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from igoas.artifacts.images import IMAGE_EXTENSIONS
-from igoas.errors import DatasetError
+from igoas.imaging.images import IMAGE_EXTENSIONS
+from igoas.utils.errors import DatasetError
 
 INT64_MAX = 2**63 - 1
 SAME_CAMERA = {"protocol": "same_camera"}
@@ -309,7 +309,7 @@ def read_cross_set(name: str, folder: Path, query_dir: Path, gallery_dir: Path, 
                        unparsed_files=bad + bad_gallery)
 
 
-def query_samples(dataset: Any, query_set: str) -> list[Sample]:
+def query_samples(dataset: "ReIDDataset", query_set: str) -> list[Sample]:
     """The samples of `query_set`: "query" or the name of one of the dataset's extra query sets."""
     if query_set == "query":
         samples = list(dataset.query)

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from igoas.compat import renamed_keyword
-from igoas.data import build_dataset, published_statistics
 from igoas.data.base import ReIDDataset, Sample
-from igoas.errors import DatasetError
+from igoas.data.registry import build_dataset, published_statistics
+from igoas.imaging.images import FORMAT_NAMES, IMAGE_FORMATS, max_image_pixels
+from igoas.utils.errors import DatasetError
 
 SEVERITIES = ("error", "warning", "note")
 
@@ -80,8 +80,6 @@ def inspect_image(path: str) -> tuple[str, str, str]:
     unreadable, truncated, too_large (more pixels than training reads) or mode (decodes,
     but not as RGB)."""
     from PIL import Image, UnidentifiedImageError
-
-    from igoas.artifacts.images import FORMAT_NAMES, IMAGE_FORMATS, max_image_pixels
 
     file = Path(path)
     if not file.is_file():
@@ -264,7 +262,6 @@ def _count_note(dataset: ReIDDataset, published: dict | None) -> list[Problem]:
                     "Expected for a subset; for a full copy, files are missing or extra.", differing)] if differing else []
 
 
-@renamed_keyword("workers", "num_workers")
 def check_dataset(root: str | Path, name: str, *, verify_images: bool = True, num_workers: int = 4,
                   **options) -> CheckReport:
     """Check the copy of dataset `name` at `root` (options as for `build_dataset`)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 from igoas.data.base import NamePattern, ReIDDataset
 from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_PATTERN, MARKET_SPLITS, read_market_layout
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 CUHK03_PATTERN = NamePattern(MARKET_PATTERN.regex, "PPPP_cC_N.png (identity, camera, image)", "0001_c1_1.png")
 VARIANTS = ("detected", "labeled")

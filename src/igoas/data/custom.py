@@ -24,7 +24,7 @@ from igoas.data.base import (IMAGE_EXTENSIONS, INT64_MAX, SAME_CAMERA, ReIDDatas
                              raise_if_unparsed, read_list_file)
 from igoas.data.layout import locate_root
 from igoas.data.market1501 import MARKET_SPLITS, read_market_layout
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 SPLITS = ("train", "query", "gallery")
 LIST_SUFFIXES = (".txt", ".csv")

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from igoas.data.base import Sample
-from igoas.artifacts.images import BACKENDS, max_image_pixels, read_image
-from igoas.errors import DatasetError
+from igoas.imaging.images import BACKENDS, max_image_pixels, read_image
+from igoas.utils.errors import DatasetError
 
 LOG = logging.getLogger(__name__)
 ON_ERROR = ("skip", "fail")

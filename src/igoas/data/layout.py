@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 
 def layout_tree(candidates: Sequence[str], required: Sequence[str]) -> str:

@@ -15,8 +15,7 @@ from igoas.data.base import Sample
 from igoas.data.image_dataset import ImageDataset, collate_skipping_failed
 from igoas.data.samplers import EpochSampler, RandomIdentitySampler, RandomTrainSampler
 from igoas.data.transforms import build_transforms
-from igoas.compat import renamed_keyword
-from igoas.errors import ConfigError
+from igoas.utils.errors import ConfigError
 
 SAMPLERS: dict[str, Callable[..., EpochSampler]] = {
     "random": lambda samples, batch_size, num_instances, **kw: RandomTrainSampler(samples, **kw),
@@ -43,7 +42,6 @@ def _worker_options(num_workers: int, persistent_workers: bool | None, prefetch_
     return options
 
 
-@renamed_keyword("workers", "num_workers")
 def build_train_loader(
     dataset_samples: Sequence[Sample],
     batch_size: int,
@@ -79,7 +77,6 @@ def build_train_loader(
     )
 
 
-@renamed_keyword("workers", "num_workers")
 def build_test_loader(
     samples: Sequence[Sample],
     batch_size: int = 128,

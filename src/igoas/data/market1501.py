@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igoas.data.base import (
-    SAME_CAMERA,
-    NamePattern,
-    ReIDDataset,
-    make_samples,
-    raise_if_unparsed,
-    relabel,
-    scan_folder,
-)
+from igoas.data.base import SAME_CAMERA, NamePattern, ReIDDataset, make_samples, raise_if_unparsed, relabel, scan_folder
 from igoas.data.layout import locate_root
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 MARKET_SPLITS = ("bounding_box_train", "query", "bounding_box_test")
 # The community's parsing (torchreid, fast-reid): identity, then `_c` and the 1-based camera.

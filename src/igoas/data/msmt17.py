@@ -6,7 +6,7 @@ from pathlib import Path
 
 from igoas.data.base import INT64_MAX, ReIDDataset, Sample, UnparsedFile, raise_if_unparsed, read_list_file, relabel
 from igoas.data.layout import locate_root
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
 # version -> (folder candidates, training image folder, test image folder)

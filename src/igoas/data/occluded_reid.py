@@ -14,7 +14,7 @@ from pathlib import Path
 
 from igoas.data.base import NamePattern, ReIDDataset, read_cross_set, relabel
 from igoas.data.layout import locate_root
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 CANDIDATES = ("occluded-reid/Occluded_REID", "Occluded_REID", "occluded-reid", "OccludedREID", "occluded_reid", "")
 REQUIRED = ("occluded_body_images", "whole_body_images")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from igoas.data.base import CROSS_SET, NamePattern, ReIDDataset, read_cross_set
 from igoas.data.layout import locate_root
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from igoas.data.base import Sample
-from igoas.errors import ConfigError
+from igoas.utils.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 

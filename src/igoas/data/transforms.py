@@ -4,7 +4,7 @@ The published recipe is resize to 384x128 plus a random horizontal flip; padding
 random crop, colour jitter and random erasing exist for the comparison baselines.
 Decoding (`read_image`: torchvision.io for JPEG, measured faster than PIL here, see
 benchmarks/dataloading.py; PIL for the rest) and the resize are those of
-`igoas.artifacts.images`, shared with inference.
+`igoas.imaging.images`, shared with inference.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-from igoas.artifacts.images import NormalizeToFloat, resize_image
-from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
+from igoas.corruptions.augment import RandomCorruption
+from igoas.imaging.images import NormalizeToFloat, resize_image
+from igoas.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
 
 # Random erasing's area fraction and aspect h/w ranges (Zhong et al., torchreid).
 ERASING_AREA = (0.02, 0.4)
@@ -22,7 +23,7 @@ ERASING_ASPECT = (0.3, 1 / 0.3)
 
 
 class Resize:
-    """The transforms' resize step: `igoas.artifacts.images.resize_image`, the resize inference uses too."""
+    """The transforms' resize step: `igoas.imaging.images.resize_image`, the resize inference uses too."""
 
     def __init__(self, height: int, width: int, interpolation: str = INTERPOLATION) -> None:
         self.size, self.interpolation = (height, width), interpolation
@@ -63,8 +64,6 @@ def build_transforms(
     if train and flip > 0:
         steps.append(v2.RandomHorizontalFlip(flip))
     if train and corruption > 0:
-        from igoas.corruptions.augment import RandomCorruption
-
         steps.append(RandomCorruption(corruption))
     steps.append(Resize(height, width))
     if train:

@@ -6,7 +6,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 

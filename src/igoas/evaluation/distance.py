@@ -7,9 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from igoas.errors import IgoasError
 from igoas.evaluation.arrays import ArrayLike, as_feature_pair, as_features, rows_per_block
-
+from igoas.utils.errors import IgoasError
 
 DistanceToGallery = Callable[[torch.Tensor], torch.Tensor]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from igoas.errors import IgoasError
 from igoas.evaluation.arrays import ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import get_metric
 from igoas.evaluation.neighbours import stable_topk
+from igoas.utils.errors import IgoasError
 
 
 def expand_queries(

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from igoas.errors import IgoasError
 from igoas.evaluation.arrays import ArrayLike, all_finite, as_ids, as_tensor, rows_per_block
 from igoas.evaluation.result import RankResult
 from igoas.evaluation.segments import gather_ranges, position_in_segment
+from igoas.utils.errors import IgoasError
 
 JUNK_ID = -1
 # Above 1/DENSE_FRACTION of a block's entries as candidates, gathering them costs more than

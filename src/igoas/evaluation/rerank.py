@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from igoas.errors import IgoasError
 from igoas.evaluation.arrays import BLOCK_ELEMENTS, ArrayLike, as_feature_pair, rows_per_block
 from igoas.evaluation.distance import squared_distance_minus_query_norm
 from igoas.evaluation.neighbours import MARGIN, refine_nearest
 from igoas.evaluation.segments import gather_ranges, position_in_segment, segment_starts
+from igoas.utils.errors import IgoasError
 
 # Rows per step of the sparse stages; their temporaries are a few hundred bytes per row.
 SPARSE_ROWS = 4096

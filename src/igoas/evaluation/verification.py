@@ -13,8 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from igoas.errors import IgoasError
 from igoas.evaluation.arrays import ArrayLike, as_ids, as_tensor
+from igoas.evaluation.distance import compute_distance
+from igoas.utils.errors import IgoasError
 
 DEFAULT_FPRS = (1e-4, 1e-3, 1e-2)
 # Negative pairs kept (a seeded uniform sample when there are more): enough to resolve
@@ -89,7 +90,6 @@ def sampled_pair_distances(qf: np.ndarray, gf: np.ndarray, q_pids: np.ndarray, g
                            max_negatives: int = MAX_NEGATIVES, seed: int = 0, rows_per_block: int = 256
                            ) -> tuple[np.ndarray, np.ndarray]:
     """`pair_distances` from features, `rows_per_block` queries at a time (see PairSampler)."""
-    from igoas.evaluation.distance import compute_distance
 
     sampler = PairSampler(q_pids, g_pids, g_camids, max_negatives, seed)
     for start in range(0, len(q_pids), rows_per_block):

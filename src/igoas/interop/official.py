@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from igoas.fileio import atomic_write
 from igoas.artifacts.checkpoint import (check_state_dict, checkpoint_payload, load_checkpoint, read_torch_file,
                                         save_checkpoint)
-from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
-from igoas.errors import CheckpointError, IgoasError
+from igoas.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from igoas.model import build_model
+from igoas.utils.errors import CheckpointError, IgoasError
+from igoas.utils.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,6 @@ def _drop_unused(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]
 # ---------------------------------------------------------------------------- import / export
 def official_network(num_classes: int) -> nn.Module:
     """An igoas network with the authors' architecture (random weights, no download)."""
-    from igoas.model import build_model
 
     return build_model(OFFICIAL_MODEL_NAME, num_classes=num_classes, pretrained=False,
                        backbone=OFFICIAL_BACKBONE, **OFFICIAL_OPTIONS)

@@ -6,8 +6,8 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from igoas.errors import ConfigError
 from igoas.model.network import IGOAS
+from igoas.utils.errors import ConfigError
 
 
 def _igoas(num_classes: int, **options: Any) -> IGOAS:

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from igoas.errors import ConfigError
 from igoas.model.backbone import BACKBONES, build_trunk, extra_block, stage_channels, stem_of, stride_one_stage
 from igoas.model.cbam import CBAM
 from igoas.model.heads import POOLING, classifier, reduction
+from igoas.model.occlusion import Occlusion, build_occlusion
 from igoas.model.osm import MASK_RESIZE, OSM, resize_mask
 from igoas.model.pretrained import load_pretrained
-from igoas.occlusion import Occlusion, build_occlusion
+from igoas.utils.errors import ConfigError
 
 # Children that train during the "fixbase" warm-up (SPEC section 6); absent ones are skipped.
 FIXBASE_CANDIDATES = ("global_bottleneck", "suppression_bottleneck", "suppression_cbam", "osm",
@@ -41,7 +41,7 @@ class IGOASOutput:
     attention: Tensor | None
     global_map: Tensor | None
     visible_mask: Tensor
-    occlusion_ratio: float
+    occluded_fraction: float
     use_mask_loss: bool = True
 
 
@@ -170,7 +170,7 @@ class IGOAS(nn.Module):
             return IGOASOutput(
                 logits={"global": self.global_classifier(feature)}, features={"global": feature}, attention=None,
                 global_map=global_map, visible_mask=resize_mask(mask, global_map, self.mask_resize),
-                occlusion_ratio=self.occlusion.last_occluded_fraction, use_mask_loss=False)
+                occluded_fraction=self.occlusion.occluded_fraction, use_mask_loss=False)
 
         batch = images.shape[0]
         if occluded is images:
@@ -196,7 +196,7 @@ class IGOAS(nn.Module):
         return IGOASOutput(
             logits=logits, features={"global": global_feature, "suppression": suppression_feature},
             attention=attention, global_map=global_map, visible_mask=resize_mask(mask, attention, self.mask_resize),
-            occlusion_ratio=self.occlusion.last_occluded_fraction, use_mask_loss=self.use_mask_loss)
+            occluded_fraction=self.occlusion.occluded_fraction, use_mask_loss=self.use_mask_loss)
 
 
 def _check_choice(option: str, value: str, choices: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """OSM, the occlusion suppression module of the suppression branch (SPEC section 3).
 
 OSM is a CBAM on the stage-4 map whose output X' the mask loss pushes to zero inside
-the occluded region; the loss itself lives in `igoas.losses`. The image-level visible
+the occluded region; the loss itself lives in `igoas.model.losses`. The image-level visible
 mask is resized to the map here too, since the resize mode is one of the places the
 authors' code makes a choice (bilinear, align_corners=True).
 """

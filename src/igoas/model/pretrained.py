@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from igoas.config import IMAGENET_WEIGHTS, weights_name
-from igoas.errors import CheckpointError
+from igoas.config import weights_name
 from igoas.model.backbone import BACKBONES
+from igoas.utils.errors import CheckpointError
+from igoas.utils.extras import optional
 
 # Keys a checkpoint may wrap its state dict in (torchreid, timm training scripts, ours).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -102,9 +103,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                               "torchvision or timm ResNet state dict")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+            state = optional("safetensors.torch", "reading .safetensors weights").load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

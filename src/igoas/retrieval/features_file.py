@@ -17,7 +17,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
+from igoas.utils.extras import optional
+from igoas.utils.fileio import atomic_write
 
 FEATURES_FORMAT = "igoas-features"
 FEATURES_FORMAT_VERSION = 1
@@ -68,7 +70,6 @@ class Features:
 
 def save_features(path: str | os.PathLike, features: Features) -> Path:
     """Write `features` atomically; the suffix (.safetensors or .npz) picks the container."""
-    from igoas.fileio import atomic_write
 
     path = Path(path)
     writer = _writer(path)
@@ -135,13 +136,13 @@ def _writer(path: Path) -> Callable[[dict[str, np.ndarray], str], bytes]:
 
 
 def _safetensors_bytes(arrays: dict[str, np.ndarray], text: str) -> bytes:
-    from safetensors.numpy import save
+    save = optional("safetensors.numpy", ".safetensors features files").save
 
     return save(arrays, metadata={"igoas": text})
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], str]:
-    from safetensors import safe_open
+    safe_open = optional("safetensors", ".safetensors features files").safe_open
 
     with safe_open(str(path), framework="numpy") as handle:
         text = (handle.metadata() or {}).get("igoas")

@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from igoas.errors import IgoasError
 from igoas.retrieval.features_file import Features, load_features
+from igoas.utils.errors import IgoasError
+from igoas.utils.extras import optional
+from igoas.utils.fileio import atomic_write, write_json
 
 INDEX_FORMAT = "igoas-index"
 INDEX_FORMAT_VERSION = 1
@@ -51,13 +53,13 @@ def check_options(options: dict[str, int], count: int | None = None) -> None:
 
 
 def _build_flat(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
-    import faiss
+    faiss = optional("faiss", "FAISS search")
 
     return faiss.IndexFlatIP(dim)
 
 
 def _build_ivf(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
-    import faiss
+    faiss = optional("faiss", "FAISS search")
 
     count = len(embeddings)
     # FAISS wants about 39 training points per list; 4 * sqrt(N) lists is its usual rule of thumb
@@ -69,7 +71,7 @@ def _build_ivf(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any
 
 
 def _build_hnsw(dim: int, embeddings: np.ndarray, options: dict[str, int]) -> Any:
-    import faiss
+    faiss = optional("faiss", "FAISS search")
 
     index = faiss.IndexHNSWFlat(dim, options["m"], faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = options["ef_construction"]
@@ -127,7 +129,7 @@ class GalleryIndex:
         camids: np.ndarray,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        import faiss
+        faiss = optional("faiss", "FAISS search")
 
         if kind not in INDEX_KINDS:
             raise IgoasError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
@@ -201,7 +203,7 @@ class GalleryIndex:
 
     def reconstruct(self, indices: np.ndarray) -> np.ndarray:
         """The stored (unit-length) embeddings of gallery positions `indices`, as a len x D float32 array."""
-        import faiss
+        faiss = optional("faiss", "FAISS search")
 
         index = faiss.downcast_index(self.index)
         if isinstance(index, faiss.IndexIVF) and not index.direct_map.type:
@@ -211,9 +213,7 @@ class GalleryIndex:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the FAISS index to `path` and its metadata to `<path>.json`, each atomically."""
-        import faiss
-
-        from igoas.fileio import atomic_write, write_json
+        faiss = optional("faiss", "FAISS search")
 
         path = Path(path)
         side = {
@@ -236,7 +236,7 @@ class GalleryIndex:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "GalleryIndex":
         """Read an index written by `save`, checking that the index and its side file belong together."""
-        import faiss
+        faiss = optional("faiss", "FAISS search")
 
         path, side_path = Path(path), metadata_path(path)
         for required in (path, side_path):

@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from igoas.artifacts.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from igoas.errors import IgoasError
+from igoas.imaging.images import image_to_tensor, resize_image
+from igoas.imaging.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
+from igoas.utils.errors import IgoasError
+from igoas.utils.extras import optional
+from igoas.utils.fileio import atomic_write
+
+if TYPE_CHECKING:  # matplotlib is the viz extra: loaded where a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DEFAULT_DPI = 100
 # Output suffix -> matplotlib format; anything else is refused rather than written as PNG.
@@ -26,9 +33,9 @@ FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf",
 PathLike = str | os.PathLike[str]
 
 
-def new_figure(width_px: int, height_px: int, dpi: int = DEFAULT_DPI) -> Any:
+def new_figure(width_px: int, height_px: int, dpi: int = DEFAULT_DPI) -> "Figure":
     """A matplotlib Figure that renders to exactly `width_px` x `height_px` pixels."""
-    from matplotlib.figure import Figure
+    Figure = optional("matplotlib.figure", "drawing figures").Figure
 
     if width_px < 1 or height_px < 1:
         raise IgoasError(f"a figure needs a positive size, got {width_px} x {height_px} pixels")
@@ -44,10 +51,9 @@ def figure_format(out_path: PathLike) -> str:
     return FIGURE_FORMATS[suffix]
 
 
-def save_figure(figure: Any, out_path: PathLike) -> Path:
+def save_figure(figure: "Figure", out_path: PathLike) -> Path:
     """Render `figure` to `out_path` atomically in the format its suffix names (.png, .jpg,
     .pdf, .svg), so no half-written image is ever left."""
-    from igoas.fileio import atomic_write
 
     fmt = figure_format(out_path)
     return atomic_write(out_path, lambda handle: figure.savefig(handle, format=fmt, dpi=figure.dpi))
@@ -80,7 +86,7 @@ class Grid:
     def figure(self, dpi: int = DEFAULT_DPI) -> Any:
         return new_figure(*self.size, dpi=dpi)
 
-    def axes(self, figure: Any, row: int, col: int) -> Any:
+    def axes(self, figure: "Figure", row: int, col: int) -> "Axes":
         """Axes covering exactly the panel at (row, col), ticks and frame hidden."""
         width, height = self.size
         left = self.label_width + col * (self.panel_width + self.gap) + self.gap / 2
@@ -90,7 +96,7 @@ class Grid:
         axes.set_axis_off()
         return axes
 
-    def row_label(self, figure: Any, row: int, text: str, fontsize: float = 9) -> None:
+    def row_label(self, figure: "Figure", row: int, text: str, fontsize: float = 9) -> None:
         """Write `text` centred in the label strip of `row`."""
         width, height = self.size
         centre = row * (self.title + self.panel_height + self.gap) + self.title + self.gap / 2 + self.panel_height / 2
@@ -98,7 +104,7 @@ class Grid:
                     fontsize=fontsize, wrap=True)
 
 
-def show_image(axes: Any, image: np.ndarray, title: str | None = None, fontsize: float = 8) -> None:
+def show_image(axes: "Axes", image: np.ndarray, title: str | None = None, fontsize: float = 8) -> None:
     """Draw an H x W x 3 image in [0, 1] stretched over the whole panel, with an optional title."""
     axes.imshow(np.clip(image, 0.0, 1.0), aspect="auto", interpolation="bilinear")
     if title:
@@ -123,7 +129,7 @@ def resize_map(values: torch.Tensor | np.ndarray, height: int, width: int) -> np
 def heat_overlay(image: np.ndarray, values: torch.Tensor | np.ndarray, alpha: float = 0.5,
                  colormap: str = "jet") -> np.ndarray:
     """Colour a map in [0, 1] with `colormap`, resize it to the image and blend it over the image."""
-    from matplotlib import colormaps
+    colormaps = optional("matplotlib", "drawing figures").colormaps
 
     heat = colormaps[colormap](np.clip(resize_map(values, *image.shape[:2]), 0.0, 1.0))[..., :3]
     return (1.0 - alpha) * image + alpha * heat
@@ -141,8 +147,7 @@ def framed(image: np.ndarray, colour: Sequence[float], thickness: int) -> np.nda
 
 def read_image(path: PathLike, width: int, height: int) -> np.ndarray:
     """An image file resized to width x height, as H x W x 3 floats in [0, 1]."""
-    from igoas.artifacts.images import image_to_tensor, resize_image
 
-    tensor = resize_image(image_to_tensor(path), height, width)
+    tensor = resize_image(image_to_tensor(path), height, width, INTERPOLATION)
     scale = 255.0 if tensor.dtype == torch.uint8 else 1.0
     return tensor.permute(1, 2, 0).float().numpy() / scale

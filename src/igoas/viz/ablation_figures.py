@@ -7,8 +7,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from igoas.errors import IgoasError
+from igoas.artifacts.checkpoint import model_from_checkpoint
+from igoas.imaging.preprocess import Preprocess
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
+from igoas.viz.activations import activation_maps, plot_activation_comparison
 
 CURVE_PANELS = (("query", "occluded queries"), ("holistic", "holistic queries"))
 
@@ -16,7 +19,7 @@ CURVE_PANELS = (("query", "occluded queries"), ("holistic", "holistic queries"))
 def plot_study_curves(curves: Mapping[str, Mapping[str, Any]], out_path: PathLike, metric: str = "mAP", *,
                       size: tuple[int, int] = (1000, 420), dpi: int = DEFAULT_DPI) -> Path:
     """mAP over epochs, one line per method (mean over seeds, shaded ± one standard
-    deviation), one panel per query set; `curves` as `igoas.ablation.statistics.mean_curves`."""
+    deviation), one panel per query set; `curves` as `igoas.studies.ablation.statistics.mean_curves`."""
     if not curves:
         raise IgoasError("plot_study_curves needs the curves of at least one method")
     figure = new_figure(*size, dpi=dpi)
@@ -42,9 +45,6 @@ def plot_activation_figure(checkpoints: Mapping[str, Path], labels: Mapping[str,
                            out_path: PathLike) -> Path:
     """Paper Fig. 9 style: for each image, the global-branch activation map of every
     method, then the suppression-branch map (label + " S") of the methods that have one."""
-    from igoas.artifacts.checkpoint import model_from_checkpoint
-    from igoas.artifacts.preprocess import Preprocess
-    from igoas.viz.activations import activation_maps, plot_activation_comparison
 
     global_maps: dict[str, torch.Tensor] = {}
     suppression_maps: dict[str, torch.Tensor] = {}

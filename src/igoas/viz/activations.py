@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import (DEFAULT_DPI, IMAGENET_MEAN, IMAGENET_STD, Grid, PathLike, denormalize, heat_overlay,
                                save_figure, show_image)
 

@@ -8,7 +8,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from igoas.errors import IgoasError
+from igoas.corruptions import CORRUPTIONS, corrupt
+from igoas.imaging.images import ImageInput, image_to_tensor
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import DEFAULT_DPI, Grid, PathLike, new_figure, save_figure, show_image
 
 
@@ -59,12 +61,10 @@ def _drops(records: Sequence[Mapping[str, Any]], checkpoint: str, setting: str, 
     return drops
 
 
-def plot_corruption_samples(image: Any, out_path: PathLike, corruptions: Sequence[str] | None = None,
+def plot_corruption_samples(image: ImageInput, out_path: PathLike, corruptions: Sequence[str] | None = None,
                             severity: int = 3, seed: int = 0, *, panel_size: tuple[int, int] = (64, 128),
                             columns: int = 7, dpi: int = DEFAULT_DPI) -> Path:
     """One image (path, or H x W x 3 uint8 array) clean and under every corruption at `severity`."""
-    from igoas.corruptions import CORRUPTIONS, corrupt
-    from igoas.artifacts.images import image_to_tensor
 
     pixels = image_to_tensor(image)
     if pixels.dtype != np.uint8 and pixels.is_floating_point():

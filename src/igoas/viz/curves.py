@@ -6,10 +6,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
+from igoas.utils.extras import optional
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
 from igoas.viz.run_logs import load_run_logs, series
-
 
 # What a CMC curve holds -> the factor that turns it into percent.
 CMC_UNITS = {"fraction": 100.0, "percent": 1.0}
@@ -21,12 +21,12 @@ def plot_cmc_curves(curves: Mapping[str, np.ndarray], out_path: PathLike, max_ra
 
     `unit` says what the curves hold, never guessed from their values (a weak model's
     percent curve can stay below 1): "fraction" (`RankResult.cmc`,
-    `igoas.extraction.checkpoint_cmc`) or "percent" (the `cmc` lists of `igoas eval`'s
+    `igoas.deploy.extraction.checkpoint_cmc`) or "percent" (the `cmc` lists of `igoas eval`'s
     JSON). Ranks are whole numbers on the x axis, the y axis spans 0-100 % so curves of
     different figures compare by eye, and the legend (each run's Rank-1) sits below the
     plot, where it cannot hide a curve.
     """
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = optional("matplotlib.ticker", "drawing figures").MaxNLocator
 
     if not curves:
         raise IgoasError("plot_cmc_curves needs at least one curve")
@@ -132,7 +132,7 @@ def _plot_evaluation(axes: Any, records: list[dict[str, Any]]) -> None:
 def _whole_epochs(axes: Any, epochs: list[float]) -> None:
     """Epoch ticks at whole numbers only, with a margin of one epoch around a single
     evaluation (matplotlib would tick one point at 5.7 ... 6.3)."""
-    from matplotlib.ticker import MaxNLocator
+    MaxNLocator = optional("matplotlib.ticker", "drawing figures").MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if epochs and min(epochs) == max(epochs):

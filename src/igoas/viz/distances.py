@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from igoas.errors import IgoasError
 from igoas.evaluation.distance import metric_label
 from igoas.evaluation.verification import DEFAULT_FPRS, RocCurve
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
 
 

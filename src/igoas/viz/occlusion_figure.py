@@ -1,6 +1,6 @@
 """What each occlusion method does to one batch as training goes on (paper Fig. 4-6).
 
-One row per method of `igoas.occlusion.OCCLUSION_METHODS`, one column per epoch; each
+One row per method of `igoas.model.occlusion.OCCLUSION_METHODS`, one column per epoch; each
 cell shows the whole batch side by side, so batch-based methods (one rectangle shared
 by every image) are told apart from per-image ones at a glance, and IGO's rectangle can
 be seen growing with the epoch. Feature-level methods act on the stage-4 map, so they
@@ -17,8 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from igoas.errors import IgoasError
-from igoas.viz._figure import DEFAULT_DPI, IMAGENET_MEAN, IMAGENET_STD, Grid, PathLike, denormalize, save_figure, show_image
+from igoas.model.occlusion import OCCLUSION_METHODS, build_occlusion
+from igoas.utils.errors import IgoasError
+from igoas.viz._figure import (DEFAULT_DPI, IMAGENET_MEAN, IMAGENET_STD, Grid, PathLike, denormalize, save_figure,
+                               show_image)
 
 DEFAULT_EPOCHS = (0, 15, 30, 45, 60, 89)
 # The IGOAS stage 4 keeps stride 1, so its map is the input downsampled 16 times.
@@ -35,7 +37,6 @@ def occlusion_examples(images: torch.Tensor, method: str, epochs: Sequence[float
     reproducible and, for IGO, only the schedule changes from one column to the next.
     Feature-level methods give back the input unchanged with their mask at input size.
     """
-    from igoas.occlusion import build_occlusion
 
     examples = []
     for epoch in epochs:
@@ -64,7 +65,6 @@ def plot_occlusion_methods(images: torch.Tensor, out_path: PathLike, methods: Se
     gives the epoch and the fraction of pixels hidden (of the feature map dropped, for
     feature-level methods).
     """
-    from igoas.occlusion import OCCLUSION_METHODS, build_occlusion
 
     methods = [name for name in OCCLUSION_METHODS if name != "none"] if methods is None else list(methods)
     unknown = [name for name in methods if name not in OCCLUSION_METHODS]

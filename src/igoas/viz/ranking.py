@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import DEFAULT_DPI, Grid, PathLike, framed, read_image, save_figure, show_image
 
 MATCH_COLOUR = (0.0, 0.8, 0.0)

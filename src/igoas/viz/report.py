@@ -13,8 +13,11 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from igoas.artifacts.run_dir import RunDir
-from igoas.errors import IgoasError
+from igoas.data.base import protocol_title
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import atomic_write
 from igoas.viz._figure import PathLike
+from igoas.viz.curves import plot_training_curves
 from igoas.viz.run_logs import RunLogs, flatten, load_run_logs
 
 FIGURES_DIR = "figures"
@@ -47,8 +50,6 @@ def write_html_report(run_dir: PathLike, out_path: PathLike | None = None) -> Pa
     the run has logs, and shows every other PNG found in the run folder (the figures
     `igoas viz` and `igoas robustness` wrote there).
     """
-    from igoas.fileio import atomic_write
-    from igoas.viz.curves import plot_training_curves
 
     logs = load_run_logs(run_dir)
     out_path = Path(out_path) if out_path is not None else RunDir(logs.run_dir).report
@@ -155,7 +156,7 @@ def _final_table(final: dict[str, Any]) -> str:
 
 
 def _provenance(final: dict[str, Any]) -> str:
-    """What the final numbers came from (see igoas.provenance): a two-column table."""
+    """What the final numbers came from (see igoas.artifacts.provenance): a two-column table."""
     checkpoint = final.get("checkpoint")
     if not isinstance(checkpoint, dict):  # written before checkpoints were recorded with their hash
         checkpoint = {"path": checkpoint}
@@ -174,7 +175,6 @@ def _provenance(final: dict[str, Any]) -> str:
 
 def _data_row(record: dict[str, Any]) -> str:
     """`NAME (protocol=...) at ROOT`; records written before protocols were kept give `NAME at ROOT`."""
-    from igoas.data.base import protocol_title
 
     protocol = record.get("protocol")
     name = protocol_title(str(record.get("name")), protocol) if isinstance(protocol, dict) else record.get("name")

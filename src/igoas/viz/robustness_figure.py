@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from igoas.errors import IgoasError
+from igoas.utils.errors import IgoasError
 from igoas.viz._figure import DEFAULT_DPI, PathLike, new_figure, save_figure
 
 MEAN_COLUMN = "mean over positions"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from igoas.artifacts.run_dir import RunDir
-from igoas.errors import IgoasError
-from igoas.fileio import read_jsonl
+from igoas.utils.errors import IgoasError
+from igoas.utils.fileio import read_jsonl
 from igoas.viz._figure import PathLike
 
 

@@ -8,7 +8,7 @@ from igoas.data.base import NamePattern, ReIDDataset, make_samples, scan_folder
 from igoas.data.market1501 import MARKET_PATTERN, read_market_layout
 from igoas.data.synthetic.occluders import OCCLUDER_KINDS, draw_occluder
 from igoas.data.synthetic.writer import HOLISTIC_FOLDER, SIZES, read_meta, render_synthetic
-from igoas.errors import DatasetError
+from igoas.utils.errors import DatasetError
 
 __all__ = ["OCCLUDER_KINDS", "SIZES", "draw_occluder", "read_meta", "render_synthetic", "synthetic"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from igoas.data.synthetic.appearance import VIEWPOINTS, draw_person, sample_identity
-from igoas.errors import ConfigError
+from igoas.utils.errors import ConfigError
 
 OCCLUDER_KINDS = ("car", "pole", "tree", "box", "bag", "railing", "pedestrian")
 KIND_WEIGHTS = {"car": 0.15, "pole": 0.12, "tree": 0.13, "box": 0.15, "bag": 0.10, "railing": 0.15, "pedestrian": 0.20}

@@ -25,9 +25,8 @@ from PIL import Image
 from igoas.data.synthetic.appearance import VIEWPOINTS, Identity, draw_person, sample_identity
 from igoas.data.synthetic.occluders import place_occluder
 from igoas.data.synthetic.scenes import Camera, apply_camera, draw_background, make_cameras
-from igoas.compat import renamed_keyword
-from igoas.errors import ConfigError, DatasetError
-from igoas.fileio import staging_place
+from igoas.utils.errors import ConfigError, DatasetError
+from igoas.utils.fileio import staging_place
 
 LOG = logging.getLogger(__name__)
 VERSION = 2  # bump whenever the rendering changes; older copies are then refused, never replaced
@@ -218,7 +217,6 @@ def _is_current(root: Path, params: dict) -> bool:
     return all(path.is_file() for path in expected)
 
 
-@renamed_keyword("workers", "num_workers")
 def _other_settings_message(out: Path, found: dict, asked: dict) -> str:
     """Why a copy rendered with other settings is not replaced, and the fix: the options
     that read the copy as it is (usually `data.options.size`), or another folder."""
