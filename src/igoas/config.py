@@ -110,6 +110,9 @@ class LossConfig:
     triplet: str | None = None            # None, "margin" or "soft"
     triplet_margin: float = 0.3
     triplet_weight: float = 1.0
+    # > 0: center loss (Wen et al. 2016, as BoT adds it) on the triplet's features with this
+    # weight; its class centers are training state (saved, and a resume keeps the value). 0: off.
+    center_weight: float = field(default=0.0, metadata=FIXED)
 
 
 @dataclass
@@ -129,6 +132,9 @@ class OptimConfig:
     warmup_start_factor: float = 0.01  # warm-up starts at lr * this
     min_lr_factor: float = 0.0  # the cosine schedule ends at lr * this
     grad_clip: Optional[float] = None  # max global gradient norm; null = no clipping
+    # learning rate of the center loss's own plain SGD on its centers (BoT: 0.5), applied to
+    # the unweighted center gradient and never scheduled; used only when loss.center_weight > 0
+    center_lr: float = 0.5
 
 
 @dataclass
@@ -202,7 +208,14 @@ class RunConfig:
 # optimiser and schedule names are those of igoas.data.loaders and igoas.training.optim
 # (they import this module, not the other way round, so that reading a config needs only
 # OmegaConf; a test keeps the lists in step).
+# Backbone names of igoas.model.backbone.BACKBONES (torchvision ResNets, IBN-a) and
+# igoas.model.timm_backbones.TIMM_BACKBONES (built through timm; the baseline only).
+BACKBONE_NAMES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet50_ibn_a", "resnet101_ibn_a",
+                  "timm:resnet50", "timm:resnet101", "resnext50_32x4d", "convnext_tiny", "vit_small_patch16_224",
+                  "vit_base_patch16_224", "swin_tiny_patch4_window7_224")
+
 CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": BACKBONE_NAMES,
     "data.sampler": ("random", "identity"),
     "data.on_error": ("skip", "fail"),
     "optim.name": ("adam", "sgd"),
@@ -243,12 +256,14 @@ PROBABILITY, FRACTION = Range(0, 1), Range(0, 1, high_open=True)
 SEEDS = Range(0, 2**32 - 1)   # what numpy's and Python's generators take alike
 RANGES: dict[str, Range] = {
     **dict.fromkeys(("data.height", "data.width", "data.batch_size", "data.num_instances", "optim.lr",
-                     "train.epochs", "train.log_every", "eval.batch_size", "eval.max_rank", "eval.k1", "eval.k2"),
+                     "optim.center_lr", "train.epochs", "train.log_every", "eval.batch_size", "eval.max_rank",
+                     "eval.k1", "eval.k2"),
                     POSITIVE),
     **dict.fromkeys(("data.num_workers", "eval.num_workers", "optim.weight_decay", "optim.warmup_epochs",
                      "optim.momentum", "train.fixbase_epochs", "train.checkpoint_every_iters", "eval.every",
                      "eval.also_every", "eval.query_expansion", "eval.query_expansion_alpha",
-                     "loss.mask_loss_weight", "loss.triplet_margin", "loss.triplet_weight"), NON_NEGATIVE),
+                     "loss.mask_loss_weight", "loss.triplet_margin", "loss.triplet_weight",
+                     "loss.center_weight"), NON_NEGATIVE),
     "optim.gamma": Range(0, 1, low_open=True),        # the factor at each milestone: above 0, a decay
     "optim.warmup_start_factor": Range(0, 1, low_open=True),
     "optim.min_lr_factor": PROBABILITY,

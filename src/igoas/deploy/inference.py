@@ -11,6 +11,7 @@ import os
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from igoas.artifacts.checkpoint import load_model_state, model_from_checkpoint, read_torch_file
@@ -164,7 +165,7 @@ class ReIDModel:
     def embed_crops(
         self,
         frame: np.ndarray,
-        boxes: Any,
+        boxes: npt.ArrayLike,
         *,
         bgr: bool = False,
         max_batch: int = DEFAULT_MAX_BATCH,

@@ -12,13 +12,19 @@ from typing import Callable
 from torch import nn
 from torchvision.models import resnet
 
+from igoas.model.ibn import resnet50_ibn_a, resnet101_ibn_a
+
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """How to build one torchvision ResNet and where its ImageNet weights live."""
+    """How to build one torchvision ResNet and where its ImageNet weights live.
+
+    `weights_enum` is None for the ResNets igoas builds itself (IBN-a): torchvision has no
+    weights for them, only a local file can fill them.
+    """
 
     constructor: Callable[..., resnet.ResNet]
-    weights_enum: str
+    weights_enum: str | None
     block: type[nn.Module]
 
 
@@ -27,6 +33,8 @@ BACKBONES: dict[str, BackboneInfo] = {
     "resnet34": BackboneInfo(resnet.resnet34, "ResNet34_Weights", resnet.BasicBlock),
     "resnet50": BackboneInfo(resnet.resnet50, "ResNet50_Weights", resnet.Bottleneck),
     "resnet101": BackboneInfo(resnet.resnet101, "ResNet101_Weights", resnet.Bottleneck),
+    "resnet50_ibn_a": BackboneInfo(resnet50_ibn_a, None, resnet.Bottleneck),
+    "resnet101_ibn_a": BackboneInfo(resnet101_ibn_a, None, resnet.Bottleneck),
 }
 
 

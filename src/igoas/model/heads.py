@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,12 +18,26 @@ def reduction(in_channels: int, out_features: int = 512) -> nn.Sequential:
     return head
 
 
-def classifier(in_features: int, num_classes: int) -> nn.Linear:
-    """Identity classifier with weights ~ N(0, 0.01) and zero bias."""
-    layer = nn.Linear(in_features, num_classes)
-    nn.init.normal_(layer.weight, 0.0, 0.01)
-    nn.init.zeros_(layer.bias)
+def classifier(in_features: int, num_classes: int, bias: bool = True, std: float = 0.01) -> nn.Linear:
+    """Identity classifier with weights ~ N(0, std) and zero bias (IGOAS: std 0.01, with a
+    bias; BoT's BNNeck classifier: std 0.001 and no bias)."""
+    layer = nn.Linear(in_features, num_classes, bias=bias)
+    nn.init.normal_(layer.weight, 0.0, std)
+    if bias:
+        nn.init.zeros_(layer.bias)
     return layer
+
+
+def bn_neck(features: int) -> nn.BatchNorm1d:
+    """BoT's BNNeck (Luo et al. 2019, modeling/baseline.py): BatchNorm1d with weight 1 and
+    a shift fixed at 0. The shift is a zero buffer, not a parameter with gradients off, so
+    no later `requires_grad_` (the fixbase warm-up opens whole modules) can let it learn;
+    the state-dict keys stay BatchNorm's own."""
+    neck = nn.BatchNorm1d(features)
+    nn.init.ones_(neck.weight)
+    del neck.bias
+    neck.register_buffer("bias", torch.zeros(features))
+    return neck
 
 
 def _avg_pool(x: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from igoas.config import LossConfig
 from igoas.utils.errors import ConfigError
@@ -104,6 +104,24 @@ def batch_hard_triplet(features: Tensor, labels: Tensor, form: str = "margin", m
     return TRIPLET_FORMS[form](gap, margin).mean()
 
 
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al. 2016) as BoT uses it (layers/center_loss.py): the batch mean
+    of each feature's squared distance to its identity's center, clamped to [1e-12, 1e12].
+    The centers start ~ N(0, 1), as BoT's; they are learnt by their own optimiser (see
+    `igoas.training.state.CenterState`), not the network's."""
+
+    def __init__(self, num_classes: int, feature_dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, feature_dim, generator=generator))
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        if features.shape[1] != self.centers.shape[1]:
+            raise ConfigError(f"loss.center_weight: the features are {features.shape[1]}-d but the centers "
+                              f"{self.centers.shape[1]}-d; build the centers with the model's feature_dim")
+        distances = (features.float() - self.centers[labels]).pow(2).sum(dim=1)
+        return distances.clamp(1e-12, 1e12).mean()
+
+
 def _unchanged(loss: Tensor) -> Tensor:
     return loss
 
@@ -118,7 +136,8 @@ def _check(config: LossConfig) -> None:
 
 
 def compute_losses(output: IGOASOutput, labels: Tensor, config: LossConfig | None = None,
-                   reduce: Callable[[Tensor], Tensor] | None = None) -> LossResult:
+                   reduce: Callable[[Tensor], Tensor] | None = None,
+                   centers: CenterLoss | None = None) -> LossResult:
     """Combine the model's training result and the identity labels into the total loss.
 
     Terms: `id_<head>` for every classifier head, `mask_suppression` and `mask_global`
@@ -126,7 +145,8 @@ def compute_losses(output: IGOASOutput, labels: Tensor, config: LossConfig | Non
     concatenated branch features when enabled. Returned terms are the unweighted values.
     `reduce`, when given, maps every loss value before the terms are combined: distributed
     training passes a differentiable mean over processes, so the adaptive weights see the
-    losses of the whole batch, as one process would.
+    losses of the whole batch, as one process would. `centers` (needed when
+    `config.center_weight` > 0) adds the `center` term on the triplet's features.
     """
     config = config or LossConfig()
     _check(config)
@@ -144,8 +164,14 @@ def compute_losses(output: IGOASOutput, labels: Tensor, config: LossConfig | Non
             terms["mask_global"] = reduce(mask_loss(output.global_map, output.visible_mask, config.mask_loss))
         total = total + config.mask_loss_weight * sum(v for k, v in terms.items() if k.startswith("mask_"))
 
+    features = torch.cat(list(output.features.values()), dim=1)
     if config.triplet is not None:
-        features = torch.cat(list(output.features.values()), dim=1)
         terms["triplet"] = reduce(batch_hard_triplet(features, labels, config.triplet, config.triplet_margin))
         total = total + config.triplet_weight * terms["triplet"]
+    if config.center_weight:
+        if centers is None:
+            raise ConfigError("loss.center_weight > 0 needs the centers: pass compute_losses(..., centers=CenterLoss"
+                              "(num_classes, feature_dim)), as the trainer does, or set loss.center_weight=0")
+        terms["center"] = reduce(centers(features, labels))
+        total = total + config.center_weight * terms["center"]
     return LossResult(total=total, terms=terms, id_weights=id_weights)

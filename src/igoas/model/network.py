@@ -17,15 +17,20 @@ from torch import Tensor, nn
 
 from igoas.model.backbone import BACKBONES, build_trunk, extra_block, stage_channels, stem_of, stride_one_stage
 from igoas.model.cbam import CBAM
-from igoas.model.heads import POOLING, classifier, reduction
+from igoas.model.heads import POOLING, bn_neck, classifier, reduction
 from igoas.model.occlusion import Occlusion, build_occlusion
 from igoas.model.osm import MASK_RESIZE, OSM, resize_mask
 from igoas.model.pretrained import load_pretrained
 from igoas.utils.errors import ConfigError
 
+# The global branch's head: IGOAS's 512-d Linear-BN-ReLU reduction, or BoT's BNNeck
+# (a bias-free BatchNorm on the pooled map; the baseline only).
+NECKS = ("reduction", "bnneck")
+
 # Children that train during the "fixbase" warm-up (SPEC section 6); absent ones are skipped.
 FIXBASE_CANDIDATES = ("global_bottleneck", "suppression_bottleneck", "suppression_cbam", "osm",
-                      "global_reduction", "suppression_reduction", "global_classifier", "suppression_classifier")
+                      "global_reduction", "global_neck", "suppression_reduction", "global_classifier",
+                      "suppression_classifier")
 
 
 @dataclass
@@ -54,7 +59,9 @@ class IGOAS(nn.Module):
     `cbam_reduction` 16; `mask_resize` "bilinear" (align_corners=True), "nearest" or
     "area"; `global_pooling` "avg" and `suppression_pooling` "max"; `reduction_dim` 512 per
     branch; `occlusion` / `occlusion_options` pick the method from OCCLUSION_METHODS;
-    `use_mask_loss` tells the losses whether to add the OSM mask term.
+    `use_mask_loss` tells the losses whether to add the OSM mask term; `neck` "reduction"
+    (IGOAS) or "bnneck" (BoT, baseline only: the triplet sees the pooled feature, the
+    bias-free classifier and the embedding the BatchNorm'd one).
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", pretrained: bool | str = False,
@@ -62,8 +69,13 @@ class IGOAS(nn.Module):
                  cbam_spatial_kernel: int = 3, cbam_reduction: int = 16, mask_resize: str = "bilinear",
                  global_pooling: str = "avg", suppression_pooling: str = "max", reduction_dim: int = 512,
                  occlusion: str = "igo", occlusion_options: dict[str, Any] | None = None,
-                 use_mask_loss: bool = True) -> None:
+                 use_mask_loss: bool = True, neck: str = "reduction") -> None:
         super().__init__()
+        if neck not in NECKS:
+            raise ConfigError(f"model option neck={neck!r} is unknown; choose one of {', '.join(NECKS)}")
+        if neck == "bnneck" and suppression:
+            raise ConfigError("model option neck='bnneck' is BoT's head for the single-branch baseline; "
+                              "use it with model.name=baseline, or leave neck at 'reduction' for IGOAS")
         _check_choice("backbone", backbone, BACKBONES)
         _check_choice("mask_resize", mask_resize, MASK_RESIZE)
         _check_choice("global_pooling", global_pooling, POOLING)
@@ -86,10 +98,15 @@ class IGOAS(nn.Module):
             if extra_bottleneck:
                 self.suppression_bottleneck = extra_block(block, channels)
             self.osm = OSM(channels, cbam_reduction, cbam_spatial_kernel)
-        self.global_reduction = reduction(channels, reduction_dim)
+        if neck == "bnneck":
+            self.global_neck = bn_neck(channels)
+        else:
+            self.global_reduction = reduction(channels, reduction_dim)
         if suppression:
             self.suppression_reduction = reduction(channels, reduction_dim)
-        self.global_classifier = classifier(reduction_dim, num_classes)
+        # BoT's classifier after its BNNeck: no bias, weights ~ N(0, 0.001).
+        self.global_classifier = (classifier(channels, num_classes, bias=False, std=0.001) if neck == "bnneck"
+                                  else classifier(reduction_dim, num_classes))
         if suppression:
             self.suppression_classifier = classifier(reduction_dim, num_classes)
             self.concat_classifier = classifier(2 * reduction_dim, num_classes)
@@ -98,7 +115,8 @@ class IGOAS(nn.Module):
         self.mask_resize = mask_resize
         self.use_mask_loss = use_mask_loss and suppression
         self.global_pool, self.suppression_pool = POOLING[global_pooling], POOLING[suppression_pooling]
-        self.feature_dim = reduction_dim * (2 if suppression else 1)
+        self.neck = neck
+        self.feature_dim = channels if neck == "bnneck" else reduction_dim * (2 if suppression else 1)
         self.fixbase_modules = tuple(name for name in FIXBASE_CANDIDATES if hasattr(self, name))
         # A plain attribute, not a child module: occlusion methods hold no tensors, so the
         # state dict stays exactly the network's layers.
@@ -124,6 +142,15 @@ class IGOAS(nn.Module):
     def _suppression_map(self, x: Tensor) -> Tensor:
         return self._suppression_block(self._suppression_stage4(x))
 
+    def _global_head(self, global_map: Tensor) -> tuple[Tensor, Tensor]:
+        """(metric feature, classifier input): both the 512-d reduction, or with the BNNeck
+        the pooled feature (triplet, center loss) and its BatchNorm'd copy (ID loss, test)."""
+        pooled = self.global_pool(global_map)
+        if self.neck == "bnneck":
+            return pooled, self.global_neck(pooled)
+        feature = self.global_reduction(pooled)
+        return feature, feature
+
     def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
         """Stage-4 maps that each branch pools (global: after the extra block; suppression:
         the OSM output X'), without occlusion, for activation figures."""
@@ -144,7 +171,7 @@ class IGOAS(nn.Module):
     def embed(self, images: Tensor) -> Tensor:
         """Retrieval embedding: each branch's 512-d feature L2-normalised, concatenated."""
         maps = self.feature_maps(images)
-        parts = [self.global_reduction(self.global_pool(maps["global"]))]
+        parts = [self._global_head(maps["global"])[1]]
         if self.suppression:
             parts.append(self.suppression_reduction(self.suppression_pool(maps["suppression"])))
         # fp32 whatever the autocast precision: retrieval indexes and distances want fp32.
@@ -166,9 +193,9 @@ class IGOAS(nn.Module):
         occluded, mask = self._occlude_input(images, progress, generator)
         if not self.suppression:
             global_map, mask = self._occlude_map(self._global_map(self._trunk(occluded)), mask, progress, generator)
-            feature = self.global_reduction(self.global_pool(global_map))
+            feature, normalised = self._global_head(global_map)
             return IGOASOutput(
-                logits={"global": self.global_classifier(feature)}, features={"global": feature}, attention=None,
+                logits={"global": self.global_classifier(normalised)}, features={"global": feature}, attention=None,
                 global_map=global_map, visible_mask=resize_mask(mask, global_map, self.mask_resize),
                 occluded_fraction=self.occlusion.occluded_fraction, use_mask_loss=False)
 

@@ -59,6 +59,10 @@ def torchvision_weights(backbone: str, name: str) -> Any:
     """The torchvision weights enum member for `name` (e.g. `ResNet50_Weights.IMAGENET1K_V1`)."""
     from torchvision import models
 
+    if BACKBONES[backbone].weights_enum is None:
+        raise CheckpointError(f"{backbone} has no torchvision weights (torchvision does not publish it), so "
+                              f"pretrained={name!r} cannot be fetched; pass the path of a local state dict "
+                              "(e.g. IBN-Net's or fast-reid's resnet50_ibn_a .pth) or pretrained=false")
     enum = getattr(models, BACKBONES[backbone].weights_enum)
     available = [member.name.lower() for member in enum]
     if name.upper() not in enum.__members__:
@@ -72,7 +76,7 @@ def torchvision_hash_prefixes(backbone: str) -> dict[str, str]:
     weights (`resnet50-0676ba61.pth` -> {"0676ba61": "imagenet1k_v1"}), as torch.hub checks them."""
     from torchvision import models
 
-    if backbone not in BACKBONES:
+    if backbone not in BACKBONES or BACKBONES[backbone].weights_enum is None:
         return {}
     prefixes = {}
     for member in getattr(models, BACKBONES[backbone].weights_enum):
@@ -131,23 +135,25 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return trunk_from_network_state(state) if any(k.startswith("stem.0.") for k in state) else state
 
 
-def load_trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load strictly, ignoring only the ImageNet classifier (`fc.*`, torchvision and timm)."""
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = {k for k in trunk.state_dict() if not k.startswith("fc.")}
+def load_trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: str, classifier: str = "fc.",
+                     expect: str = "a torchvision- or timm-format state dict of the same ResNet depth",
+                     shape_hint: str = "is it a different ResNet depth?") -> None:
+    """Load strictly, ignoring only the ImageNet classifier (keys under `classifier`: `fc.*`
+    for torchvision and timm ResNets); `expect`/`shape_hint` say what file would fit."""
+    state = {k: v for k, v in state.items() if not k.startswith(classifier)}
+    expected = {k for k in trunk.state_dict() if not k.startswith(classifier)}
     # Older torchvision files predate BatchNorm's step counter; PyTorch fills it in.
     missing = sorted(k for k in expected - state.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(state.keys() - expected)
     if missing or unexpected:
         raise CheckpointError(
             f"pretrained weights {source} do not match the backbone: missing keys {_short(missing)}, "
-            f"unexpected keys {_short(unexpected)}. Pass a torchvision- or timm-format state dict "
-            "of the same ResNet depth."
+            f"unexpected keys {_short(unexpected)}. Pass {expect}."
         )
     shapes = [k for k in expected & state.keys() if state[k].shape != trunk.state_dict()[k].shape]
     if shapes:
         raise CheckpointError(f"pretrained weights {source} have wrong shapes for {_short(sorted(shapes))}; "
-                              "is it a different ResNet depth?")
+                              f"{shape_hint}")
     trunk.load_state_dict(state, strict=False)
 
 

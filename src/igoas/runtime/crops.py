@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from igoas.utils.errors import IgoasError
 
 DEFAULT_MAX_BATCH = 64
 
 
-def check_frame(frame: Any) -> np.ndarray:
+def check_frame(frame: npt.ArrayLike) -> np.ndarray:
     """The frame as an H x W x 3 uint8 array, or an IgoasError that says what it is instead."""
     if not isinstance(frame, np.ndarray):
         raise IgoasError(f"frame: expected an H x W x 3 uint8 numpy array (an RGB image, or BGR with bgr=True), "
@@ -29,7 +30,7 @@ def check_frame(frame: Any) -> np.ndarray:
     return frame
 
 
-def clip_boxes(boxes: Any, height: int, width: int) -> np.ndarray:
+def clip_boxes(boxes: npt.ArrayLike, height: int, width: int) -> np.ndarray:
     """xyxy pixel boxes (N x 4, float or int) clipped to a height x width frame, as N x 4 int
     pixel bounds [x0, y0, x1) x [y0, y1) that cover every pixel the clipped box touches.
 
@@ -64,7 +65,7 @@ def clip_boxes(boxes: Any, height: int, width: int) -> np.ndarray:
     return np.concatenate([np.floor(clipped[:, :2]), np.ceil(clipped[:, 2:])], axis=1).astype(np.int64)
 
 
-def cut_crops(frame: Any, boxes: Any, bgr: bool = False) -> list[np.ndarray]:
+def cut_crops(frame: npt.ArrayLike, boxes: npt.ArrayLike, bgr: bool = False) -> list[np.ndarray]:
     """The RGB H x W x 3 uint8 crop of each box (views into the frame where it is RGB already)."""
     frame = check_frame(frame)
     bounds = clip_boxes(boxes, frame.shape[0], frame.shape[1])

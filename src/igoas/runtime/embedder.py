@@ -10,6 +10,7 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from igoas.runtime.backends import load_graph
 from igoas.runtime.crops import DEFAULT_MAX_BATCH, batches, check_max_batch, cut_crops
@@ -33,7 +34,7 @@ class CropEmbedder:
         self._resample = resize_filter(str(preprocess.get("interpolation", "bilinear")))
         self._run = graph.run
 
-    def embed(self, frame: np.ndarray, boxes: Any, bgr: bool = False,
+    def embed(self, frame: np.ndarray, boxes: npt.ArrayLike, bgr: bool = False,
               max_batch: int = DEFAULT_MAX_BATCH) -> np.ndarray:
         """N x D float32 unit-length embeddings of the N xyxy pixel `boxes` of an H x W x 3 uint8 frame.
 

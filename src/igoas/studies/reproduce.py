@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from omegaconf import DictConfig
+
 from igoas.artifacts.provenance import sha256_of
 from igoas.artifacts.run_dir import RunDir
 from igoas.config import weights_name
@@ -165,7 +167,7 @@ def compare_run(run_dir: str | Path, row: Row) -> Comparison:
     return Comparison(row, best, points[-1], per_epoch)
 
 
-def recipe(config: Any) -> dict[str, Any]:
+def recipe(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """What a run learns (`igoas.studies.fingerprint.fingerprint`), also without its targets' roots:
     where a table's datasets lie (`--root`) does not change which preset a run is; and with
     its pretrained weights by content (`weights_identity`): a run trained from a local copy
@@ -180,7 +182,7 @@ def recipe(config: Any) -> dict[str, Any]:
     return values
 
 
-def weights_identity(pretrained: Any, backbone: str) -> Any:
+def weights_identity(pretrained: bool | str | None, backbone: str) -> bool | str | None:
     """What `pretrained` loads, equal for every spelling of the same weights: a torchvision
     weight-set name (for `True`, a name, or a local copy of that set's file, recognised by
     the SHA-256 prefix in torchvision's file name), `sha256:<hex>` for another local file,

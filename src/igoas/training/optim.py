@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable, Sequence
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -18,12 +19,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from igoas.utils.errors import ConfigError
 
 
-def _adam(params: Any, cfg: Any) -> Optimizer:
+def _adam(params: Any, cfg: DictConfig) -> Optimizer:
     # L2 weight decay added to the gradient (torch.optim.Adam), as the authors trained.
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
-def _sgd(params: Any, cfg: Any) -> Optimizer:
+def _sgd(params: Any, cfg: DictConfig) -> Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.nesterov)
 
@@ -31,7 +32,7 @@ def _sgd(params: Any, cfg: Any) -> Optimizer:
 OPTIMIZERS: dict[str, Callable[[Any, Any], Optimizer]] = {"adam": _adam, "sgd": _sgd}
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> Optimizer:
+def build_optimizer(model: nn.Module, cfg: DictConfig) -> Optimizer:
     """The optimiser `cfg.name` over every parameter of `model` (frozen ones get no gradient
     and so are left untouched, weight decay included)."""
     if cfg.name not in OPTIMIZERS:
@@ -39,17 +40,17 @@ def build_optimizer(model: nn.Module, cfg: Any) -> Optimizer:
     return OPTIMIZERS[cfg.name](model.parameters(), cfg)
 
 
-def _multi_step(epoch: int, progress: float, cfg: Any, epochs: int) -> float:
+def _multi_step(epoch: int, progress: float, cfg: DictConfig, epochs: int) -> float:
     return cfg.gamma ** sum(1 for milestone in cfg.milestones if milestone <= epoch)
 
 
-def _cosine(epoch: int, progress: float, cfg: Any, epochs: int) -> float:
+def _cosine(epoch: int, progress: float, cfg: DictConfig, epochs: int) -> float:
     span = max(epochs - cfg.warmup_epochs, 1e-12)
     fraction = min(max((progress - cfg.warmup_epochs) / span, 0.0), 1.0)
     return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * fraction))
 
 
-def _constant(epoch: int, progress: float, cfg: Any, epochs: int) -> float:
+def _constant(epoch: int, progress: float, cfg: DictConfig, epochs: int) -> float:
     return 1.0
 
 
@@ -61,7 +62,7 @@ SCHEDULES: dict[str, Callable[[int, float, Any, int], float]] = {
 }
 
 
-def lr_factor(step: int, iters_per_epoch: int, cfg: Any, epochs: int) -> float:
+def lr_factor(step: int, iters_per_epoch: int, cfg: DictConfig, epochs: int) -> float:
     """Learning-rate multiplier after `step` optimiser steps: warm-up times the schedule."""
     if cfg.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule={cfg.schedule!r} is unknown; choose one of {sorted(SCHEDULES)}")
@@ -72,7 +73,7 @@ def lr_factor(step: int, iters_per_epoch: int, cfg: Any, epochs: int) -> float:
     return factor
 
 
-def build_scheduler(optimizer: Optimizer, cfg: Any, epochs: int, iters_per_epoch: int) -> LambdaLR:
+def build_scheduler(optimizer: Optimizer, cfg: DictConfig, epochs: int, iters_per_epoch: int) -> LambdaLR:
     """A per-iteration scheduler following `lr_factor`; call `.step()` after every optimiser step."""
     if iters_per_epoch <= 0:
         raise ConfigError("the training set gives no complete batch; lower data.batch_size or use more images")

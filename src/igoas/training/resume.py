@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from igoas.config import keys_marked
 from igoas.utils.errors import ConfigError
@@ -53,7 +54,7 @@ def optimiser_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]
     return [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
 
 
-def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any, settings: list[dict[str, Any]]) -> None:
+def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: LambdaLR, settings: list[dict[str, Any]]) -> None:
     """Put the new config's hyperparameters back after loading a checkpoint's optimiser and
     scheduler state, and set each group's rate for the current step from the new base rates."""
     for group, fresh in zip(optimizer.param_groups, settings):
@@ -62,7 +63,7 @@ def reapply_settings(optimizer: torch.optim.Optimizer, scheduler: Any, settings:
     sync_learning_rates(optimizer, scheduler)
 
 
-def sync_learning_rates(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def sync_learning_rates(optimizer: torch.optim.Optimizer, scheduler: LambdaLR) -> None:
     """Each group's rate for the scheduler's current step (the formula LambdaLR.step uses)."""
     for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(scheduler.last_epoch)

@@ -10,6 +10,9 @@ continue the run exactly.
 With the EMA on, the checkpoint's `model` entry holds the averaged weights (what
 `igoas eval`, `best.pth` and deployment use) and `train_model` the raw weights training
 continues from.
+
+With the center loss on (`loss.center_weight`), the checkpoint's `center_loss` entry holds
+the class centers and their optimiser.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from igoas.artifacts.run_dir import RunDir
 from igoas.compute.distributed import DistributedContext, unwrap
 from igoas.config import config_from_dict
 from igoas.imaging.preprocess import Preprocess
+from igoas.model.losses import CenterLoss
 from igoas.training.resume import optimiser_settings, reapply_settings, sync_learning_rates
 from igoas.training.rng import capture_rng_state, restore_rng_state, state_for_rank
 from igoas.utils.errors import CheckpointError
@@ -52,6 +56,40 @@ class ModelEma:
             average.lerp_(current, 1.0 - self.decay)
         for kept, current in zip(self.module.buffers(), model.buffers()):
             kept.copy_(current)
+
+
+class CenterState:
+    """The center loss's centers and BoT's separate update of them (engine/trainer.py,
+    solver/build.py): after the network's step, the center gradient is divided by the
+    loss weight (so the step follows the unweighted center loss) and plain SGD at `lr`
+    (no momentum, no weight decay, no schedule) moves the centers."""
+
+    def __init__(self, num_classes: int, feature_dim: int, weight: float, lr: float, seed: int,
+                 device: torch.device | str = "cpu") -> None:
+        self.module = CenterLoss(num_classes, feature_dim, torch.Generator().manual_seed(seed)).to(device)
+        self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr)
+        self.weight = weight
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def step(self, loss_scale: float = 1.0) -> None:
+        """One center update; `loss_scale` undoes a grad scaler's factor (fp16). A step
+        whose gradient overflowed (the scaler skips the network's too) leaves the centers."""
+        grad = self.module.centers.grad
+        if grad is None:
+            return
+        grad.mul_(1.0 / (self.weight * loss_scale))
+        if torch.isfinite(grad).all():
+            self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"centers": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["centers"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class Position(NamedTuple):
@@ -130,6 +168,7 @@ class TrainState:
     sampler: Any
     occlusion_generator: torch.Generator
     ema: ModelEma | None = None
+    centers: CenterState | None = None
     epoch: int = 0
     batch: int = 0
     iteration: int = 0
@@ -185,6 +224,8 @@ class TrainState:
             payload["rng_by_rank"] = rng
         if self.ema is not None:
             payload["train_model"] = unwrap(self.model).state_dict()
+        if self.centers is not None:
+            payload["center_loss"] = self.centers.state_dict()
         return payload
 
     def load_state_dict(self, payload: Mapping[str, Any], files: RunDir, *, epochs: int, iters_per_epoch: int,
@@ -193,7 +234,8 @@ class TrainState:
         checkpoint without the training state or one that does not fit this run."""
         where = str(files.last_checkpoint)
         load_model_state(unwrap(self.model), payload["train_model" if "train_model" in payload else "model"], where)
-        needed = ["optimizer", "scheduler", "rng", "sampler"] + (["train_model"] if self.ema is not None else [])
+        needed = (["optimizer", "scheduler", "rng", "sampler"] + (["train_model"] if self.ema is not None else [])
+                  + (["center_loss"] if self.centers is not None else []))
         missing = [key for key in needed if payload.get(key) is None]
         if missing:
             raise CheckpointError(f"{where}: lacks {', '.join(missing)}, so training cannot continue exactly from "
@@ -210,6 +252,8 @@ class TrainState:
             states.append(("grad scaler", self.scaler, "grad_scaler"))
         if payload.get("occlusion_state"):
             states.append(("occlusion", unwrap(self.model).occlusion, "occlusion_state"))
+        if self.centers is not None:
+            states.append(("center loss", self.centers, "center_loss"))
         for what, target, key in states:
             try:
                 target.load_state_dict(payload[key])

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader
 
 from igoas.artifacts.checkpoint import load_checkpoint
 from igoas.artifacts.provenance import evaluation_record
@@ -59,6 +60,7 @@ from igoas.config import (
     validate,
 )
 from igoas.data import build_dataset, build_train_loader, build_transforms
+from igoas.data.base import ReIDDataset
 from igoas.data.check import ensure_trainable
 from igoas.evaluation.model_evaluation import (
     eval_datasets,
@@ -80,6 +82,7 @@ from igoas.training.resume import changed_settings, nonfinite_tensors
 from igoas.training.run_log import RunLogger, truncate_jsonl
 from igoas.training.saver import CheckpointSaver
 from igoas.training.state import (
+    CenterState,
     ModelEma,
     TrainState,
     saved_config,
@@ -220,7 +223,8 @@ def _run(cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | Non
                        scheduler=build_scheduler(optimizer, cfg.optim, cfg.train.epochs, iters_per_epoch),
                        scaler=grad_scaler(runtime.device, runtime.precision),
                        occlusion_generator=torch.Generator().manual_seed(cfg.train.seed),
-                       ema=ModelEma(unwrap(model), cfg.train.ema_decay) if cfg.train.ema_decay else None)
+                       ema=ModelEma(unwrap(model), cfg.train.ema_decay) if cfg.train.ema_decay else None,
+                       centers=_center_state(cfg, dataset.num_train_pids, unwrap(model).feature_dim, runtime))
     if payload is not None:
         restored = state.load_state_dict(payload, files, epochs=cfg.train.epochs, iters_per_epoch=iters_per_epoch,
                                          seed=cfg.train.seed, ctx=ctx)
@@ -240,7 +244,8 @@ def _run(cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | Non
                             iters_per_epoch=iters_per_epoch)
     settings = LoopSettings.from_config(cfg, iters_per_epoch, local_replicas)
     loss_fn = partial(compute_losses, config=LossConfig(**to_dict(cfg.loss)),
-                      reduce=partial(average_across, ctx=ctx) if ctx.enabled else None)  # averaged before combined
+                      reduce=partial(average_across, ctx=ctx) if ctx.enabled else None,  # averaged before combined
+                      centers=state.centers.module if state.centers is not None else None)
     trainable = _Trainable(cfg, ctx, log)
     evaluate = partial(_evaluate, cfg=cfg, targets=targets, preprocess=preprocess, runtime=runtime, log=log)
     last_results: dict[str, Any] = {}  # the last evaluation, for metrics.json
@@ -293,7 +298,7 @@ def _run(cfg: DictConfig, ctx: DistributedContext, payload: dict[str, Any] | Non
 
 
 # ---------------------------------------------------------------------- set-up
-def _train_loader(cfg: DictConfig, dataset: Any, runtime: Runtime) -> Any:
+def _train_loader(cfg: DictConfig, dataset: ReIDDataset, runtime: Runtime) -> DataLoader:
     data, ctx = cfg.data, runtime.ctx
     if data.batch_size % ctx.world_size:
         raise ConfigError(f"data.batch_size={data.batch_size} (the global batch) must divide evenly over "
@@ -308,6 +313,18 @@ def _train_loader(cfg: DictConfig, dataset: Any, runtime: Runtime) -> Any:
                               pin_memory=runtime.device.type == "cuda", seed=cfg.train.seed,
                               rank=ctx.rank, world_size=ctx.world_size, drop_last=data.drop_last,
                               transform=transform, on_error=data.on_error)
+
+
+def _center_state(cfg: DictConfig, num_classes: int, feature_dim: int, runtime: Runtime) -> CenterState | None:
+    """The center loss's centers (seeded from train.seed) and their own SGD, when on."""
+    if not cfg.loss.center_weight:
+        return None
+    if runtime.ctx is not None and runtime.ctx.enabled:
+        raise ConfigError("loss.center_weight > 0 trains on one process only: each process would move its own "
+                          "copy of the centers; run on one process (with train.replicas for several GPUs) or set "
+                          "loss.center_weight=0")
+    return CenterState(num_classes, feature_dim, cfg.loss.center_weight, cfg.optim.center_lr, cfg.train.seed,
+                       runtime.device)
 
 
 def _build_model(cfg: DictConfig, num_classes: int, pretrained: bool | str, runtime: Runtime) -> nn.Module:
@@ -372,7 +389,7 @@ class LoopSettings:
 
 
 # ---------------------------------------------------------------------- the loop
-def train_one_epoch(state: TrainState, loader: Any, loss_fn: Callable[..., Any], runtime: Runtime, log: RunLogger, *,
+def train_one_epoch(state: TrainState, loader: DataLoader, loss_fn: Callable[..., Any], runtime: Runtime, log: RunLogger, *,
                     network: nn.Module, settings: LoopSettings, saver: CheckpointSaver) -> bool:
     """Epoch `state.epoch` from batch `state.batch` on; False when the run stops within it
     (on `train.stop_after_iters` before the epoch's last batch; a stop on the last batch
@@ -411,9 +428,13 @@ def train_step(state: TrainState, network: nn.Module, batch: Mapping[str, Any], 
     if any_across(not bool(torch.isfinite(losses.total)), runtime.ctx):
         _diverged(state, losses, "loss", settings, log)
     state.optimizer.zero_grad(set_to_none=True)
+    if state.centers is not None:
+        state.centers.zero_grad()
     state.scaler.scale(losses.total).backward()
     grad_norm = _clip_and_check(state, losses, settings, log)
     state.scaler.step(state.optimizer)
+    if state.centers is not None:  # after the network's step, as BoT's engine
+        state.centers.step(state.scaler.get_scale() if state.scaler.is_enabled() else 1.0)
     state.scaler.update()
     lr = state.optimizer.param_groups[0]["lr"]
     state.scheduler.step()

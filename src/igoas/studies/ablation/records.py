@@ -72,12 +72,12 @@ def started_from(record: Mapping[str, Any]) -> str | None:
     return (record.get("pretrained") or {}).get("sha256") or None
 
 
-def trunk_sha256(pretrained: Any) -> str | None:
+def trunk_sha256(pretrained: bool | str | None) -> str | None:
     """The SHA-256 of the pretrained file `model.pretrained` names now (None: not a file)."""
     return (pretrained_identity(pretrained) or {}).get("sha256") or None
 
 
-def pretrained_identity(pretrained: Any) -> dict[str, str] | None:
+def pretrained_identity(pretrained: bool | str | None) -> dict[str, str] | None:
     """The pretrained weights a run started from: the path and, for a file, its SHA-256."""
     if isinstance(pretrained, str) and Path(pretrained).is_file():
         return {"path": pretrained, "sha256": sha256_of(pretrained)}
