@@ -32,6 +32,7 @@ bench:
 	@mkdir -p runs
 	$(PY) benchmarks/train_step.py | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/inference.py | tee -a runs/benchmarks.jsonl
+	$(PY) benchmarks/formats.py $(if $(CKPT),--checkpoint $(CKPT),--smoke) | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/dataloading.py | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/evaluation.py | tee -a runs/benchmarks.jsonl
 	$(PY) benchmarks/rerank.py | tee -a runs/benchmarks.jsonl

@@ -77,6 +77,8 @@ RUNS: dict[str, Run] = {
     "igoas search query gallery.faiss --features query.npz --topk 10": Run(),
     "igoas export best.pth --format onnx": Run(),
     "igoas export best.pth --format torchscript --out model.pt": Run(),
+    "igoas export best.pth --format onnx --int8 --calibration data/synthetic/bounding_box_train --out best_int8.onnx":
+        Run(),
     # docs/serve.md
     "igoas serve best.pth --gallery gallery.faiss --dataset occluded_duke --root data/occluded-duke": Run(server=True),
     "igoas serve best.pth --gallery gallery.npz --queries my_queries/": Run(server=True),
@@ -126,6 +128,9 @@ SKIPPED_BY_DESIGN: dict[str, str] = {
     "python benchmarks/inference.py --checkpoint runs/demo/checkpoints/best.pth --eval-root data/synthetic": BENCHMARK,
     "python benchmarks/inference.py --checkpoint best.pth --eval-root data/synthetic": BENCHMARK,
     "python benchmarks/inference.py --threads 1": BENCHMARK,
+    "python benchmarks/formats.py --checkpoint best.pth --data data/synthetic": BENCHMARK,
+    "python benchmarks/formats.py --smoke": BENCHMARK,
+    "python benchmarks/formats.py --checkpoint runs/demo/checkpoints/best.pth --data data/synthetic": BENCHMARK,
     ".venv/bin/python benchmarks/train_step.py": BENCHMARK,
     ".venv/bin/python benchmarks/train_step.py --backbone resnet18 --batch 4 --height 128 --width 64 --repeats 2":
         BENCHMARK,

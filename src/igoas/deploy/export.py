@@ -17,6 +17,13 @@ cosine distance above the tolerance, or an error or Ctrl-C during the check) nev
 under the target name, and a previous export there is left as it was. The temporary file
 of an export killed outright is removed by the next export to the same target.
 
+`int8` (ONNX only) quantises the exported fp32 graph statically with onnxruntime (QDQ
+format, per-channel int8 weights, uint8 activations, MinMax ranges) on crops read from a
+folder of person images and resized by the checkpoint's own `Preprocess`, and records how
+in the metadata (`quantization`). int8 cannot meet the fp32 tolerance, so its check runs
+on held-out crops of that folder (the calibration crops where there are no others) against
+a lower bound on the cosine similarity instead (`min_cosine`, default 0.98).
+
 ONNX uses the `torch.export`-based exporter (`dynamo=True`) at opset 18: in this PyTorch
 it is the maintained path, exports the network without warnings, and its lowest native
 opset is 18. Opsets 18 to 23 (the highest torch.onnx declares) are accepted; for others
@@ -30,6 +37,7 @@ import copy
 import json
 import math
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +48,9 @@ import torch
 import torch.nn.functional as F
 
 from igoas.artifacts.provenance import checkpoint_identity
+from igoas.data.base import list_images
 from igoas.deploy.inference import ReIDModel
+from igoas.imaging.images import IMAGE_EXTENSIONS
 from igoas.imaging.preprocess import Preprocess
 from igoas.runtime.backends import METADATA_KEY, load_onnx, load_openvino, openvino_metadata
 from igoas.utils.errors import IgoasError, describe_os_error
@@ -53,6 +63,10 @@ MAX_OPSET = 23
 DEFAULT_TOLERANCE = 1e-4
 CHECK_BATCH_SIZES = (3, 5)
 CHANNEL_ORDER = "RGB"
+DEFAULT_CALIBRATION_COUNT = 256  # crops the int8 ranges are calibrated on
+DEFAULT_INT8_MIN_COSINE = 0.98  # the lowest cosine to PyTorch fp32 an int8 export may give
+INT8_CHECK_IMAGES = 64  # held-out crops the int8 export is checked on
+CALIBRATION_BATCH = 8
 
 
 class EmbeddingGraph(torch.nn.Module):
@@ -79,16 +93,37 @@ class ExportFormat:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """Static int8 quantisation of an ONNX export: crops from `calibration` (a folder of
+    person images, searched recursively) and the cosine bound its check must meet."""
+
+    calibration: Path
+    count: int = DEFAULT_CALIBRATION_COUNT
+    min_cosine: float = DEFAULT_INT8_MIN_COSINE
+
+    def metadata(self, calibrated_on: int) -> dict[str, Any]:
+        """The `quantization` entry of the export's metadata."""
+        return {"method": "onnxruntime.quantization.quantize_static", "format": "QDQ", "weights": "int8, per channel",
+                "activations": "uint8", "calibrate_method": "MinMax", "calibration_images": calibrated_on,
+                "calibration_folder": Path(self.calibration).name, "min_cosine_bound": self.min_cosine}
+
+
+@dataclass(frozen=True)
 class ExportCheck:
     """Outcome of running an export against the PyTorch model on the same inputs."""
 
     batch_sizes: tuple[int, ...]
     max_cosine_distance: float
     tolerance: float
+    inputs: str = "random images"
 
     @property
     def passed(self) -> bool:
         return self.max_cosine_distance <= self.tolerance
+
+    @property
+    def min_cosine(self) -> float:
+        return 1.0 - self.max_cosine_distance
 
 
 @dataclass(frozen=True)
@@ -177,16 +212,19 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     check_batch_sizes: Sequence[int] = CHECK_BATCH_SIZES,
     tolerance: float = DEFAULT_TOLERANCE,
+    quantization: Quantization | None = None,
 ) -> ExportResult:
     """Write `model` (a ReIDModel or a checkpoint path) in `format`, check it, and only then
     put it at `out`.
 
-    `out` defaults to the checkpoint path with the format's suffix. The result always
-    carries the check; when it failed, nothing was written to `out` (a file already there
-    is kept).
+    `out` defaults to the checkpoint path with the format's suffix. `quantization` (ONNX
+    only) writes the int8 model instead, checked against its cosine bound rather than
+    `tolerance`. The result always carries the check; when it failed, nothing was written
+    to `out` (a file already there is kept).
     """
     exporter = _format(format)
     _check_options(format, opset, check_batch_sizes, tolerance)
+    calibration = _calibration_files(quantization, format) if quantization is not None else []
     checkpoint = None if isinstance(model, ReIDModel) else Path(model)
     path = Path(out) if out is not None else (checkpoint or Path("model")).with_suffix(exporter.suffix)
     if checkpoint is not None and path.resolve() == checkpoint.resolve():
@@ -199,8 +237,12 @@ def export_model(
     staged = _staging_file(path, exporter.companions)
     written = [(staged.with_suffix(suffix), path.with_suffix(suffix)) for suffix in exporter.companions]
     try:
-        exporter.write(graph, example, staged, info, opset, target=path)
-        check = check_export(staged, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
+        if quantization is None:
+            exporter.write(graph, example, staged, info, opset, target=path)
+            check = check_export(staged, graph, model.preprocess_config, format, check_batch_sizes, tolerance)
+        else:
+            check = _export_int8(graph, example, staged, info, opset, path, quantization, calibration,
+                                 model.preprocess_config, check_batch_sizes)
         if check.passed:
             for source, target in [*written, (staged, path)]:  # the main file last: it names a complete pair
                 os.replace(source, target)
@@ -246,6 +288,86 @@ def _check_options(format: str, opset: int, check_batch_sizes: Sequence[int], to
                          f"finite number, 0 or more; give e.g. {DEFAULT_TOLERANCE:g} (the default)")
 
 
+def _calibration_files(quantization: Quantization, format: str) -> list[Path]:
+    """The image files int8 is calibrated and checked on, refusing what cannot work before any work."""
+    folder = Path(quantization.calibration)
+    if format != "onnx":
+        raise IgoasError(f"--int8 quantises ONNX exports only, not {format!r}; use --format onnx (OpenVINO's "
+                         "own int8 needs NNCF, which igoas does not use)")
+    if isinstance(quantization.count, bool) or int(quantization.count) != quantization.count or quantization.count < 1:
+        raise IgoasError(f"calibration count {quantization.count!r} (--calibration-count): give a whole number of "
+                         f"images, 1 or more (default {DEFAULT_CALIBRATION_COUNT})")
+    if not (math.isfinite(quantization.min_cosine) and 0 < quantization.min_cosine <= 1):
+        raise IgoasError(f"int8 cosine bound {quantization.min_cosine} (--int8-min-cosine): the lowest accepted "
+                         f"cosine to PyTorch fp32 lies in (0, 1]; give e.g. {DEFAULT_INT8_MIN_COSINE} (the default)")
+    if not folder.is_dir():
+        raise IgoasError(f"{folder} (--calibration): not a folder; give a folder of person crops (e.g. a dataset's "
+                         "bounding_box_train) to calibrate the int8 ranges on")
+    files = list_images(folder, recursive=True)
+    if not files:
+        raise IgoasError(f"{folder} (--calibration): no image files ({', '.join(IMAGE_EXTENSIONS)}) in it or below "
+                         "it; int8 needs person crops like the ones it will embed, a few hundred of them")
+    return files
+
+
+class _CropBatches:
+    """onnxruntime's CalibrationDataReader over image files (that class accepts any object with
+    `get_next`, so onnxruntime is not imported here): the checkpoint's own resize
+    (`Preprocess.resize`, [0, 1] RGB; the graph normalises), a few images at a time."""
+
+    def __init__(self, files: Sequence[Path], preprocess: Preprocess, batch: int = CALIBRATION_BATCH) -> None:
+        self._chunks = iter([files[start:start + batch] for start in range(0, len(files), batch)])
+        self._preprocess = preprocess
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        chunk = next(self._chunks, None)
+        return None if chunk is None else {"images": crop_batch(chunk, self._preprocess).numpy()}
+
+    def __iter__(self) -> "_CropBatches":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def crop_batch(files: Sequence[str | os.PathLike], preprocess: Preprocess) -> torch.Tensor:
+    """Image files as the exported graph's input: B x 3 x H x W RGB in [0, 1], resized as `ReIDModel` resizes."""
+    return torch.stack([preprocess.resize(path) for path in files])
+
+
+def _export_int8(graph: EmbeddingGraph, example: torch.Tensor, staged: Path, info: dict[str, Any], opset: int,
+                 target: Path, quantization: Quantization, files: list[Path], preprocess: Preprocess,
+                 batch_sizes: Sequence[int]) -> ExportCheck:
+    """Export fp32 to a scratch folder, quantise it statically into `staged` with the metadata
+    (plus `quantization`), and check it on held-out crops against the cosine bound."""
+    onnx = optional("onnx", "int8 export")
+    quantize = optional("onnxruntime.quantization", "int8 export")
+    shape_inference = optional("onnxruntime.quantization.shape_inference", "int8 export")
+
+    calibrate, held_out = files[:quantization.count], files[quantization.count:][:INT8_CHECK_IMAGES]
+    info = {**info, "quantization": quantization.metadata(len(calibrate))}
+    with tempfile.TemporaryDirectory(prefix="igoas-int8-") as scratch:
+        fp32, prepared, quantised = (Path(scratch) / name for name in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+        _write_onnx(graph, example, fp32, info, opset, target=target)
+        shape_inference.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize.quantize_static(
+            str(prepared), str(quantised), _CropBatches(calibrate, preprocess),
+            quant_format=quantize.QuantFormat.QDQ, per_channel=True, activation_type=quantize.QuantType.QUInt8,
+            weight_type=quantize.QuantType.QInt8, calibrate_method=quantize.CalibrationMethod.MinMax,
+            extra_options={"CalibMaxIntermediateOutputs": 16})
+        proto = onnx.load(str(quantised))
+    del proto.metadata_props[:]  # the quantiser's copy of the fp32 entry, if any: written anew with `quantization`
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(info)})
+    atomic_write(staged, lambda handle: handle.write(proto.SerializeToString()), shown_as=target)
+    checked = held_out or calibrate
+    inputs = (f"{len(checked)} {'held-out' if held_out else 'calibration'} crops of {quantization.calibration}")
+    return check_export(staged, graph, preprocess, "onnx", batch_sizes, 1.0 - quantization.min_cosine,
+                        images=crop_batch(checked, preprocess), inputs=inputs)
+
+
 def _staging_file(path: Path, companions: Sequence[str] = ()) -> Path:
     """A new empty file beside `path` with its suffix (the format's loaders go by suffix),
     where the export is written and checked before it is renamed onto `path`; the staging
@@ -275,20 +397,38 @@ def check_export(
     format: str,
     batch_sizes: Sequence[int] = CHECK_BATCH_SIZES,
     tolerance: float = DEFAULT_TOLERANCE,
+    images: torch.Tensor | None = None,
+    inputs: str = "random images",
 ) -> ExportCheck:
-    """Run the exported file and the PyTorch graph on the same images; report the worst cosine distance."""
+    """Run the exported file and the PyTorch graph on the same images; report the worst cosine distance.
+
+    The images are fresh random ones, one batch per size, or every row of `images` (RGB in
+    [0, 1] at the input size) in consecutive batches cycling through the sizes.
+    """
     run = _format(format).load(Path(path), None)
     worst = 0.0
-    for index, batch in enumerate(batch_sizes):
-        images = _example_images(preprocess, batch, seed=100 + index)
+    for batch in _check_batches(preprocess, batch_sizes, images):
         with torch.no_grad():
-            expected = graph(images).numpy()
-        distances = cosine_distance(run(images.numpy()), expected)
+            expected = graph(batch).numpy()
+        distances = cosine_distance(run(batch.numpy()), expected)
         if not np.isfinite(distances).all():  # max() would skip NaN and report a pass
             raise IgoasError(f"{path}: the embeddings contain NaN or Inf, so the export cannot be checked; the "
                              "model's weights are not finite (a diverged checkpoint?)")
         worst = max(worst, float(np.max(distances)))
-    return ExportCheck(tuple(int(b) for b in batch_sizes), worst, tolerance)
+    return ExportCheck(tuple(int(b) for b in batch_sizes), worst, tolerance, inputs)
+
+
+def _check_batches(preprocess: Preprocess, batch_sizes: Sequence[int],
+                   images: torch.Tensor | None) -> Iterator[torch.Tensor]:
+    if images is None:
+        for index, batch in enumerate(batch_sizes):
+            yield _example_images(preprocess, batch, seed=100 + index)
+        return
+    start, index = 0, 0
+    while start < len(images):
+        size = int(batch_sizes[index % len(batch_sizes)])
+        yield images[start:start + size]
+        start, index = start + size, index + 1
 
 
 def load_exported(path: str | os.PathLike, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

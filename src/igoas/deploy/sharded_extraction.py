@@ -332,13 +332,19 @@ class ShardedFeatures:
         """Everything in memory as one Features (what `igoas search build` and `save_features` take)."""
         embeddings = (np.concatenate(list(self.iter_embeddings())) if self.shards
                       else np.zeros((0, self.embedding_dim or 0), np.float32))
+        return Features(embeddings=embeddings, paths=self.paths, pids=self.pids, camids=self.camids,
+                        bad_paths=list(self.skipped), metadata=self.metadata)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The features-file metadata of these embeddings: the model that made them, its
+        input recipe, precision and back end, the folder, and the skipped files' reasons."""
+        settings = self.manifest.get("settings") or {}
         metadata = {key: self.manifest.get(key) for key in ("checkpoint", "checkpoint_sha256", "model_spec",
                                                             "preprocess")}
-        metadata.update(precision=self.manifest["settings"]["precision"],
-                        backend=self.manifest["settings"]["backend"], source=str(self.folder),
-                        bad_reasons=self.skipped)
-        return Features(embeddings=embeddings, paths=self.paths, pids=self.pids, camids=self.camids,
-                        bad_paths=list(self.skipped), metadata=metadata)
+        metadata.update(precision=settings.get("precision"), backend=settings.get("backend"),
+                        source=str(self.folder), bad_reasons=self.skipped)
+        return metadata
 
 
 def open_sharded(folder: str | os.PathLike) -> ShardedFeatures:
