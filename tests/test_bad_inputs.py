@@ -627,6 +627,7 @@ def test_infinite_batchnorm_statistics_are_never_saved(synthetic_root: Path, tmp
     assert kept["iteration"] == 2
 
 
+@pytest.mark.slow
 def test_train_log_matches_the_checkpoint_after_a_kill(synthetic_root: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import igoas.training.trainer as trainer

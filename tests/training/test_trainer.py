@@ -125,6 +125,7 @@ def test_fixbase_freezes_the_backbone_only_when_it_is_pretrained(pretrained: boo
     assert ("train.fixbase_epochs=1 skipped: model.pretrained is false" in log) == (not pretrained)
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_says_it_is_finished(finished_run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
@@ -162,6 +163,7 @@ def test_each_process_restores_its_own_random_streams() -> None:
 
 
 # ----------------------------------------------------------------------------- exact resume
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_epoch_is_bit_identical(finished_run: Path, synthetic_root: Path, random_trunk: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import igoas.training.trainer as trainer
@@ -229,6 +231,7 @@ def _evaluations(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, synthetic_root: Path, random_trunk: Path,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "boundary"
@@ -256,6 +259,7 @@ def test_a_stop_on_an_epoch_boundary_ends_the_epoch_first(finished_run: Path, sy
     assert "those steps run first" in (legacy / "train.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["process count", "training set size"])
 def test_resume_whose_sampler_position_does_not_fit_restarts_the_epoch(change: str, synthetic_root: Path, random_trunk: Path,
                                                                         tmp_path: Path) -> None:
@@ -301,6 +305,7 @@ def test_a_run_killed_before_its_final_metrics_writes_them_on_resume(finished_ru
     assert _evaluations(run) == _evaluations(finished_run)  # not logged twice
 
 
+@pytest.mark.slow
 def test_resume_takes_the_best_record_from_best_pth(finished_run: Path, synthetic_root: Path, random_trunk: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "stale_best"
@@ -463,6 +468,7 @@ def test_a_relative_data_root_is_saved_absolute(synthetic_root: Path, random_tru
     assert Path(saved).is_absolute() and Path(saved) == synthetic_root.resolve()
 
 
+@pytest.mark.slow
 def test_a_last_batch_of_one_image_is_left_out_and_said(synthetic_root: Path, random_trunk: Path,
                                                         tmp_path: Path) -> None:
     from igoas.data import build_dataset
