@@ -129,6 +129,22 @@ def test_index_features_and_folder_back_ends_rank_alike(tiny_checkpoint: Path, s
     np.testing.assert_array_equal(rankings[0], rankings[2])
 
 
+def test_a_compressed_index_from_search_build_serves_the_search(tiny_checkpoint: Path, synthetic_root: Path,
+                                                                 tmp_path: Path) -> None:
+    from igoas.retrieval import features_from_arrays
+
+    model = ReIDModel.from_checkpoint(tiny_checkpoint, precision="fp32")
+    dim = model.embed(dataset_images("synthetic", synthetic_root, "query").paths[:1]).shape[1]
+    rows = np.random.default_rng(0).standard_normal((600, dim)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    features = features_from_arrays(rows, [f"{i}.jpg" for i in range(len(rows))])
+    GalleryIndex.build(features, "ivf_pq", nlist=8, nprobe=8, pq_m=dim // 4).save(tmp_path / "gallery.faiss")
+    gallery = load_gallery(model, tmp_path / "gallery.faiss")
+    assert gallery.kind == "ivf_pq"
+    found = rank(gallery, rows[3], TOPK).indices
+    assert len(found) == TOPK and 3 in list(found)  # every list visited: the entry itself is among the nearest
+
+
 def test_gallery_of_another_model_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from igoas.retrieval import features_from_arrays, save_features
 
