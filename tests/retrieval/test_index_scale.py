@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from igoas.cli import main
-from igoas.commands.search import gallery_rows
+from igoas.deploy.sharded_extraction import gallery_rows
 from igoas.deploy.sharded_extraction import open_sharded
 from igoas.evaluation.distance import compute_distance
 from igoas.evaluation.rank import evaluate_rank

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,11 +14,11 @@ from igoas.commands.arguments import positive_int
 from igoas.data.base import camera_name
 from igoas.deploy.extraction import path_images
 from igoas.deploy.inference import ReIDModel
-from igoas.deploy.sharded_extraction import MANIFEST, ShardedFeatures, open_sharded
+from igoas.deploy.sharded_extraction import gallery_rows
 from igoas.evaluation.distance import distance_from_similarity
 from igoas.evaluation.topk_rank import evaluate_topk
 from igoas.retrieval import GalleryIndex, load_features
-from igoas.retrieval.index import DEFAULT_ADD_CHUNK, GalleryRows
+from igoas.retrieval.index import DEFAULT_ADD_CHUNK
 from igoas.utils.errors import IgoasError
 from igoas.utils.fileio import atomic_write, check_output
 from igoas.viz import plot_ranked_lists
@@ -117,23 +116,6 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def gallery_rows(source: str | Path) -> GalleryRows:
-    """A features file, or a folder with a sharded extraction's manifest.json read shard by
-    shard from its memory maps, as the row stream `GalleryIndex.build` takes."""
-    source = Path(source)
-    if source.is_dir():
-        if not (source / MANIFEST).is_file():
-            open_sharded(source)  # raises, saying whether the extraction is unfinished or absent
-        return shard_rows(open_sharded(source))
-    return GalleryRows.from_features(load_features(source), str(source))
-
-
-def shard_rows(shards: ShardedFeatures) -> GalleryRows:
-    """The gallery of a sharded extraction, its metadata as `to_features` has it, rows never all in memory."""
-    return GalleryRows(shards.paths, shards.pids, shards.camids, shards.embedding_dim, shards.iter_embeddings,
-                       {"features": shards.metadata}, str(shards.folder))
-
-
 def _query(args: argparse.Namespace) -> int:
     if bool(args.images) == bool(args.features):
         raise IgoasError("give the queries either as images (IMAGE ...) or as a features file (--features FILE)")
@@ -206,8 +188,6 @@ def _summary(index: Any, result: Any, query_pids: Any, topk: int) -> str:
     """One closing line: how many queries against how large a gallery, and for the queries
     of known identity how many find it first and within the top K (the whole gallery is
     searched, same-camera images included: not the evaluation protocol's R1)."""
-    import numpy as np
-
     line = f"searched {len(query_pids)} quer{'y' if len(query_pids) == 1 else 'ies'} against {len(index)} gallery " \
            f"embeddings, top {topk} each"
     known = np.asarray(query_pids) >= 0

@@ -43,7 +43,8 @@ from igoas.artifacts.provenance import checkpoint_identity, sha256_of
 from igoas.compute.distributed import DistributedContext, gather_objects
 from igoas.deploy.extraction import ImageList
 from igoas.deploy.inference import ReIDModel
-from igoas.retrieval.features_file import Features
+from igoas.retrieval.features_file import Features, load_features
+from igoas.retrieval.index import GalleryRows
 from igoas.utils.errors import IgoasError
 from igoas.utils.fileio import atomic_write, check_output, write_json
 
@@ -345,6 +346,17 @@ class ShardedFeatures:
         metadata.update(precision=settings.get("precision"), backend=settings.get("backend"),
                         source=str(self.folder), bad_reasons=self.skipped)
         return metadata
+
+
+def gallery_rows(source: str | os.PathLike) -> GalleryRows:
+    """A features file, or a sharded extraction's folder read shard by shard from its memory
+    maps (rows never all in memory), as the row stream `GalleryIndex.build` takes."""
+    source = Path(source)
+    if not source.is_dir():
+        return GalleryRows.from_features(load_features(source), str(source))
+    shards = open_sharded(source)
+    return GalleryRows(shards.paths, shards.pids, shards.camids, shards.embedding_dim, shards.iter_embeddings,
+                       {"features": shards.metadata}, str(shards.folder))
 
 
 def open_sharded(folder: str | os.PathLike) -> ShardedFeatures:
